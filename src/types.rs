@@ -1,0 +1,189 @@
+//! Basic vocabulary shared by every layer: node names, node ids and terms.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A node's name, `name@host:port`, as given on the command line.
+///
+/// The `name` part identifies the node (as the part before `@` does in Erlang); `host:port`
+/// is where its listener accepts connections from the other nodes.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeName {
+    name: String,
+    host: String,
+    port: u16,
+}
+
+/// Why a string is not a valid [`NodeName`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeNameError {
+    /// There is no `@` between the name and the address.
+    #[error("node name {0:?} has no '@': expected NAME@HOST:PORT, e.g. lider1@127.0.0.1:4001")]
+    MissingAt(String),
+    /// The part before `@` is empty or has characters other than `A-Z a-z 0-9 _ - .`.
+    #[error("node name {0:?}: the name before '@' must be 1-64 characters of A-Z a-z 0-9 _ - .")]
+    BadName(String),
+    /// The part after `@` is not `host:port`.
+    #[error("node name {0:?}: expected HOST:PORT after '@' (port 1-65535)")]
+    BadAddress(String),
+}
+
+impl NodeName {
+    /// Builds a node name from its parts, validating them.
+    pub fn new(name: &str, host: &str, port: u16) -> Result<Self, NodeNameError> {
+        format!("{name}@{host}:{port}").parse()
+    }
+
+    /// The part before `@`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The host part of the address.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port part of the address.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `host:port`, the address other nodes dial.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for NodeName {
+    type Err = NodeNameError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (name, addr) = s
+            .split_once('@')
+            .ok_or_else(|| NodeNameError::MissingAt(s.to_string()))?;
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !name_ok {
+            return Err(NodeNameError::BadName(s.to_string()));
+        }
+        let bad = || NodeNameError::BadAddress(s.to_string());
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.len() > 255 || host.chars().any(|c| c.is_whitespace()) {
+            return Err(bad());
+        }
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if port == 0 {
+            return Err(bad());
+        }
+        Ok(NodeName {
+            name: name.to_string(),
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.addr())
+    }
+}
+
+impl fmt::Debug for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A node's index in the cluster's member list (candidates first, in priority order, then
+/// workers). Every node is configured with the same list, which the handshake checks, so an
+/// id means the same node everywhere. For candidates, a lower id is a higher priority.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Default,
+)]
+pub struct NodeId(pub u32);
+
+impl NodeId {
+    /// The id as a `usize` index into the member list.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// A leadership term: a monotonic number that orders leaderships and serves as a fencing
+/// token.
+///
+/// Terms strictly increase at every node and are persisted, so a restarted node never reuses
+/// one. Term `t` can only ever be led by candidate number `t % number_of_candidates`, so two
+/// leaders never share a term, even across a partition.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Default,
+)]
+pub struct Term(pub u64);
+
+impl Term {
+    /// The term as a plain number (for fencing tokens in external stores).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_displays() {
+        let n: NodeName = "lider1@127.0.0.1:4001".parse().unwrap();
+        assert_eq!(n.name(), "lider1");
+        assert_eq!(n.host(), "127.0.0.1");
+        assert_eq!(n.port(), 4001);
+        assert_eq!(n.to_string(), "lider1@127.0.0.1:4001");
+        assert_eq!(n.addr(), "127.0.0.1:4001");
+        let v6: NodeName = "a@[::1]:9".parse().unwrap();
+        assert_eq!(v6.addr(), "[::1]:9");
+        assert_eq!(v6.to_string(), "a@[::1]:9");
+    }
+
+    #[test]
+    fn rejects_bad_names() {
+        for bad in [
+            "",
+            "lider1",
+            "@h:1",
+            "a b@h:1",
+            "a@:1",
+            "a@h",
+            "a@h:0",
+            "a@h:99999",
+            "a@h:x",
+        ] {
+            assert!(bad.parse::<NodeName>().is_err(), "{bad:?} accepted");
+        }
+    }
+}
