@@ -1,5 +1,79 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-//! gen_leader
+//! # gen_leader
+//!
+//! Erlang's `gen_leader` behaviour, rebuilt in Rust: named nodes (`name@host:port`) elect a
+//! leader over authenticated TCP connections, route `leader_call`/`leader_cast` to it, and
+//! receive its Synch snapshot and ordered broadcasts. Every leadership has a **term** (a
+//! fencing token), hung nodes are detected in well under a second, two leaders that meet
+//! after a partition reduce to one, and calls fail with typed errors instead of hanging.
+//!
+//! Implement [`Behaviour`] (gen_leader's callbacks), build a [`Config`] and start a
+//! [`Node`]:
+//!
+//! ```no_run
+//! use gen_leader::{Behaviour, Config, Election, LeaderReply, Node, NodeName, ReplyTo};
+//!
+//! #[derive(Default)]
+//! struct Counter { n: u64 }
+//!
+//! impl Behaviour for Counter {
+//!     type Call = u64;        // "add this much"
+//!     type Reply = u64;       // the new total
+//!     type Cast = ();
+//!     type Synch = u64;       // the leader's total, sent to followers when elected
+//!     type Broadcast = u64;   // every new total
+//!     type Info = ();
+//!
+//!     async fn elected(&mut self, _: &Election<'_>, _joined: Option<&NodeName>) -> u64 {
+//!         self.n
+//!     }
+//!     async fn surrendered(&mut self, synch: u64, _: &Election<'_>) {
+//!         self.n = synch;
+//!     }
+//!     async fn handle_leader_call(&mut self, add: u64, _from: ReplyTo<u64>, _: &Election<'_>)
+//!         -> LeaderReply<u64, u64> {
+//!         self.n += add;
+//!         LeaderReply::ReplyAndBroadcast(self.n, self.n)
+//!     }
+//!     async fn from_leader(&mut self, total: u64, _: &Election<'_>) {
+//!         self.n = total;
+//!     }
+//!     async fn handle_call(&mut self, _: u64, _: &Election<'_>) -> u64 {
+//!         self.n
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::builder("a@127.0.0.1:4001")
+//!     .candidates(["a@127.0.0.1:4001", "b@127.0.0.1:4002"])
+//!     .cookie("secret")
+//!     .data_dir("/tmp/gen_leader-a")
+//!     .build()?;
+//! let node = Node::start(config, Counter::default()).await?;
+//! let total = node.leader_call(5).await?;
+//! println!("leader {:?} at term {} says {total}", node.leader(), node.term());
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! The crate is layered so that the election itself can be tested without I/O:
+//! [`election`] is a sans-IO state machine, [`wire`] the protocol and handshake,
+//! [`transport`] the connection plumbing, and the node runtime a ractor actor that drives
+//! them. See `docs/guide.md` for the concepts, the mapping from gen_leader and the guarantees.
+
+pub mod behaviour;
+pub mod config;
 pub mod election;
+pub mod error;
+mod node;
+pub mod transport;
 pub mod types;
+pub mod wire;
+
+pub use behaviour::{Behaviour, Election, LeaderReply, ReplyTo, StopReason, Wire};
+pub use config::{Config, ConfigBuilder, Members};
+pub use election::Role;
+pub use error::{CallError, ConfigError, StartError};
+pub use node::{ClusterView, LeaderHandle, Node};
+pub use types::{NodeId, NodeName, NodeNameError, Term};

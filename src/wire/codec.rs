@@ -216,11 +216,9 @@ pub fn encode_frame_into<T: Serialize + ?Sized>(
 /// allocation, and the whole body must be consumed
 /// ([`CodecError::TrailingBytes`] otherwise).
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(
-        body,
-        config().with_limit::<DEFAULT_MAX_FRAME_LEN>(),
-    )
-    .map_err(|e| CodecError::Decode(e.to_string()))?;
+    let (value, used) =
+        bincode::serde::decode_from_slice(body, config().with_limit::<DEFAULT_MAX_FRAME_LEN>())
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != body.len() {
         return Err(CodecError::TrailingBytes);
     }
@@ -232,8 +230,8 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
 /// Fails with [`CodecError::FrameTooLarge`] if the result exceeds
 /// [`DEFAULT_MAX_FRAME_LEN`], since it could never be sent.
 pub fn encode_payload<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, CodecError> {
-    let bytes =
-        bincode::serde::encode_to_vec(v, config()).map_err(|e| CodecError::Encode(e.to_string()))?;
+    let bytes = bincode::serde::encode_to_vec(v, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
     if bytes.len() > DEFAULT_MAX_FRAME_LEN {
         return Err(CodecError::FrameTooLarge {
             len: bytes.len(),
@@ -450,7 +448,10 @@ mod tests {
             Err(CodecError::Decode(_))
         ));
         // Empty body.
-        assert!(matches!(decode_body::<Msg>(&[]), Err(CodecError::Decode(_))));
+        assert!(matches!(
+            decode_body::<Msg>(&[]),
+            Err(CodecError::Decode(_))
+        ));
     }
 
     #[test]
@@ -459,7 +460,10 @@ mod tests {
         // cleanly instead of trying to allocate.
         let mut body = vec![1u8, 0xFD];
         body.extend_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(decode_body::<Msg>(&body), Err(CodecError::Decode(_))));
+        assert!(matches!(
+            decode_body::<Msg>(&body),
+            Err(CodecError::Decode(_))
+        ));
         // A Vec<u8> claiming 2^40 elements.
         let mut body = vec![0xFDu8];
         body.extend_from_slice(&(1u64 << 40).to_le_bytes());
@@ -510,6 +514,9 @@ mod tests {
             "peer speaks protocol version 2, this node speaks version 1"
         );
         let e = CodecError::FrameTooLarge { len: 10, max: 5 };
-        assert_eq!(e.to_string(), "frame of 10 bytes exceeds the limit of 5 bytes");
+        assert_eq!(
+            e.to_string(),
+            "frame of 10 bytes exceeds the limit of 5 bytes"
+        );
     }
 }

@@ -79,7 +79,10 @@ fn cold_start_highest_candidate_proposes_and_wins() {
         vec![send(1, status(0, None)), send(2, status(0, None))]
     );
     e.handle_message(t0, NodeId(1), status(0, None));
-    assert!(drain(&mut e).is_empty(), "still waiting to hear from node 2");
+    assert!(
+        drain(&mut e).is_empty(),
+        "still waiting to hear from node 2"
+    );
     e.handle_message(t0, NodeId(2), status(0, None));
     // Term 3 is the first term > 0 that candidate 0 of 3 owns.
     let p = Propose {
@@ -88,11 +91,7 @@ fn cold_start_highest_candidate_proposes_and_wins() {
     };
     assert_eq!(
         drain(&mut e),
-        vec![
-            Output::PersistTerm(Term(3)),
-            send(1, p.clone()),
-            send(2, p)
-        ]
+        vec![Output::PersistTerm(Term(3)), send(1, p.clone()), send(2, p)]
     );
     e.handle_message(t0, NodeId(1), Accept { term: Term(3) });
     assert!(drain(&mut e).is_empty());
@@ -254,13 +253,7 @@ fn join_to_sitting_leader() {
     assert_eq!(drain(&mut l), vec![send(2, status(3, Some((0, 3))))]);
     l.handle_message(t0, NodeId(2), status(0, None));
     assert!(drain(&mut l).is_empty());
-    l.handle_message(
-        t0,
-        NodeId(2),
-        Join {
-            promised: Term(0),
-        },
-    );
+    l.handle_message(t0, NodeId(2), Join { promised: Term(0) });
     assert_eq!(
         drain(&mut l),
         vec![Output::Elected {
@@ -288,12 +281,7 @@ fn join_to_sitting_leader() {
         drain(&mut j),
         vec![
             send(0, status(0, None)),
-            send(
-                0,
-                Join {
-                    promised: Term(0)
-                }
-            )
+            send(0, Join { promised: Term(0) })
         ]
     );
     j.handle_message(
@@ -324,15 +312,7 @@ fn higher_priority_newcomer_joins_without_preempt() {
     e.handle_peer_up(t0, NodeId(1));
     drain(&mut e);
     e.handle_message(t0, NodeId(1), status(4, Some((1, 4))));
-    assert_eq!(
-        drain(&mut e),
-        vec![send(
-            1,
-            Join {
-                promised: Term(0)
-            }
-        )]
-    );
+    assert_eq!(drain(&mut e), vec![send(1, Join { promised: Term(0) })]);
     assert_eq!(e.role(), Role::Joining);
 }
 
@@ -448,12 +428,7 @@ fn worker_never_proposes_and_joins_a_leader() {
         drain(&mut w),
         vec![
             send(1, status(0, None)),
-            send(
-                1,
-                Join {
-                    promised: Term(0)
-                }
-            )
+            send(1, Join { promised: Term(0) })
         ]
     );
     // A worker's proposal is never accepted.
@@ -558,13 +533,7 @@ fn restarted_node_with_higher_term_makes_leader_re_elect_above_it() {
     drain(&mut l);
     l.handle_peer_up(t0, NodeId(2));
     drain(&mut l);
-    l.handle_message(
-        t0,
-        NodeId(2),
-        Join {
-            promised: Term(10),
-        },
-    );
+    l.handle_message(t0, NodeId(2), Join { promised: Term(10) });
     // 12 is candidate 0's first term above 10.
     assert_eq!(
         drain(&mut l),
@@ -646,9 +615,7 @@ impl Net {
                 while let Some(o) = self.engines[i].poll_output() {
                     let me = NodeId(i as u32);
                     match &o {
-                        Output::Send { to, msg } => {
-                            self.inflight.push_back((me, *to, msg.clone()))
-                        }
+                        Output::Send { to, msg } => self.inflight.push_back((me, *to, msg.clone())),
                         Output::Elected { joined, .. } => {
                             self.engines[i].provide_synch(*joined, vec![])
                         }

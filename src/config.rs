@@ -1,0 +1,444 @@
+//! Node configuration, built and validated with [`Config::builder`].
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::ConfigError;
+use crate::types::{NodeId, NodeName};
+
+/// Default heartbeat interval: a connection with no traffic sends a heartbeat this often.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(100);
+/// Default failure timeout: a peer silent for this long is declared DOWN.
+pub const DEFAULT_FAILURE_TIMEOUT: Duration = Duration::from_millis(600);
+/// Default election timeout (base of every election wait).
+pub const DEFAULT_ELECTION_TIMEOUT: Duration = Duration::from_millis(150);
+/// Default time a starting node waits to hear from unresponsive peers.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default time allowed for a connection handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default `leader_call` timeout (gen_leader's is 5 s too).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default maximum frame size.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
+/// Default per-connection send queue length, in frames.
+pub const DEFAULT_SEND_QUEUE: usize = 4096;
+
+/// The cluster's member list: candidates (in priority order) then workers. Identical on every
+/// node (the handshake checks a digest of it).
+#[derive(Debug, Clone)]
+pub struct Members {
+    all: Vec<NodeName>,
+    n_candidates: usize,
+    by_name: HashMap<NodeName, NodeId>,
+}
+
+impl Members {
+    fn new(candidates: Vec<NodeName>, workers: Vec<NodeName>) -> Self {
+        let n_candidates = candidates.len();
+        let all: Vec<NodeName> = candidates.into_iter().chain(workers).collect();
+        let by_name = all
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), NodeId(i as u32)))
+            .collect();
+        Members {
+            all,
+            n_candidates,
+            by_name,
+        }
+    }
+
+    /// The name of member `id`.
+    ///
+    /// # Panics
+    /// If `id` is not a member id (ids come from this list, so this is a bug).
+    pub fn name(&self, id: NodeId) -> &NodeName {
+        &self.all[id.index()]
+    }
+
+    /// The id of a member, by name.
+    pub fn id(&self, name: &NodeName) -> Option<NodeId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// The id of a member, by its full name string `name@host:port`.
+    pub fn id_of_str(&self, name: &str) -> Option<NodeId> {
+        name.parse::<NodeName>().ok().and_then(|n| self.id(&n))
+    }
+
+    /// Candidates, highest priority first.
+    pub fn candidates(&self) -> &[NodeName] {
+        &self.all[..self.n_candidates]
+    }
+
+    /// Workers (never lead).
+    pub fn workers(&self) -> &[NodeName] {
+        &self.all[self.n_candidates..]
+    }
+
+    /// Every member: candidates then workers.
+    pub fn all(&self) -> &[NodeName] {
+        &self.all
+    }
+
+    /// Number of members.
+    pub fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    /// Always false: a valid cluster has at least one candidate.
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// Number of candidates.
+    pub fn n_candidates(&self) -> usize {
+        self.n_candidates
+    }
+}
+
+/// A validated node configuration. Build it with [`Config::builder`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) me: NodeName,
+    pub(crate) my_id: NodeId,
+    pub(crate) members: Members,
+    pub(crate) cluster: String,
+    pub(crate) cookie: Vec<u8>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) heartbeat: Duration,
+    pub(crate) failure_timeout: Duration,
+    pub(crate) election_timeout: Duration,
+    pub(crate) startup_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) call_timeout: Duration,
+    pub(crate) preempt: bool,
+    pub(crate) max_frame_len: usize,
+    pub(crate) send_queue: usize,
+    pub(crate) seed: Option<u64>,
+}
+
+impl Config {
+    /// Starts a builder for the node called `me` (`name@host:port`).
+    pub fn builder(me: impl AsRef<str>) -> ConfigBuilder {
+        ConfigBuilder {
+            me: me.as_ref().to_string(),
+            candidates: Vec::new(),
+            workers: Vec::new(),
+            cluster: "gen_leader".to_string(),
+            cookie: None,
+            data_dir: None,
+            heartbeat: DEFAULT_HEARTBEAT,
+            failure_timeout: None,
+            election_timeout: DEFAULT_ELECTION_TIMEOUT,
+            startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            preempt: false,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            send_queue: DEFAULT_SEND_QUEUE,
+            seed: None,
+        }
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> &NodeName {
+        &self.me
+    }
+
+    /// The member list.
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    /// The data directory, if any.
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.data_dir.as_deref()
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
+    /// The failure timeout.
+    pub fn failure_timeout(&self) -> Duration {
+        self.failure_timeout
+    }
+
+    /// The default `leader_call` timeout.
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// SHA-256 over everything the nodes of a cluster must agree on: cluster name, member
+    /// list and `preempt`.
+    pub(crate) fn members_digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"gen_leader/members/v1\0");
+        h.update(self.cluster.as_bytes());
+        h.update([0]);
+        h.update((self.members.n_candidates as u64).to_be_bytes());
+        for n in self.members.all() {
+            h.update(n.to_string().as_bytes());
+            h.update([0]);
+        }
+        h.update([u8::from(self.preempt)]);
+        h.finalize().into()
+    }
+}
+
+/// Builder for [`Config`]; [`ConfigBuilder::build`] validates everything.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    me: String,
+    candidates: Vec<String>,
+    workers: Vec<String>,
+    cluster: String,
+    cookie: Option<Vec<u8>>,
+    data_dir: Option<PathBuf>,
+    heartbeat: Duration,
+    failure_timeout: Option<Duration>,
+    election_timeout: Duration,
+    startup_timeout: Duration,
+    handshake_timeout: Duration,
+    call_timeout: Duration,
+    preempt: bool,
+    max_frame_len: usize,
+    send_queue: usize,
+    seed: Option<u64>,
+}
+
+impl ConfigBuilder {
+    /// The candidates, highest priority first (gen_leader's `CandidateNodes`). Must be the
+    /// same list, in the same order, on every node.
+    pub fn candidates<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.candidates = names.into_iter().map(|s| s.as_ref().to_string()).collect();
+        self
+    }
+
+    /// Worker nodes: they join, call and receive broadcasts but never lead.
+    pub fn workers<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.workers = names.into_iter().map(|s| s.as_ref().to_string()).collect();
+        self
+    }
+
+    /// The cluster name (default `gen_leader`); nodes of different clusters refuse each other.
+    pub fn cluster(mut self, name: impl Into<String>) -> Self {
+        self.cluster = name.into();
+        self
+    }
+
+    /// The shared secret that authenticates connections (required).
+    pub fn cookie(mut self, cookie: impl AsRef<[u8]>) -> Self {
+        self.cookie = Some(cookie.as_ref().to_vec());
+        self
+    }
+
+    /// Directory for the persisted term and the audit trail (gen_leader's `vardir`).
+    /// Without one, terms live in memory only and a restarted node may reuse a term.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Heartbeat interval (default 100 ms).
+    pub fn heartbeat(mut self, d: Duration) -> Self {
+        self.heartbeat = d;
+        self
+    }
+
+    /// Failure timeout: a peer silent this long is DOWN (default 6 heartbeats, 600 ms).
+    pub fn failure_timeout(mut self, d: Duration) -> Self {
+        self.failure_timeout = Some(d);
+        self
+    }
+
+    /// Election timeout: how long a proposal waits for answers (default 150 ms).
+    pub fn election_timeout(mut self, d: Duration) -> Self {
+        self.election_timeout = d;
+        self
+    }
+
+    /// How long a starting node waits for peers that neither answer nor refuse (default
+    /// 500 ms).
+    pub fn startup_timeout(mut self, d: Duration) -> Self {
+        self.startup_timeout = d;
+        self
+    }
+
+    /// Handshake timeout (default 2 s).
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+
+    /// Default `leader_call` timeout (default 5 s).
+    pub fn call_timeout(mut self, d: Duration) -> Self {
+        self.call_timeout = d;
+        self
+    }
+
+    /// Whether a returning higher-priority candidate replaces a sitting leader (default
+    /// false, as in gen_leader: it avoids flapping).
+    pub fn preempt(mut self, on: bool) -> Self {
+        self.preempt = on;
+        self
+    }
+
+    /// Maximum frame size in bytes (default 8 MiB).
+    pub fn max_frame_len(mut self, n: usize) -> Self {
+        self.max_frame_len = n;
+        self
+    }
+
+    /// Per-connection send queue, in frames (default 4096). A peer that lets it fill is
+    /// disconnected.
+    pub fn send_queue(mut self, n: usize) -> Self {
+        self.send_queue = n;
+        self
+    }
+
+    /// Seed for timer jitter (default: random). Fix it for reproducible runs.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Validates and builds the configuration.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let me: NodeName = self.me.parse()?;
+        let parse = |v: &[String]| -> Result<Vec<NodeName>, ConfigError> {
+            v.iter()
+                .map(|s| s.parse::<NodeName>().map_err(ConfigError::from))
+                .collect()
+        };
+        let candidates = parse(&self.candidates)?;
+        let workers = parse(&self.workers)?;
+        if candidates.is_empty() {
+            return Err(ConfigError::NoCandidates);
+        }
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        for n in candidates.iter().chain(&workers) {
+            if !names.insert(n.name().to_string()) {
+                return Err(ConfigError::DuplicateNode(n.name().to_string()));
+            }
+            if !addrs.insert(n.addr()) {
+                return Err(ConfigError::DuplicateNode(n.addr()));
+            }
+        }
+        if candidates.len() + workers.len() > 4096 {
+            return Err(ConfigError::OutOfRange("the number of nodes (max 4096)"));
+        }
+        let members = Members::new(candidates, workers);
+        let my_id = members
+            .id(&me)
+            .ok_or_else(|| ConfigError::NotAMember(me.clone()))?;
+        let failure_timeout = self.failure_timeout.unwrap_or(self.heartbeat * 6);
+        for (d, what) in [
+            (self.heartbeat, "the heartbeat interval"),
+            (failure_timeout, "the failure timeout"),
+            (self.election_timeout, "the election timeout"),
+            (self.startup_timeout, "the startup timeout"),
+            (self.handshake_timeout, "the handshake timeout"),
+            (self.call_timeout, "the call timeout"),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration(what));
+            }
+        }
+        if self.heartbeat >= failure_timeout {
+            return Err(ConfigError::HeartbeatTooSlow {
+                heartbeat_ms: self.heartbeat.as_millis(),
+                failure_ms: failure_timeout.as_millis(),
+            });
+        }
+        let cookie = self.cookie.unwrap_or_default();
+        if cookie.is_empty() {
+            return Err(ConfigError::EmptyCookie);
+        }
+        if self.cluster.is_empty() {
+            return Err(ConfigError::EmptyCluster);
+        }
+        if !(1024..=1 << 30).contains(&self.max_frame_len) {
+            return Err(ConfigError::OutOfRange("max_frame_len (1 KiB to 1 GiB)"));
+        }
+        if !(16..=1 << 20).contains(&self.send_queue) {
+            return Err(ConfigError::OutOfRange("send_queue (16 to 1048576 frames)"));
+        }
+        Ok(Config {
+            me,
+            my_id,
+            members,
+            cluster: self.cluster,
+            cookie,
+            data_dir: self.data_dir,
+            heartbeat: self.heartbeat,
+            failure_timeout,
+            election_timeout: self.election_timeout,
+            startup_timeout: self.startup_timeout,
+            handshake_timeout: self.handshake_timeout,
+            call_timeout: self.call_timeout,
+            preempt: self.preempt,
+            max_frame_len: self.max_frame_len,
+            send_queue: self.send_queue,
+            seed: self.seed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> ConfigBuilder {
+        Config::builder("a@127.0.0.1:1")
+            .candidates(["a@127.0.0.1:1", "b@127.0.0.1:2"])
+            .cookie("secret")
+    }
+
+    #[test]
+    fn valid_config_builds() {
+        let c = base().workers(["w@127.0.0.1:3"]).build().unwrap();
+        assert_eq!(c.my_id, NodeId(0));
+        assert_eq!(c.members().candidates().len(), 2);
+        assert_eq!(c.members().workers().len(), 1);
+        assert_eq!(c.failure_timeout(), DEFAULT_HEARTBEAT * 6);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_clear_errors() {
+        let e = |b: ConfigBuilder| b.build().unwrap_err().to_string();
+        assert!(e(Config::builder("nope")).contains("has no '@'"));
+        assert!(e(base().candidates(Vec::<String>::new())).contains("empty"));
+        assert!(e(base().candidates(["b@127.0.0.1:2"])).contains("neither"));
+        assert!(e(base().candidates(["a@127.0.0.1:1", "a@127.0.0.1:9"])).contains("twice"));
+        assert!(e(base().workers(["b@127.0.0.1:2"])).contains("twice"));
+        assert!(e(base().heartbeat(Duration::ZERO)).contains("greater than zero"));
+        assert!(e(base().failure_timeout(Duration::from_millis(50))).contains("shorter"));
+        assert!(e(base().cookie("")).contains("cookie"));
+        assert!(e(base().max_frame_len(1)).contains("out of range"));
+    }
+
+    #[test]
+    fn digest_depends_on_member_order() {
+        let a = base().build().unwrap();
+        let b = base()
+            .candidates(["b@127.0.0.1:2", "a@127.0.0.1:1"])
+            .build()
+            .unwrap();
+        assert_ne!(a.members_digest(), b.members_digest());
+    }
+}

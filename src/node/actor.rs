@@ -1,0 +1,1378 @@
+//! The node actor: glue between the engine, the behaviour and the connections.
+
+use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info, warn};
+
+use super::storage::{AuditEvent, AuditLog, TermStore};
+use super::{ClusterView, LeaderHandle};
+use crate::behaviour::{Behaviour, Election, LeaderReply, Origin, ReplyTo, StopReason};
+use crate::config::Config;
+use crate::election::{Engine, EngineConfig, LossReason, Output};
+use crate::error::CallError;
+use crate::transport::{self, BoxStream, Connector, Listener};
+use crate::types::{NodeId, NodeName, Term};
+use crate::wire::codec::{self, FrameCodec};
+use crate::wire::handshake::{self, HandshakeConfig, HandshakeError, Refusal};
+use crate::wire::{Msg, ReplyResult};
+
+/// Frames a connection's reader may have queued at the actor before it stops reading.
+const INBOUND_WINDOW: usize = 1024;
+/// Concurrent inbound handshakes; more connections wait in the accept backlog.
+const MAX_HANDSHAKES: usize = 64;
+/// Casts held while no leader is known.
+const MAX_HELD_CASTS: usize = 4096;
+/// Calls held (waiting for a leader or a reply) per node.
+const MAX_CALLS: usize = 1 << 20;
+
+/// Messages to the node actor.
+pub(crate) enum NodeMsg<B: Behaviour> {
+    LeaderCall {
+        request: B::Call,
+        deadline: Instant,
+        reply: oneshot::Sender<Result<B::Reply, CallError>>,
+    },
+    LeaderCast(B::Cast),
+    Call {
+        request: B::Call,
+        reply: oneshot::Sender<B::Reply>,
+    },
+    Cast(B::Cast),
+    Info(B::Info),
+    Reply {
+        to: Origin,
+        reply: B::Reply,
+    },
+    Admit {
+        peer: NodeId,
+        incarnation: u64,
+        reply: oneshot::Sender<Result<u64, Refusal>>,
+    },
+    Connected {
+        peer: NodeId,
+        conn: u64,
+        incarnation: u64,
+        stream: BoxStream,
+        read_buf: BytesMut,
+    },
+    AdmitAborted {
+        peer: NodeId,
+        conn: u64,
+    },
+    DialDone {
+        peer: NodeId,
+        outcome: DialOutcome,
+    },
+    Inbound {
+        peer: NodeId,
+        conn: u64,
+        msg: Msg,
+        _permit: OwnedSemaphorePermit,
+    },
+    ConnClosed {
+        peer: NodeId,
+        conn: u64,
+        reason: String,
+    },
+    Tick,
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub(crate) enum DialOutcome {
+    /// Could not open a connection at all.
+    Unreachable(String),
+    /// The peer refused the handshake, or it failed.
+    Failed(String),
+    /// The peer asked us to wait for its dial (we are the larger id).
+    CallBackRequested,
+    /// Handshake done: the connection is ours.
+    Connected {
+        incarnation: u64,
+        stream: BoxStream,
+        read_buf: BytesMut,
+    },
+}
+
+pub(crate) struct NodeArgs<B: Behaviour> {
+    pub config: Arc<Config>,
+    pub behaviour: B,
+    pub listener: Box<dyn Listener>,
+    pub connector: Arc<dyn Connector>,
+    pub view_tx: watch::Sender<ClusterView>,
+}
+
+pub(crate) struct NodeActor<B>(PhantomData<fn() -> B>);
+
+impl<B> NodeActor<B> {
+    pub(crate) fn new() -> Self {
+        NodeActor(PhantomData)
+    }
+}
+
+struct Conn {
+    id: u64,
+    incarnation: u64,
+    tx: mpsc::Sender<Bytes>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    last_recv: Instant,
+    last_sent: Instant,
+}
+
+impl Conn {
+    /// Closes the connection: the writer flushes what is queued (for at most a second), the
+    /// reader stops at once.
+    fn close(self) {
+        self.reader.abort();
+        drop(self.tx);
+        let mut writer = self.writer;
+        tokio::spawn(async move {
+            if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+                .await
+                .is_err()
+            {
+                writer.abort();
+            }
+        });
+    }
+}
+
+#[derive(Default)]
+struct Peer {
+    conn: Option<Conn>,
+    /// An inbound handshake admitted and finishing: (conn id, incarnation).
+    reserved: Option<(u64, u64)>,
+    dialer: Option<JoinHandle<()>>,
+    attempt: u32,
+}
+
+enum Req<C> {
+    Value(C),
+    Encoded(Vec<u8>),
+}
+
+enum CallState {
+    /// Waiting for a leader.
+    Waiting,
+    /// Sent to `leader` at `term`.
+    Sent { leader: NodeId, term: Term },
+    /// Being served by this node (it leads): a deferred reply is awaited.
+    Local,
+}
+
+struct CallEntry<B: Behaviour> {
+    req: Option<Req<B::Call>>,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<B::Reply, CallError>>,
+    state: CallState,
+}
+
+pub(crate) struct NodeState<B: Behaviour> {
+    behaviour: B,
+    engine: Engine,
+    cfg: Arc<Config>,
+    hs: Arc<HandshakeConfig>,
+    myself: ActorRef<NodeMsg<B>>,
+    connector: Arc<dyn Connector>,
+    peers: Vec<Peer>,
+    next_conn: u64,
+    calls: HashMap<u64, CallEntry<B>>,
+    waiting: VecDeque<u64>,
+    next_call: u64,
+    next_sweep: Option<Instant>,
+    held_casts: VecDeque<(Instant, B::Cast)>,
+    bcast_seq: u64,
+    last_seq: u64,
+    view_tx: watch::Sender<ClusterView>,
+    timer_tx: watch::Sender<Option<Instant>>,
+    terms: TermStore,
+    audit: AuditLog,
+    started: Instant,
+    tasks: Vec<JoinHandle<()>>,
+    rng: rand::rngs::StdRng,
+    stopping: bool,
+}
+
+impl<B: Behaviour> Drop for NodeState<B> {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for p in &mut self.peers {
+            if let Some(d) = p.dialer.take() {
+                d.abort();
+            }
+            if let Some(c) = p.conn.take() {
+                c.reader.abort();
+                c.writer.abort();
+            }
+        }
+    }
+}
+
+impl<B: Behaviour> Actor for NodeActor<B> {
+    type Msg = NodeMsg<B>;
+    type State = NodeState<B>;
+    type Arguments = NodeArgs<B>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: NodeArgs<B>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let NodeArgs {
+            config,
+            mut behaviour,
+            mut listener,
+            connector,
+            view_tx,
+        } = args;
+        let (terms, initial_term) =
+            TermStore::open(config.data_dir()).map_err(|e| format!("data directory: {e}"))?;
+        let audit =
+            AuditLog::open(config.data_dir()).map_err(|e| format!("data directory: {e}"))?;
+        if config.data_dir().is_none() {
+            warn!(node = %config.me(), "no data directory: terms are not persisted across restarts");
+        }
+        let incarnation: u64 = rand::random();
+        let seed = config.seed.unwrap_or_else(rand::random);
+        let hs = Arc::new(HandshakeConfig {
+            cluster: config.cluster.clone(),
+            cookie: config.cookie.clone(),
+            me: config.me().to_string(),
+            incarnation,
+            members_digest: config.members_digest(),
+            timeout: config.handshake_timeout,
+        });
+
+        let handle = LeaderHandle::from_parts(
+            myself.clone(),
+            view_tx.subscribe(),
+            config.clone(),
+            listener.local_addr(),
+        );
+        behaviour.init(handle).await.map_err(|e| e.to_string())?;
+
+        let now = Instant::now();
+        let engine = Engine::new(
+            EngineConfig {
+                me: config.my_id,
+                n_candidates: config.members().n_candidates() as u32,
+                n_nodes: config.members().len() as u32,
+                election_timeout: config.election_timeout,
+                startup_timeout: config.startup_timeout,
+                preempt: config.preempt,
+                seed,
+                initial_term,
+            },
+            now.into_std(),
+        );
+
+        let (timer_tx, timer_rx) = watch::channel(None);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(timer_loop(
+            myself.clone(),
+            timer_rx,
+            config.heartbeat / 2,
+        )));
+        // Inbound connections.
+        {
+            let myself = myself.clone();
+            let hs = hs.clone();
+            let config = config.clone();
+            tasks.push(tokio::spawn(async move {
+                let sem = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+                loop {
+                    let permit = match sem.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    };
+                    match listener.accept().await {
+                        Ok((stream, from)) => {
+                            let myself = myself.clone();
+                            let hs = hs.clone();
+                            let config = config.clone();
+                            tokio::spawn(async move {
+                                accept_one(stream, from, myself, hs, config).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(e) => {
+                            warn!(node = %config.me(), error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }));
+        }
+
+        let n = config.members().len();
+        let mut state = NodeState {
+            behaviour,
+            engine,
+            cfg: config.clone(),
+            hs,
+            myself,
+            connector,
+            peers: (0..n).map(|_| Peer::default()).collect(),
+            next_conn: 1,
+            calls: HashMap::new(),
+            waiting: VecDeque::new(),
+            next_call: 1,
+            next_sweep: None,
+            held_casts: VecDeque::new(),
+            bcast_seq: 0,
+            last_seq: 0,
+            view_tx,
+            timer_tx,
+            terms,
+            audit,
+            started: now,
+            tasks,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            stopping: false,
+        };
+        info!(node = %config.me(), term = %initial_term, "node starting");
+        for i in 0..n {
+            let p = NodeId(i as u32);
+            if p != config.my_id {
+                state.dial(p, Duration::ZERO);
+            }
+        }
+        Ok(state)
+    }
+
+    async fn post_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        state.after_engine().await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.stopping {
+            fail_stopped(msg);
+            return Ok(());
+        }
+        match msg {
+            NodeMsg::LeaderCall {
+                request,
+                deadline,
+                reply,
+            } => state.leader_call(request, deadline, reply).await,
+            NodeMsg::LeaderCast(m) => state.leader_cast(m).await,
+            NodeMsg::Call { request, reply } => {
+                let election = Election {
+                    engine: &state.engine,
+                    members: state.cfg.members(),
+                };
+                let r = state.behaviour.handle_call(request, &election).await;
+                let _ = reply.send(r);
+            }
+            NodeMsg::Cast(m) => {
+                let election = Election {
+                    engine: &state.engine,
+                    members: state.cfg.members(),
+                };
+                state.behaviour.handle_cast(m, &election).await;
+            }
+            NodeMsg::Info(m) => {
+                let election = Election {
+                    engine: &state.engine,
+                    members: state.cfg.members(),
+                };
+                state.behaviour.handle_info(m, &election).await;
+            }
+            NodeMsg::Reply { to, reply } => state.deliver_reply(to, reply),
+            NodeMsg::Admit {
+                peer,
+                incarnation,
+                reply,
+            } => {
+                let r = state.admit(peer, incarnation);
+                let _ = reply.send(r);
+            }
+            NodeMsg::Connected {
+                peer,
+                conn,
+                incarnation,
+                stream,
+                read_buf,
+            } => {
+                if state.peers[peer.index()].reserved.map(|r| r.0) == Some(conn) {
+                    state.peers[peer.index()].reserved = None;
+                    state.install(peer, incarnation, stream, read_buf);
+                    state.after_engine().await;
+                }
+            }
+            NodeMsg::AdmitAborted { peer, conn } => {
+                let p = &mut state.peers[peer.index()];
+                if p.reserved.map(|r| r.0) == Some(conn) {
+                    p.reserved = None;
+                }
+            }
+            NodeMsg::DialDone { peer, outcome } => {
+                state.dial_done(peer, outcome);
+                state.after_engine().await;
+            }
+            NodeMsg::Inbound {
+                peer, conn, msg, ..
+            } => state.inbound(peer, conn, msg).await,
+            NodeMsg::ConnClosed { peer, conn, reason } => {
+                if state.peers[peer.index()]
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.id == conn)
+                {
+                    state.drop_conn(peer, &reason);
+                    state.after_engine().await;
+                }
+            }
+            NodeMsg::Tick => state.tick().await,
+            NodeMsg::Shutdown(done) => {
+                state.shutdown(StopReason::Shutdown).await;
+                let _ = done.send(());
+                myself.stop(None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if !state.stopping {
+            state
+                .shutdown(StopReason::Error("node actor stopped".into()))
+                .await;
+        }
+        Ok(())
+    }
+}
+
+/// Answers a message that arrives while the node is stopping.
+fn fail_stopped<B: Behaviour>(msg: NodeMsg<B>) {
+    match msg {
+        NodeMsg::LeaderCall { reply, .. } => {
+            let _ = reply.send(Err(CallError::Stopped));
+        }
+        NodeMsg::Admit { reply, .. } => {
+            let _ = reply.send(Err(Refusal::ShuttingDown));
+        }
+        NodeMsg::Shutdown(done) => {
+            let _ = done.send(());
+        }
+        _ => {}
+    }
+}
+
+/// Wakes the actor at the requested deadline and every `period` (heartbeats).
+async fn timer_loop<B: Behaviour>(
+    actor: ActorRef<NodeMsg<B>>,
+    mut rx: watch::Receiver<Option<Instant>>,
+    period: Duration,
+) {
+    let mut next_periodic = Instant::now() + period;
+    let mut fired: Option<Instant> = None;
+    loop {
+        let req = (*rx.borrow_and_update()).filter(|r| Some(*r) != fired);
+        let wake = req.map_or(next_periodic, |r| r.min(next_periodic));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => {
+                let now = Instant::now();
+                if now >= next_periodic {
+                    next_periodic = now + period;
+                }
+                if req.is_some_and(|r| r <= now) {
+                    fired = req;
+                }
+                if actor.cast(NodeMsg::Tick).is_err() {
+                    return;
+                }
+            }
+            r = rx.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+async fn accept_one<B: Behaviour>(
+    stream: BoxStream,
+    from: String,
+    myself: ActorRef<NodeMsg<B>>,
+    hs: Arc<HandshakeConfig>,
+    config: Arc<Config>,
+) {
+    let members = config.members();
+    let admitted: std::sync::Mutex<Option<(NodeId, u64)>> = std::sync::Mutex::new(None);
+    let result = handshake::accept(
+        stream,
+        &hs,
+        |name| members.id_of_str(name).is_some(),
+        |hello| {
+            let myself = myself.clone();
+            let admitted = &admitted;
+            async move {
+                let Some(peer) = members.id_of_str(&hello.name) else {
+                    return Err(Refusal::Unknown(hello.name));
+                };
+                let (tx, rx) = oneshot::channel();
+                myself
+                    .cast(NodeMsg::Admit {
+                        peer,
+                        incarnation: hello.incarnation,
+                        reply: tx,
+                    })
+                    .map_err(|_| Refusal::ShuttingDown)?;
+                let conn = rx.await.map_err(|_| Refusal::ShuttingDown)??;
+                if let Ok(mut a) = admitted.lock() {
+                    *a = Some((peer, conn));
+                }
+                Ok(())
+            }
+        },
+    )
+    .await;
+    let admitted = admitted.lock().ok().and_then(|a| *a);
+    match (result, admitted) {
+        (Ok(ok), Some((peer, conn))) => {
+            let _ = myself.cast(NodeMsg::Connected {
+                peer,
+                conn,
+                incarnation: ok.peer.incarnation,
+                stream: ok.stream,
+                read_buf: ok.read_buf,
+            });
+        }
+        (Ok(_), None) => {}
+        (Err(e), admitted) => {
+            if let Some((peer, conn)) = admitted {
+                let _ = myself.cast(NodeMsg::AdmitAborted { peer, conn });
+            }
+            match &e {
+                HandshakeError::Rejected(Refusal::CallBack) => {
+                    debug!(node = %config.me(), %from, "peer asked us to dial it")
+                }
+                _ => warn!(node = %config.me(), %from, reason = %e, "inbound connection refused"),
+            }
+        }
+    }
+}
+
+impl<B: Behaviour> NodeState<B> {
+    fn name(&self, id: NodeId) -> &NodeName {
+        self.cfg.members().name(id)
+    }
+
+    fn me(&self) -> NodeId {
+        self.cfg.my_id
+    }
+
+    // ----- connections ---------------------------------------------------------------------
+
+    /// Starts one dial attempt to `peer` after `delay`. Lower ids dial higher ids; a higher
+    /// id's dial only asks the lower one to dial back (it answers `CallBack`).
+    fn dial(&mut self, peer: NodeId, delay: Duration) {
+        let p = &mut self.peers[peer.index()];
+        if p.conn.is_some() || p.dialer.is_some() || self.stopping {
+            return;
+        }
+        let myself = self.myself.clone();
+        let connector = self.connector.clone();
+        let hs = self.hs.clone();
+        let name = self.cfg.members().name(peer).clone();
+        p.dialer = Some(tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let outcome = match connector.connect(name.addr()).await {
+                Err(e) => DialOutcome::Unreachable(e.to_string()),
+                Ok(stream) => match handshake::dial(stream, &hs, &name.to_string()).await {
+                    Ok(ok) => DialOutcome::Connected {
+                        incarnation: ok.peer.incarnation,
+                        stream: ok.stream,
+                        read_buf: ok.read_buf,
+                    },
+                    Err(HandshakeError::Refused(Refusal::CallBack)) => {
+                        DialOutcome::CallBackRequested
+                    }
+                    Err(e) => DialOutcome::Failed(e.to_string()),
+                },
+            };
+            let _ = myself.cast(NodeMsg::DialDone { peer, outcome });
+        }));
+    }
+
+    fn dial_done(&mut self, peer: NodeId, outcome: DialOutcome) {
+        let me = self.me();
+        self.peers[peer.index()].dialer = None;
+        let now = Instant::now();
+        match outcome {
+            DialOutcome::Connected {
+                incarnation,
+                stream,
+                read_buf,
+            } => {
+                if self.peers[peer.index()].conn.is_some() {
+                    // Only lower ids dial, so this is a reconnect racing a close.
+                    self.drop_conn(peer, "replaced by a new connection");
+                }
+                self.peers[peer.index()].attempt = 0;
+                self.install(peer, incarnation, stream, read_buf);
+            }
+            DialOutcome::CallBackRequested => {}
+            DialOutcome::Unreachable(e) | DialOutcome::Failed(e) => {
+                debug!(node = %self.name(me), peer = %self.name(peer), error = %e, "dial failed");
+                self.engine.handle_peer_unreachable(now.into_std(), peer);
+                if me < peer {
+                    let a = self.peers[peer.index()].attempt;
+                    self.peers[peer.index()].attempt = a.saturating_add(1);
+                    let d = transport::backoff(
+                        a,
+                        Duration::from_millis(20),
+                        Duration::from_millis(1000),
+                        self.rng.random::<f64>(),
+                    );
+                    self.dial(peer, d);
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, peer: NodeId, incarnation: u64) -> Result<u64, Refusal> {
+        let me = self.me();
+        if peer == me {
+            return Err(Refusal::Duplicate(self.name(me).to_string()));
+        }
+        if peer > me {
+            // We dial higher ids: dial now, and tell it to wait for us.
+            let p = &mut self.peers[peer.index()];
+            if p.conn.is_none() {
+                if let Some(d) = p.dialer.take() {
+                    d.abort();
+                }
+                p.attempt = 0;
+                self.dial(peer, Duration::ZERO);
+            }
+            return Err(Refusal::CallBack);
+        }
+        let now = Instant::now();
+        let hb = self.cfg.heartbeat;
+        let p = &self.peers[peer.index()];
+        if p.reserved.is_some() {
+            return Err(Refusal::Other(
+                "a handshake with this node is in progress".into(),
+            ));
+        }
+        if let Some(c) = &p.conn {
+            let healthy = now.duration_since(c.last_recv) < hb;
+            if c.incarnation != incarnation && healthy {
+                return Err(Refusal::Duplicate(self.name(peer).to_string()));
+            }
+            // The peer restarted or redialed: its old connection is dead.
+            self.drop_conn(peer, "peer reconnected");
+        }
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.peers[peer.index()].reserved = Some((id, incarnation));
+        Ok(id)
+    }
+
+    fn install(&mut self, peer: NodeId, incarnation: u64, stream: BoxStream, read_buf: BytesMut) {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let (rd, wr) = tokio::io::split(stream);
+        let (tx, rx) = mpsc::channel::<Bytes>(self.cfg.send_queue);
+        let writer = tokio::spawn(async move {
+            let _ = transport::write_loop(wr, rx).await;
+        });
+        let mut frames = FramedRead::new(rd, FrameCodec::new(self.cfg.max_frame_len));
+        frames.read_buffer_mut().extend_from_slice(&read_buf);
+        let actor = self.myself.clone();
+        let window = Arc::new(Semaphore::new(INBOUND_WINDOW));
+        let reader = tokio::spawn(async move {
+            let end = transport::read_loop(frames, |msg| {
+                let actor = actor.clone();
+                let window = window.clone();
+                async move {
+                    let Ok(permit) = window.acquire_owned().await else {
+                        return false;
+                    };
+                    actor
+                        .cast(NodeMsg::Inbound {
+                            peer,
+                            conn: id,
+                            msg,
+                            _permit: permit,
+                        })
+                        .is_ok()
+                }
+            })
+            .await;
+            let _ = actor.cast(NodeMsg::ConnClosed {
+                peer,
+                conn: id,
+                reason: end.to_string(),
+            });
+        });
+        let now = Instant::now();
+        self.peers[peer.index()].conn = Some(Conn {
+            id,
+            incarnation,
+            tx,
+            reader,
+            writer,
+            last_recv: now,
+            last_sent: now,
+        });
+        info!(node = %self.name(self.me()), peer = %self.name(peer), "connected");
+        self.engine.handle_peer_up(now.into_std(), peer);
+    }
+
+    /// Closes the connection to `peer` and tells the engine.
+    fn drop_conn(&mut self, peer: NodeId, reason: &str) {
+        let Some(c) = self.peers[peer.index()].conn.take() else {
+            return;
+        };
+        c.close();
+        info!(node = %self.name(self.me()), peer = %self.name(peer), %reason, "disconnected");
+        let now = Instant::now();
+        self.fail_calls_to(peer);
+        self.engine.handle_peer_down(now.into_std(), peer);
+        if !self.stopping {
+            // Lower ids redial at once; higher ids ask to be dialed back.
+            self.peers[peer.index()].attempt = 0;
+            self.dial(peer, Duration::from_millis(5));
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: &Msg) {
+        match codec::encode_frame(msg) {
+            Ok(frame) => self.send_frame(to, frame),
+            Err(e) => warn!(node = %self.name(self.me()), error = %e, "cannot encode a message"),
+        }
+    }
+
+    fn send_frame(&mut self, to: NodeId, frame: Bytes) {
+        let Some(c) = self.peers[to.index()].conn.as_mut() else {
+            return;
+        };
+        match c.tx.try_send(frame) {
+            Ok(()) => c.last_sent = Instant::now(),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.drop_conn(to, "send queue full: peer too slow");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    // ----- the engine ----------------------------------------------------------------------
+
+    /// Acts on every engine output, then republishes the view and reschedules the timer.
+    async fn after_engine(&mut self) {
+        let mut leader_changed = false;
+        while let Some(out) = self.engine.poll_output() {
+            match out {
+                Output::Send { to, msg } => self.send(to, &Msg::Election(msg)),
+                Output::PersistTerm(t) => {
+                    if let Err(e) = self.terms.store(t) {
+                        tracing::error!(node = %self.name(self.me()), term = %t, error = %e,
+                            "cannot persist the term: a restart may reuse it");
+                    }
+                }
+                Output::Elected { term, joined } => {
+                    leader_changed |= joined.is_none();
+                    let joined_name = joined.map(|j| self.name(j).clone());
+                    if joined.is_none() {
+                        self.bcast_seq = 0;
+                        self.record("elected", term, Some(self.me()), "won the election");
+                    } else {
+                        info!(node = %self.name(self.me()), %term,
+                            joined = %joined_name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                            "node joined");
+                    }
+                    let election = Election {
+                        engine: &self.engine,
+                        members: self.cfg.members(),
+                    };
+                    let synch = self
+                        .behaviour
+                        .elected(&election, joined_name.as_ref())
+                        .await;
+                    match codec::encode_payload(&synch) {
+                        Ok(bytes) => self.engine.provide_synch(joined, bytes),
+                        Err(e) => tracing::error!(error = %e, "cannot encode the Synch"),
+                    }
+                }
+                Output::Surrendered {
+                    leader,
+                    term,
+                    synch,
+                } => {
+                    leader_changed = true;
+                    self.last_seq = 0;
+                    self.record("surrendered", term, Some(leader), "accepted a leader");
+                    match codec::decode_payload::<B::Synch>(&synch) {
+                        Ok(s) => {
+                            let election = Election {
+                                engine: &self.engine,
+                                members: self.cfg.members(),
+                            };
+                            self.behaviour.surrendered(s, &election).await;
+                        }
+                        Err(e) => {
+                            warn!(node = %self.name(self.me()), error = %e, "bad Synch from leader")
+                        }
+                    }
+                }
+                Output::LeadershipLost { term, reason } => {
+                    leader_changed = true;
+                    self.record("lost", term, None, reason_str(reason));
+                }
+                Output::LeaderLost {
+                    leader,
+                    term,
+                    reason,
+                } => {
+                    leader_changed = true;
+                    self.fail_calls_to(leader);
+                    self.record("leader_lost", term, Some(leader), reason_str(reason));
+                }
+                Output::Down { node } => {
+                    if self.engine.is_leader() {
+                        let name = self.name(node).clone();
+                        let election = Election {
+                            engine: &self.engine,
+                            members: self.cfg.members(),
+                        };
+                        if let Some(b) = self.behaviour.handle_down(&name, &election).await {
+                            self.broadcast(&b);
+                        }
+                    }
+                }
+            }
+        }
+        self.publish_view();
+        if leader_changed || self.engine.leader().is_some() {
+            self.flush_waiting().await;
+        }
+        self.schedule();
+    }
+
+    fn record(&mut self, event: &str, term: Term, leader: Option<NodeId>, reason: &str) {
+        let node = self.name(self.me()).to_string();
+        let leader = leader.map(|l| self.name(l).to_string());
+        info!(node = %node, %term, leader = leader.as_deref().unwrap_or("none"), %reason, event, "leadership change");
+        let mono_ms = self.started.elapsed().as_millis();
+        self.audit.append(&AuditEvent {
+            node: &node,
+            event,
+            term,
+            leader: leader.as_deref(),
+            reason,
+            mono_ms,
+        });
+    }
+
+    fn publish_view(&mut self) {
+        let e = &self.engine;
+        let m = self.cfg.members();
+        let leader = e.leader().map(|l| m.name(l.node).clone());
+        let term = e.term();
+        let role = e.role();
+        self.view_tx.send_if_modified(|v| {
+            let alive_changed = m
+                .all()
+                .iter()
+                .enumerate()
+                .any(|(i, n)| e.is_alive(NodeId(i as u32)) != v.alive.contains(n));
+            if v.leader == leader && v.term == term && v.role == role && !alive_changed {
+                return false;
+            }
+            v.leader = leader;
+            v.term = term;
+            v.role = role;
+            v.alive.clear();
+            v.down.clear();
+            for (i, n) in m.all().iter().enumerate() {
+                if e.is_alive(NodeId(i as u32)) {
+                    v.alive.push(n.clone());
+                } else {
+                    v.down.push(n.clone());
+                }
+            }
+            true
+        });
+    }
+
+    fn schedule(&mut self) {
+        let engine = self.engine.poll_timeout().map(Instant::from_std);
+        let want = match (engine, self.next_sweep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.timer_tx.send_if_modified(|v| {
+            if *v != want {
+                *v = want;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    async fn tick(&mut self) {
+        let now = Instant::now();
+        // Heartbeats and failure detection.
+        let hb = self.cfg.heartbeat;
+        let ft = self.cfg.failure_timeout;
+        let mut dead = Vec::new();
+        let mut beat = Vec::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            if let Some(c) = &p.conn {
+                if now.duration_since(c.last_recv) >= ft {
+                    dead.push(NodeId(i as u32));
+                } else if now.duration_since(c.last_sent) >= hb {
+                    beat.push(NodeId(i as u32));
+                }
+            }
+        }
+        if !beat.is_empty() {
+            if let Ok(f) = codec::encode_frame(&Msg::Heartbeat) {
+                for p in beat {
+                    self.send_frame(p, f.clone());
+                }
+            }
+        }
+        for p in dead {
+            let reason = format!("no traffic for {} ms (failure timeout)", ft.as_millis());
+            self.drop_conn(p, &reason);
+        }
+        self.engine.handle_timeout(now.into_std());
+        self.sweep_calls(now);
+        self.after_engine().await;
+    }
+
+    // ----- inbound -------------------------------------------------------------------------
+
+    async fn inbound(&mut self, peer: NodeId, conn: u64, msg: Msg) {
+        let Some(c) = self.peers[peer.index()]
+            .conn
+            .as_mut()
+            .filter(|c| c.id == conn)
+        else {
+            return;
+        };
+        c.last_recv = Instant::now();
+        match msg {
+            Msg::Heartbeat => {}
+            Msg::Election(m) => {
+                self.engine
+                    .handle_message(Instant::now().into_std(), peer, m);
+                self.after_engine().await;
+            }
+            Msg::LeaderCall { id, payload } => self.remote_leader_call(peer, id, payload).await,
+            Msg::Reply { id, term, result } => self.on_reply(peer, id, term, result),
+            Msg::LeaderCast { payload } => match codec::decode_payload::<B::Cast>(&payload) {
+                Ok(m) => self.leader_cast(m).await,
+                Err(e) => {
+                    warn!(node = %self.name(self.me()), peer = %self.name(peer), error = %e, "bad leader_cast")
+                }
+            },
+            Msg::Broadcast { term, seq, payload } => {
+                let from_leader = self
+                    .engine
+                    .leader()
+                    .is_some_and(|l| l.node == peer && l.term == term);
+                if !from_leader || seq <= self.last_seq {
+                    debug!(node = %self.name(self.me()), peer = %self.name(peer), %term, seq, "stale broadcast dropped");
+                    return;
+                }
+                self.last_seq = seq;
+                match codec::decode_payload::<B::Broadcast>(&payload) {
+                    Ok(b) => {
+                        let election = Election {
+                            engine: &self.engine,
+                            members: self.cfg.members(),
+                        };
+                        self.behaviour.from_leader(b, &election).await;
+                    }
+                    Err(e) => warn!(node = %self.name(self.me()), error = %e, "bad broadcast"),
+                }
+            }
+            Msg::Goodbye => {
+                self.drop_conn(peer, "peer shut down");
+                self.after_engine().await;
+            }
+        }
+    }
+
+    // ----- calls ---------------------------------------------------------------------------
+
+    async fn leader_call(
+        &mut self,
+        request: B::Call,
+        deadline: Instant,
+        reply: oneshot::Sender<Result<B::Reply, CallError>>,
+    ) {
+        if self.calls.len() >= MAX_CALLS {
+            let _ = reply.send(Err(CallError::Remote("too many calls in flight".into())));
+            return;
+        }
+        let id = self.next_call;
+        self.next_call += 1;
+        self.calls.insert(
+            id,
+            CallEntry {
+                req: Some(Req::Value(request)),
+                deadline,
+                reply,
+                state: CallState::Waiting,
+            },
+        );
+        if self.next_sweep.is_none_or(|s| deadline < s) {
+            self.next_sweep = Some(deadline);
+            self.schedule();
+        }
+        if self.engine.leader().is_some() {
+            self.dispatch(id).await;
+        } else {
+            self.waiting.push_back(id);
+        }
+    }
+
+    /// Sends call `id` to the leader, or serves it if this node leads.
+    async fn dispatch(&mut self, id: u64) {
+        let Some(l) = self.engine.leader() else {
+            self.waiting.push_back(id);
+            return;
+        };
+        let me = self.me();
+        let Some(entry) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(req) = entry.req.take() else { return };
+        if l.node == me {
+            let req = match req {
+                Req::Value(v) => v,
+                Req::Encoded(b) => match codec::decode_payload::<B::Call>(&b) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.resolve(id, Err(CallError::Codec(e.to_string())));
+                        return;
+                    }
+                },
+            };
+            entry.state = CallState::Local;
+            let election = Election {
+                engine: &self.engine,
+                members: self.cfg.members(),
+            };
+            let r = self
+                .behaviour
+                .handle_leader_call(req, ReplyTo::new(Origin::Local(id)), &election)
+                .await;
+            self.finish_leader_call(Origin::Local(id), r);
+        } else {
+            let payload = match req {
+                Req::Encoded(b) => b,
+                Req::Value(v) => match codec::encode_payload(&v) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.resolve(id, Err(CallError::Codec(e.to_string())));
+                        return;
+                    }
+                },
+            };
+            let msg = Msg::LeaderCall {
+                id,
+                payload: payload.clone(),
+            };
+            entry.req = Some(Req::Encoded(payload));
+            entry.state = CallState::Sent {
+                leader: l.node,
+                term: l.term,
+            };
+            self.send(l.node, &msg);
+        }
+    }
+
+    async fn flush_waiting(&mut self) {
+        if self.engine.leader().is_none() {
+            return;
+        }
+        let ids: Vec<u64> = self.waiting.drain(..).collect();
+        for id in ids {
+            self.dispatch(id).await;
+        }
+        let casts: Vec<B::Cast> = self.held_casts.drain(..).map(|(_, c)| c).collect();
+        for c in casts {
+            self.leader_cast(c).await;
+        }
+    }
+
+    fn finish_leader_call(&mut self, origin: Origin, r: LeaderReply<B::Reply, B::Broadcast>) {
+        match r {
+            LeaderReply::Reply(r) => self.deliver_reply(origin, r),
+            LeaderReply::ReplyAndBroadcast(r, b) => {
+                self.broadcast(&b);
+                self.deliver_reply(origin, r);
+            }
+            LeaderReply::NoReply => {}
+        }
+    }
+
+    fn deliver_reply(&mut self, to: Origin, reply: B::Reply) {
+        match to {
+            Origin::Local(id) => self.resolve(id, Ok(reply)),
+            Origin::Remote { peer, id } => {
+                let result = match codec::encode_payload(&reply) {
+                    Ok(b) => ReplyResult::Ok(b),
+                    Err(e) => ReplyResult::Error(format!("cannot encode the reply: {e}")),
+                };
+                let term = self.engine.term();
+                self.send(peer, &Msg::Reply { id, term, result });
+            }
+        }
+    }
+
+    fn resolve(&mut self, id: u64, r: Result<B::Reply, CallError>) {
+        if let Some(e) = self.calls.remove(&id) {
+            let _ = e.reply.send(r);
+        }
+    }
+
+    async fn remote_leader_call(&mut self, peer: NodeId, id: u64, payload: Vec<u8>) {
+        if !self.engine.is_leader() {
+            let term = self.engine.term();
+            self.send(
+                peer,
+                &Msg::Reply {
+                    id,
+                    term,
+                    result: ReplyResult::NotLeader,
+                },
+            );
+            return;
+        }
+        let req = match codec::decode_payload::<B::Call>(&payload) {
+            Ok(r) => r,
+            Err(e) => {
+                let term = self.engine.term();
+                let result = ReplyResult::Error(format!("cannot decode the request: {e}"));
+                self.send(peer, &Msg::Reply { id, term, result });
+                return;
+            }
+        };
+        let origin = Origin::Remote { peer, id };
+        let election = Election {
+            engine: &self.engine,
+            members: self.cfg.members(),
+        };
+        let r = self
+            .behaviour
+            .handle_leader_call(req, ReplyTo::new(origin), &election)
+            .await;
+        self.finish_leader_call(origin, r);
+    }
+
+    fn on_reply(&mut self, peer: NodeId, id: u64, term: Term, result: ReplyResult) {
+        let Some(entry) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let CallState::Sent {
+            leader,
+            term: sent_term,
+        } = entry.state
+        else {
+            return;
+        };
+        if leader != peer || term < sent_term {
+            debug!(node = %self.name(self.me()), %term, "stale reply dropped");
+            return;
+        }
+        match result {
+            ReplyResult::Ok(b) => {
+                let r = codec::decode_payload::<B::Reply>(&b)
+                    .map_err(|e| CallError::Codec(e.to_string()));
+                self.resolve(id, r);
+            }
+            ReplyResult::NotLeader => {
+                // Not executed: safe to send again once a leader is known.
+                entry.state = CallState::Waiting;
+                self.waiting.push_back(id);
+            }
+            ReplyResult::Error(e) => self.resolve(id, Err(CallError::Remote(e))),
+        }
+    }
+
+    /// The connection to `node` is gone or it stopped leading: calls in flight to it fail
+    /// with `LeaderDown` now rather than at their deadline.
+    fn fail_calls_to(&mut self, node: NodeId) {
+        let ids: Vec<(u64, Term)> = self
+            .calls
+            .iter()
+            .filter_map(|(id, e)| match e.state {
+                CallState::Sent { leader, term } if leader == node => Some((*id, term)),
+                _ => None,
+            })
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let name = self.name(node).clone();
+        for (id, term) in ids {
+            self.resolve(
+                id,
+                Err(CallError::LeaderDown {
+                    leader: name.clone(),
+                    term,
+                }),
+            );
+        }
+    }
+
+    fn sweep_calls(&mut self, now: Instant) {
+        if self.next_sweep.is_none_or(|s| now < s) {
+            return;
+        }
+        let mut next: Option<Instant> = None;
+        let mut expired = Vec::new();
+        for (id, e) in &self.calls {
+            if e.deadline <= now {
+                expired.push((*id, matches!(e.state, CallState::Waiting)));
+            } else {
+                next = Some(next.map_or(e.deadline, |n| n.min(e.deadline)));
+            }
+        }
+        for (id, waiting) in expired {
+            let err = if waiting {
+                CallError::NoLeader
+            } else {
+                CallError::Timeout
+            };
+            self.resolve(id, Err(err));
+        }
+        self.waiting.retain(|id| self.calls.contains_key(id));
+        self.held_casts.retain(|(d, _)| *d > now);
+        if let Some((d, _)) = self.held_casts.front() {
+            next = Some(next.map_or(*d, |n| n.min(*d)));
+        }
+        self.next_sweep = next;
+    }
+
+    async fn leader_cast(&mut self, m: B::Cast) {
+        match self.engine.leader() {
+            Some(l) if l.node == self.me() => {
+                let election = Election {
+                    engine: &self.engine,
+                    members: self.cfg.members(),
+                };
+                if let Some(b) = self.behaviour.handle_leader_cast(m, &election).await {
+                    self.broadcast(&b);
+                }
+            }
+            Some(l) => match codec::encode_payload(&m) {
+                Ok(payload) => self.send(l.node, &Msg::LeaderCast { payload }),
+                Err(e) => warn!(error = %e, "cannot encode a leader_cast"),
+            },
+            None => {
+                if self.held_casts.len() >= MAX_HELD_CASTS {
+                    warn!(node = %self.name(self.me()), "no leader and too many casts held: cast dropped");
+                    return;
+                }
+                let d = Instant::now() + self.cfg.call_timeout;
+                self.held_casts.push_back((d, m));
+                if self.next_sweep.is_none_or(|s| d < s) {
+                    self.next_sweep = Some(d);
+                    self.schedule();
+                }
+            }
+        }
+    }
+
+    /// Sends `b` to every follower: encoded once, in order, numbered within the term.
+    fn broadcast(&mut self, b: &B::Broadcast) {
+        if !self.engine.is_leader() {
+            return;
+        }
+        let payload = match codec::encode_payload(b) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "cannot encode a broadcast");
+                return;
+            }
+        };
+        self.bcast_seq += 1;
+        let msg = Msg::Broadcast {
+            term: self.engine.term(),
+            seq: self.bcast_seq,
+            payload,
+        };
+        let Ok(frame) = codec::encode_frame(&msg) else {
+            return;
+        };
+        let followers: Vec<NodeId> = self.engine.followers().iter().copied().collect();
+        for f in followers {
+            self.send_frame(f, frame.clone());
+        }
+    }
+
+    // ----- stop ----------------------------------------------------------------------------
+
+    async fn shutdown(&mut self, reason: StopReason) {
+        if self.stopping {
+            return;
+        }
+        info!(node = %self.name(self.me()), ?reason, "node stopping");
+        if let Ok(f) = codec::encode_frame(&Msg::Goodbye) {
+            for i in 0..self.peers.len() {
+                self.send_frame(NodeId(i as u32), f.clone());
+            }
+        }
+        self.stopping = true;
+        self.behaviour.terminate(reason).await;
+        for (_, e) in self.calls.drain() {
+            let _ = e.reply.send(Err(CallError::Stopped));
+        }
+        self.waiting.clear();
+        self.held_casts.clear();
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        for p in &mut self.peers {
+            if let Some(d) = p.dialer.take() {
+                d.abort();
+            }
+            if let Some(c) = p.conn.take() {
+                c.close();
+            }
+        }
+    }
+}
+
+fn reason_str(r: LossReason) -> &'static str {
+    match r {
+        LossReason::LeaderDown => "leader down",
+        LossReason::TakenOver => "taken over by a higher-priority leader",
+        LossReason::NewerTerm => "newer term",
+    }
+}

@@ -1,0 +1,365 @@
+//! The node runtime: one ractor actor per node owns the election engine, the behaviour and
+//! the connections, and is the only place that reads the clock.
+
+mod actor;
+mod storage;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use tokio::sync::{oneshot, watch, Mutex};
+use tokio::task::JoinHandle;
+
+use crate::behaviour::{Behaviour, ReplyTo};
+use crate::config::{Config, Members};
+use crate::election::Role;
+use crate::error::{CallError, StartError};
+use crate::transport::{Connector, Listener, TcpConnector, TcpListener};
+use crate::types::{NodeName, Term};
+
+pub(crate) use actor::NodeMsg;
+use actor::{NodeActor, NodeArgs};
+
+/// A snapshot of this node's view of the cluster, published on every change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    /// This node.
+    pub me: NodeName,
+    /// The leader, if known.
+    pub leader: Option<NodeName>,
+    /// The current term (the leader's, or the highest promised while there is none).
+    pub term: Term,
+    /// What the election engine is doing.
+    pub role: Role,
+    /// Members this node is connected to, and itself.
+    pub alive: Vec<NodeName>,
+    /// Members this node is not connected to.
+    pub down: Vec<NodeName>,
+}
+
+impl ClusterView {
+    /// Whether this node leads.
+    pub fn is_leader(&self) -> bool {
+        self.leader.as_ref() == Some(&self.me)
+    }
+}
+
+/// Starts nodes.
+#[derive(Debug)]
+pub struct Node;
+
+impl Node {
+    /// Starts a node: binds its listener on the address in its name, connects to its peers
+    /// and joins the election.
+    pub async fn start<B: Behaviour>(
+        config: Config,
+        behaviour: B,
+    ) -> Result<LeaderHandle<B>, StartError> {
+        let addr = config.me().addr();
+        let l = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        Self::start_with(config, behaviour, TcpListener(l), TcpConnector).await
+    }
+
+    /// Starts a node on a listener bound by the caller (e.g. on `127.0.0.1:0`, to learn the
+    /// port before naming the nodes).
+    pub async fn start_with_listener<B: Behaviour>(
+        config: Config,
+        behaviour: B,
+        listener: tokio::net::TcpListener,
+    ) -> Result<LeaderHandle<B>, StartError> {
+        Self::start_with(config, behaviour, TcpListener(listener), TcpConnector).await
+    }
+
+    /// Starts a node on any transport (a simulated network, a fault proxy, ...).
+    pub async fn start_with<B, L, C>(
+        config: Config,
+        behaviour: B,
+        listener: L,
+        connector: C,
+    ) -> Result<LeaderHandle<B>, StartError>
+    where
+        B: Behaviour,
+        L: Listener,
+        C: Connector,
+    {
+        let config = Arc::new(config);
+        let (view_tx, view_rx) = watch::channel(ClusterView {
+            me: config.me().clone(),
+            leader: None,
+            term: Term(0),
+            role: Role::Starting,
+            alive: vec![config.me().clone()],
+            down: config
+                .members()
+                .all()
+                .iter()
+                .filter(|n| *n != config.me())
+                .cloned()
+                .collect(),
+        });
+        let local_addr = listener.local_addr();
+        let args = NodeArgs {
+            config: config.clone(),
+            behaviour,
+            listener: Box::new(listener),
+            connector: Arc::new(connector),
+            view_tx,
+        };
+        let (actor, join) = Actor::spawn(None, NodeActor::<B>::new(), args)
+            .await
+            .map_err(|e| match e {
+                ractor::SpawnErr::StartupFailed(inner) => {
+                    let s = inner.to_string();
+                    if let Some(rest) = s.strip_prefix("data directory: ") {
+                        StartError::DataDir {
+                            path: config
+                                .data_dir()
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_default(),
+                            source: std::io::Error::other(rest.to_string()),
+                        }
+                    } else {
+                        StartError::Init(s)
+                    }
+                }
+                other => StartError::Spawn(other.to_string()),
+            })?;
+        Ok(LeaderHandle {
+            inner: Arc::new(HandleInner {
+                actor,
+                view: view_rx,
+                config,
+                local_addr,
+                join: Mutex::new(Some(join)),
+            }),
+        })
+    }
+}
+
+struct HandleInner<B: Behaviour> {
+    actor: ActorRef<NodeMsg<B>>,
+    view: watch::Receiver<ClusterView>,
+    config: Arc<Config>,
+    local_addr: Option<std::net::SocketAddr>,
+    join: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A cloneable handle to a running node: calls to the leader, local calls, and the node's
+/// view of the cluster (gen_leader's `leader_call`, `leader_cast`, `call`, `cast`, `alive`,
+/// `down`, `candidates`, `workers`, `leader_node`).
+pub struct LeaderHandle<B: Behaviour> {
+    inner: Arc<HandleInner<B>>,
+}
+
+impl<B: Behaviour> Clone for LeaderHandle<B> {
+    fn clone(&self) -> Self {
+        LeaderHandle {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<B: Behaviour> std::fmt::Debug for LeaderHandle<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaderHandle")
+            .field("me", self.me())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Behaviour> LeaderHandle<B> {
+    pub(crate) fn from_parts(
+        actor: ActorRef<NodeMsg<B>>,
+        view: watch::Receiver<ClusterView>,
+        config: Arc<Config>,
+        local_addr: Option<std::net::SocketAddr>,
+    ) -> Self {
+        LeaderHandle {
+            inner: Arc::new(HandleInner {
+                actor,
+                view,
+                config,
+                local_addr,
+                join: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Sends `request` to the leader and waits for its reply, up to the configured call
+    /// timeout (default 5 s). While an election runs the call waits for a leader.
+    pub async fn leader_call(&self, request: B::Call) -> Result<B::Reply, CallError> {
+        self.leader_call_timeout(request, self.inner.config.call_timeout)
+            .await
+    }
+
+    /// [`leader_call`](Self::leader_call) with an explicit timeout.
+    pub async fn leader_call_timeout(
+        &self,
+        request: B::Call,
+        timeout: Duration,
+    ) -> Result<B::Reply, CallError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .actor
+            .cast(NodeMsg::LeaderCall {
+                request,
+                deadline,
+                reply: tx,
+            })
+            .map_err(|_| CallError::Stopped)?;
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(CallError::Stopped),
+            // The node resolves calls at their deadline; this is the backstop.
+            Err(_) => Err(if self.leader().is_some() {
+                CallError::Timeout
+            } else {
+                CallError::NoLeader
+            }),
+        }
+    }
+
+    /// Sends `message` to the leader without waiting (gen_leader's `leader_cast`). Held while
+    /// no leader is known (up to the call timeout); lost if the leader dies with it in flight.
+    pub fn leader_cast(&self, message: B::Cast) -> Result<(), CallError> {
+        self.inner
+            .actor
+            .cast(NodeMsg::LeaderCast(message))
+            .map_err(|_| CallError::Stopped)
+    }
+
+    /// A call to this node's own `handle_call` (gen_leader's `call/2`).
+    pub async fn call(&self, request: B::Call) -> Result<B::Reply, CallError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .actor
+            .cast(NodeMsg::Call { request, reply: tx })
+            .map_err(|_| CallError::Stopped)?;
+        match tokio::time::timeout(self.inner.config.call_timeout, rx).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(CallError::Stopped),
+            Err(_) => Err(CallError::Timeout),
+        }
+    }
+
+    /// A cast to this node's own `handle_cast` (gen_leader's `cast/2`).
+    pub fn cast(&self, message: B::Cast) -> Result<(), CallError> {
+        self.inner
+            .actor
+            .cast(NodeMsg::Cast(message))
+            .map_err(|_| CallError::Stopped)
+    }
+
+    /// Sends a local message to this node's `handle_info`.
+    pub fn info(&self, message: B::Info) -> Result<(), CallError> {
+        self.inner
+            .actor
+            .cast(NodeMsg::Info(message))
+            .map_err(|_| CallError::Stopped)
+    }
+
+    /// Answers a `leader_call` that `handle_leader_call` deferred with
+    /// [`LeaderReply::NoReply`](crate::LeaderReply::NoReply) (gen_leader's `reply/2`).
+    pub fn reply(&self, to: ReplyTo<B::Reply>, reply: B::Reply) -> Result<(), CallError> {
+        self.inner
+            .actor
+            .cast(NodeMsg::Reply {
+                to: to.origin,
+                reply,
+            })
+            .map_err(|_| CallError::Stopped)
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> &NodeName {
+        self.inner.config.me()
+    }
+
+    /// The address the listener is bound to, if it is a socket.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.local_addr
+    }
+
+    /// The current view of the cluster.
+    pub fn view(&self) -> ClusterView {
+        self.inner.view.borrow().clone()
+    }
+
+    /// The leader, if known (gen_leader's `leader_node/1`).
+    pub fn leader(&self) -> Option<NodeName> {
+        self.inner.view.borrow().leader.clone()
+    }
+
+    /// Whether this node leads.
+    pub fn is_leader(&self) -> bool {
+        self.inner.view.borrow().is_leader()
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.inner.view.borrow().term
+    }
+
+    /// Members connected to this node, and itself (gen_leader's `alive/1`).
+    pub fn alive(&self) -> Vec<NodeName> {
+        self.inner.view.borrow().alive.clone()
+    }
+
+    /// Members this node is not connected to (gen_leader's `down/1`).
+    pub fn down(&self) -> Vec<NodeName> {
+        self.inner.view.borrow().down.clone()
+    }
+
+    /// Candidates, highest priority first.
+    pub fn candidates(&self) -> &[NodeName] {
+        self.members().candidates()
+    }
+
+    /// Workers.
+    pub fn workers(&self) -> &[NodeName] {
+        self.members().workers()
+    }
+
+    fn members(&self) -> &Members {
+        self.inner.config.members()
+    }
+
+    /// A receiver of every change of this node's [`ClusterView`] (leader, term, alive/down).
+    pub fn changes(&self) -> watch::Receiver<ClusterView> {
+        self.inner.view.clone()
+    }
+
+    /// Waits until `pred` holds for the view, or `timeout` passes; returns the view then.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&ClusterView) -> bool,
+    ) -> Option<ClusterView> {
+        let mut rx = self.inner.view.clone();
+        let r = tokio::time::timeout(timeout, rx.wait_for(|v| pred(v))).await;
+        match r {
+            Ok(Ok(v)) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    /// Stops the node gracefully: `terminate` runs, peers are told, pending calls fail with
+    /// [`CallError::Stopped`]. Returns when the node has stopped.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.actor.cast(NodeMsg::Shutdown(tx)).is_ok() {
+            let _ = rx.await;
+        }
+        let join = self.inner.join.lock().await.take();
+        if let Some(j) = join {
+            let _ = j.await;
+        }
+    }
+}

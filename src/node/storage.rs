@@ -1,0 +1,166 @@
+//! What a node keeps on disk: its last term (so a restart never reuses one) and the audit
+//! trail of leadership changes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::types::Term;
+
+/// The persisted last term: `<data_dir>/term`, replaced atomically (write, fsync, rename,
+/// fsync of the directory).
+#[derive(Debug)]
+pub(crate) struct TermStore {
+    dir: Option<PathBuf>,
+}
+
+impl TermStore {
+    /// Opens (creating the directory) and reads the stored term, 0 if none.
+    pub(crate) fn open(dir: Option<&Path>) -> io::Result<(Self, Term)> {
+        let Some(dir) = dir else {
+            return Ok((TermStore { dir: None }, Term(0)));
+        };
+        fs::create_dir_all(dir)?;
+        let term = match fs::read_to_string(dir.join("term")) {
+            Ok(s) => Term(s.trim().parse().map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: not a term number: {s:?}", dir.join("term").display()),
+                )
+            })?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Term(0),
+            Err(e) => return Err(e),
+        };
+        Ok((
+            TermStore {
+                dir: Some(dir.to_path_buf()),
+            },
+            term,
+        ))
+    }
+
+    /// Durably stores `term`.
+    pub(crate) fn store(&self, term: Term) -> io::Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let tmp = dir.join("term.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            writeln!(f, "{}", term.0)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, dir.join("term"))?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// One leadership change, as written to the audit trail.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditEvent<'a> {
+    pub node: &'a str,
+    pub event: &'a str,
+    pub term: Term,
+    pub leader: Option<&'a str>,
+    pub reason: &'a str,
+    pub mono_ms: u128,
+}
+
+/// The audit trail: `<data_dir>/audit.jsonl`, one JSON object per leadership change, with
+/// wall-clock time (for humans) and monotonic time since the node started (for order).
+#[derive(Debug)]
+pub(crate) struct AuditLog {
+    file: Option<File>,
+}
+
+impl AuditLog {
+    pub(crate) fn open(dir: Option<&Path>) -> io::Result<Self> {
+        let file = match dir {
+            None => None,
+            Some(d) => Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(d.join("audit.jsonl"))?,
+            ),
+        };
+        Ok(AuditLog { file })
+    }
+
+    pub(crate) fn append(&mut self, ev: &AuditEvent<'_>) {
+        let Some(f) = self.file.as_mut() else { return };
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let leader = ev
+            .leader
+            .map(|l| format!("\"{}\"", escape(l)))
+            .unwrap_or_else(|| "null".to_string());
+        let line = format!(
+            "{{\"wall_ms\":{wall_ms},\"mono_ms\":{},\"node\":\"{}\",\"event\":\"{}\",\"term\":{},\"leader\":{leader},\"reason\":\"{}\"}}\n",
+            ev.mono_ms,
+            escape(ev.node),
+            escape(ev.event),
+            ev.term.0,
+            escape(ev.reason),
+        );
+        if let Err(e) = f.write_all(line.as_bytes()) {
+            tracing::warn!(error = %e, "cannot append to the audit trail");
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| match c {
+            '"' => vec!['\\', '"'],
+            '\\' => vec!['\\', '\\'],
+            c if c.is_control() => format!("\\u{:04x}", c as u32).chars().collect(),
+            c => vec![c],
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn term_survives_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let (s, t) = TermStore::open(Some(d.path())).unwrap();
+        assert_eq!(t, Term(0));
+        s.store(Term(42)).unwrap();
+        let (_, t) = TermStore::open(Some(d.path())).unwrap();
+        assert_eq!(t, Term(42));
+    }
+
+    #[test]
+    fn corrupt_term_file_is_an_error_not_zero() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("term"), "garbage").unwrap();
+        assert!(TermStore::open(Some(d.path())).is_err());
+    }
+
+    #[test]
+    fn audit_lines_are_json() {
+        let d = tempfile::tempdir().unwrap();
+        let mut a = AuditLog::open(Some(d.path())).unwrap();
+        a.append(&AuditEvent {
+            node: "a@h:1",
+            event: "elected",
+            term: Term(3),
+            leader: Some("a@h:1"),
+            reason: "say \"hi\"",
+            mono_ms: 5,
+        });
+        let s = fs::read_to_string(d.path().join("audit.jsonl")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(s.trim()).unwrap();
+        assert_eq!(v["event"], "elected");
+        assert_eq!(v["term"], 3);
+        assert_eq!(v["reason"], "say \"hi\"");
+    }
+}

@@ -1,0 +1,196 @@
+//! Transport: how bytes move between nodes.
+//!
+//! The node runtime only sees [`BoxStream`]s from a [`Connector`] (outbound) and a
+//! [`Listener`] (inbound), so a simulated network or a fault-injecting proxy can stand in for
+//! TCP. This module also has the per-connection reader and writer loops: the writer drains its
+//! bounded queue into one buffer so that many frames share one write syscall.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+
+use crate::wire::codec::{decode_body, CodecError, FrameCodec};
+use crate::wire::Msg;
+
+/// A byte stream between two nodes.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// A boxed [`Stream`].
+pub type BoxStream = Box<dyn Stream>;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Opens outbound connections.
+pub trait Connector: Send + Sync + 'static {
+    /// Connects to `addr` (`host:port`).
+    fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<BoxStream>>;
+}
+
+/// Accepts inbound connections.
+pub trait Listener: Send + 'static {
+    /// The next inbound connection and a description of its origin (for logs).
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, String)>>;
+    /// The bound address, if it is a socket.
+    fn local_addr(&self) -> Option<SocketAddr>;
+}
+
+/// TCP connector (`TCP_NODELAY` set).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TcpConnector;
+
+impl Connector for TcpConnector {
+    fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<BoxStream>> {
+        Box::pin(async move {
+            let s = tokio::net::TcpStream::connect(addr).await?;
+            s.set_nodelay(true)?;
+            Ok(Box::new(s) as BoxStream)
+        })
+    }
+}
+
+/// TCP listener.
+#[derive(Debug)]
+pub struct TcpListener(pub tokio::net::TcpListener);
+
+impl Listener for TcpListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, String)>> {
+        Box::pin(async move {
+            let (s, addr) = self.0.accept().await?;
+            s.set_nodelay(true)?;
+            Ok((Box::new(s) as BoxStream, addr.to_string()))
+        })
+    }
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.0.local_addr().ok()
+    }
+}
+
+/// Exponential backoff with jitter for redials: `base * 2^attempt`, capped, then scaled by a
+/// factor in `[0.75, 1.25)` drawn from `jitter` (a uniform number in `[0, 1)`).
+pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(16));
+    exp.min(cap).mul_f64(0.75 + jitter.clamp(0.0, 1.0) / 2.0)
+}
+
+/// Largest batch the writer gathers into one write.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Writes queued frames, gathering whatever is queued into one buffer per write. Ends when
+/// the queue is closed (Ok) or on a write error.
+pub async fn write_loop<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> io::Result<()> {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    while let Some(first) = rx.recv().await {
+        match rx.try_recv() {
+            Err(_) => w.write_all(&first).await?,
+            Ok(second) => {
+                buf.clear();
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&second);
+                while buf.len() < WRITE_BATCH {
+                    match rx.try_recv() {
+                        Ok(b) => buf.extend_from_slice(&b),
+                        Err(_) => break,
+                    }
+                }
+                w.write_all(&buf).await?;
+            }
+        }
+    }
+    let _ = w.shutdown().await;
+    Ok(())
+}
+
+/// Why a connection's reader stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadEnd {
+    /// The peer closed the connection.
+    #[error("connection closed by peer")]
+    Eof,
+    /// A bad frame or body (hostile or corrupt input).
+    #[error("bad input: {0}")]
+    Codec(#[from] CodecError),
+    /// The receiver of decoded messages is gone.
+    #[error("node stopped")]
+    Stopped,
+}
+
+/// Reads frames, decodes each into a [`Msg`] and hands it to `sink` (which returns `false`
+/// to stop). Returns why it stopped.
+pub async fn read_loop<R, F, Fut>(mut frames: FramedRead<R, FrameCodec>, mut sink: F) -> ReadEnd
+where
+    R: AsyncRead + Unpin,
+    F: FnMut(Msg) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    loop {
+        match frames.next().await {
+            None => return ReadEnd::Eof,
+            Some(Err(e)) => return ReadEnd::Codec(e),
+            Some(Ok(body)) => match decode_body::<Msg>(&body) {
+                Ok(msg) => {
+                    if !sink(msg).await {
+                        return ReadEnd::Stopped;
+                    }
+                }
+                Err(e) => return ReadEnd::Codec(e),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Duration::from_millis(10);
+        let cap = Duration::from_secs(1);
+        assert_eq!(backoff(0, b, cap, 0.5), b);
+        assert_eq!(backoff(3, b, cap, 0.5), b * 8);
+        assert_eq!(backoff(30, b, cap, 0.5), cap);
+        assert!(backoff(30, b, cap, 0.0) >= cap.mul_f64(0.75));
+        assert!(backoff(30, b, cap, 0.999) < cap.mul_f64(1.25));
+    }
+
+    #[tokio::test]
+    async fn writer_batches_and_reader_decodes_in_order() {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        let (tx, rx) = mpsc::channel(64);
+        for id in 0..50u64 {
+            let f = crate::wire::codec::encode_frame(&Msg::LeaderCall {
+                id,
+                payload: vec![1, 2, 3],
+            })
+            .unwrap();
+            tx.send(f).await.unwrap();
+        }
+        drop(tx);
+        let w = tokio::spawn(write_loop(a, rx));
+        let mut seen = Vec::new();
+        let end = read_loop(FramedRead::new(b, FrameCodec::new(1 << 20)), |m| {
+            if let Msg::LeaderCall { id, .. } = m {
+                seen.push(id);
+            }
+            async { true }
+        })
+        .await;
+        assert!(matches!(end, ReadEnd::Eof));
+        w.await.unwrap().unwrap();
+        assert_eq!(seen, (0..50).collect::<Vec<_>>());
+    }
+}
