@@ -22,6 +22,9 @@ pub struct EngineConfig {
     pub startup_timeout: Duration,
     /// Whether a higher-priority candidate replaces a sitting leader when it (re)joins.
     pub preempt: bool,
+    /// How often a leader re-sends its `Status` to every connected node, so that two leaders
+    /// always end up learning of each other even if a message was lost.
+    pub announce_interval: Duration,
     /// Seed for the timer jitter.
     pub seed: u64,
     /// The last term this node persisted (0 on a first start).
@@ -63,6 +66,7 @@ pub struct Engine {
     cfg: EngineConfig,
     role: Role,
     deadline: Option<Instant>,
+    announce_at: Option<Instant>,
     promised: Term,
     max_seen: Term,
     leader: Option<LeaderRef>,
@@ -84,6 +88,7 @@ impl Engine {
         let mut e = Engine {
             role: Role::Starting,
             deadline: Some(now + cfg.startup_timeout),
+            announce_at: None,
             promised: cfg.initial_term,
             max_seen: cfg.initial_term,
             leader: None,
@@ -163,7 +168,10 @@ impl Engine {
 
     /// The next timer deadline: call [`Engine::handle_timeout`] when it has passed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadline
+        match (self.deadline, self.announce_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next output to act on.
@@ -245,6 +253,15 @@ impl Engine {
 
     /// A timer deadline may have passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(a) = self.announce_at.filter(|a| now >= *a) {
+            let _ = a;
+            if self.is_leader() {
+                self.broadcast_status();
+                self.announce_at = Some(now + self.cfg.announce_interval);
+            } else {
+                self.announce_at = None;
+            }
+        }
         match self.deadline {
             Some(d) if now >= d => {}
             _ => return,
@@ -371,6 +388,11 @@ impl Engine {
         if !self.is_candidate(from) || self.owner(term) != from {
             return;
         }
+        if self.captured_by == Some(LeaderRef { node: from, term }) {
+            // A duplicate of the proposal we accepted: accept again (idempotent).
+            self.send(from, ElectionMsg::Accept { term });
+            return;
+        }
         if term <= self.promised {
             self.send(
                 from,
@@ -447,6 +469,9 @@ impl Engine {
         let Some(p) = self.proposal.as_mut().filter(|p| p.term == round) else {
             return;
         };
+        if p.accepted.contains(&from) {
+            return; // a duplicate answer
+        }
         p.pending.remove(&from);
         let takeover = p.takeover;
         let my_term = p.term;
@@ -626,7 +651,7 @@ impl Engine {
         }
     }
 
-    fn become_leader(&mut self, _now: Instant) {
+    fn become_leader(&mut self, now: Instant) {
         let Some(p) = self.proposal.take() else {
             return;
         };
@@ -637,6 +662,7 @@ impl Engine {
         });
         self.role = Role::Leader;
         self.deadline = None;
+        self.announce_at = Some(now + self.cfg.announce_interval);
         self.followers = p
             .accepted
             .into_iter()

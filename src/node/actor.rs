@@ -271,6 +271,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
                 n_nodes: config.members().len() as u32,
                 election_timeout: config.election_timeout,
                 startup_timeout: config.startup_timeout,
+                announce_interval: config.heartbeat * 10,
                 preempt: config.preempt,
                 seed,
                 initial_term,

@@ -732,8 +732,10 @@ mod tests {
         let (mut df, _) = d.into_framed(DEFAULT_MAX_FRAME_LEN);
         let (mut af, _) = a.into_framed(DEFAULT_MAX_FRAME_LEN);
         let big = vec![9u8; 100_000];
-        df.send(encode_frame(&big).unwrap()).await.unwrap();
-        let body = af.next().await.unwrap().unwrap();
+        // Larger than the pipe buffer: send and receive concurrently.
+        let (sent, body) = tokio::join!(df.send(encode_frame(&big).unwrap()), af.next());
+        sent.unwrap();
+        let body = body.unwrap().unwrap();
         assert_eq!(decode_body::<Vec<u8>>(&body).unwrap(), big);
     }
 

@@ -14,6 +14,7 @@ fn cfg(me: u32, cands: u32, nodes: u32) -> EngineConfig {
         election_timeout: Duration::from_millis(100),
         startup_timeout: Duration::from_millis(500),
         preempt: false,
+        announce_interval: Duration::from_secs(1),
         seed: u64::from(me),
         initial_term: Term(0),
     }
@@ -63,7 +64,8 @@ fn single_node_elects_itself_at_once() {
     );
     assert!(e.is_leader());
     assert_eq!(e.term(), Term(1));
-    assert_eq!(e.poll_timeout(), None);
+    // The only timer left is the leader's periodic announcement.
+    assert_eq!(e.poll_timeout(), Some(t0 + Duration::from_secs(1)));
 }
 
 #[test]
@@ -673,7 +675,12 @@ fn full_mesh_cold_start_converges_on_first_candidate() {
     }
     assert_eq!(net.leaders(), vec![N]);
     assert_eq!(net.agreed(), Some(lref(0, 4)));
-    assert!(net.engines.iter().all(|e| e.poll_timeout().is_none()));
+    // No election timer is left: followers have none, the leader only its announcement.
+    assert!(net.engines[1..].iter().all(|e| e.poll_timeout().is_none()));
+    assert_eq!(
+        net.engines[0].poll_timeout(),
+        Some(net.now + Duration::from_secs(1))
+    );
 }
 
 #[test]
