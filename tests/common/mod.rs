@@ -152,6 +152,7 @@ impl TNode {
     pub fn events(&self) -> Vec<Ev> {
         self.events.lock().unwrap().clone()
     }
+    #[allow(clippy::wrong_self_convention)]
     pub fn from_leader(&self) -> Vec<String> {
         self.events()
             .into_iter()
@@ -245,6 +246,6 @@ pub async fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
     }
 }
 
-pub fn all<'a>(nodes: &'a [TNode]) -> Vec<&'a TNode> {
+pub fn all(nodes: &[TNode]) -> Vec<&TNode> {
     nodes.iter().collect()
 }
