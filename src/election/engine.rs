@@ -78,6 +78,8 @@ pub struct Engine {
     joining: Option<NodeId>,
     followers: BTreeSet<NodeId>,
     previous_leader: Option<NodeId>,
+    /// The leader last announced to the peers with a `Status`.
+    announced: Option<LeaderRef>,
     rng: u64,
     out: VecDeque<Output>,
 }
@@ -100,11 +102,13 @@ impl Engine {
             joining: None,
             followers: BTreeSet::new(),
             previous_leader: None,
+            announced: None,
             rng: cfg.seed ^ 0x9E37_79B9_7F4A_7C15,
             out: VecDeque::new(),
             cfg,
         };
         e.try_finish_start(now);
+        e.announce_if_changed();
         e
     }
 
@@ -207,6 +211,11 @@ impl Engine {
 
     /// The connection to `peer` was lost or timed out.
     pub fn handle_peer_down(&mut self, now: Instant, peer: NodeId) {
+        self.handle_peer_down_inner(now, peer);
+        self.announce_if_changed();
+    }
+
+    fn handle_peer_down_inner(&mut self, now: Instant, peer: NodeId) {
         if !self.connected.remove(&peer) {
             return;
         }
@@ -227,7 +236,6 @@ impl Engine {
                 term: l.term,
                 reason: LossReason::LeaderDown,
             });
-            self.broadcast_status();
             self.elect(now);
             return;
         }
@@ -242,6 +250,11 @@ impl Engine {
 
     /// A dial to `peer` failed: during startup the node stops waiting for it.
     pub fn handle_peer_unreachable(&mut self, now: Instant, peer: NodeId) {
+        self.handle_peer_unreachable_inner(now, peer);
+        self.announce_if_changed();
+    }
+
+    fn handle_peer_unreachable_inner(&mut self, now: Instant, peer: NodeId) {
         if !self.valid_peer(peer) || self.connected.contains(&peer) {
             return;
         }
@@ -253,6 +266,11 @@ impl Engine {
 
     /// A timer deadline may have passed.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.handle_timeout_inner(now);
+        self.announce_if_changed();
+    }
+
+    fn handle_timeout_inner(&mut self, now: Instant) {
         if let Some(a) = self.announce_at.filter(|a| now >= *a) {
             let _ = a;
             if self.is_leader() {
@@ -310,6 +328,11 @@ impl Engine {
 
     /// A message from `from` (over a live connection).
     pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: ElectionMsg) {
+        self.handle_message_inner(now, from, msg);
+        self.announce_if_changed();
+    }
+
+    fn handle_message_inner(&mut self, now: Instant, from: NodeId, msg: ElectionMsg) {
         if !self.connected.contains(&from) {
             return;
         }
@@ -344,7 +367,7 @@ impl Engine {
 
     fn on_status(&mut self, now: Instant, from: NodeId, leader: Option<LeaderRef>) {
         if self.role == Role::Starting {
-            match leader.filter(|l| l.node != self.cfg.me && self.is_reachable(l.node)) {
+            match leader.filter(|l| l.node == from) {
                 Some(l) => self.follow_or_preempt(now, l.node),
                 None => self.try_finish_start(now),
             }
@@ -358,10 +381,25 @@ impl Engine {
                 return;
             }
         }
-        let Some(l) = leader else { return };
-        if l.node == self.cfg.me || !self.is_reachable(l.node) {
-            return;
+        let me = self.cfg.me;
+        if let Some(mine) = self.leader.filter(|m| m.node == from && m.node != me) {
+            if leader != Some(mine) && leader.is_none_or(|l| l.node != from || l.term > mine.term) {
+                // Our leader says it no longer leads (it was taken over, or re-elected
+                // itself above a newer term without us): leave it.
+                self.leader = None;
+                self.out.push_back(Output::LeaderLost {
+                    leader: from,
+                    term: mine.term,
+                    reason: LossReason::TakenOver,
+                });
+                self.elect(now);
+                return;
+            }
         }
+        // Only a node's own claim to lead is trusted: second-hand claims may be stale.
+        let Some(l) = leader.filter(|l| l.node == from) else {
+            return;
+        };
         match self.leader {
             None => match self.role {
                 Role::Waiting | Role::Starting => self.follow_or_preempt(now, l.node),
@@ -373,13 +411,24 @@ impl Engine {
                 }
                 _ => {}
             },
-            Some(mine) if mine.node == self.cfg.me => {
+            Some(mine) if mine.node == me => {
                 // Two leaders meet: the higher priority takes over; the other waits for it.
-                if self.cfg.me < l.node && self.proposal.is_none() {
+                if me < l.node && self.proposal.is_none() {
                     self.propose(now, true);
                 }
             }
-            Some(_) => {}
+            Some(mine) => {
+                // A leader with a newer term than ours announces itself: ours is stale.
+                if l.node == from && l.term > mine.term && self.role == Role::Follower {
+                    self.leader = None;
+                    self.out.push_back(Output::LeaderLost {
+                        leader: mine.node,
+                        term: mine.term,
+                        reason: LossReason::NewerTerm,
+                    });
+                    self.join(now, l.node);
+                }
+            }
         }
     }
 
@@ -564,9 +613,7 @@ impl Engine {
             term,
             synch,
         });
-        if changed {
-            self.broadcast_status();
-        }
+        let _ = changed;
     }
 
     // ----- election steps ------------------------------------------------------------------
@@ -677,22 +724,6 @@ impl Engine {
                 self.out.push_back(Output::Down { node: old });
             }
         }
-        // Tell the nodes that did not accept (they may join).
-        let others: Vec<NodeId> = self
-            .connected
-            .iter()
-            .copied()
-            .filter(|p| !self.followers.contains(p))
-            .collect();
-        for o in others {
-            self.send(
-                o,
-                ElectionMsg::Status {
-                    promised: self.promised,
-                    leader: self.leader,
-                },
-            );
-        }
     }
 
     fn join(&mut self, now: Instant, l: NodeId) {
@@ -742,13 +773,13 @@ impl Engine {
         self.leader.filter(|l| self.is_reachable(l.node))
     }
 
-    /// A leader some connected peer follows, that we can reach (highest term first).
+    /// A connected peer that says it leads (highest term first). Only first-hand claims
+    /// count: a peer's report of whom it follows may be stale.
     fn known_live_leader(&self) -> Option<NodeId> {
         self.statuses
             .iter()
-            .filter(|(p, _)| self.connected.contains(p))
+            .filter(|(p, l)| self.connected.contains(p) && l.is_some_and(|l| l.node == **p))
             .filter_map(|(_, l)| *l)
-            .filter(|l| l.node != self.cfg.me && self.connected.contains(&l.node))
             .max_by_key(|l| (l.term, std::cmp::Reverse(l.node)))
             .map(|l| l.node)
     }
@@ -788,6 +819,14 @@ impl Engine {
         let peers: Vec<NodeId> = self.connected.iter().copied().collect();
         for p in peers {
             self.send(p, msg.clone());
+        }
+    }
+
+    /// Tells every peer when this node's leader changed (called at the end of every input).
+    fn announce_if_changed(&mut self) {
+        if self.announced != self.leader {
+            self.announced = self.leader;
+            self.broadcast_status();
         }
     }
 

@@ -213,7 +213,8 @@ pub async fn cluster(cands: usize, workers: usize) -> Vec<TNode> {
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Waits until every node agrees on one leader and term; returns the leader's name.
+/// Waits until every node agrees on one leader (one of them) and term; returns the
+/// leader's name.
 pub async fn agreed(nodes: &[&TNode]) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -222,6 +223,7 @@ pub async fn agreed(nodes: &[&TNode]) -> String {
             if views
                 .iter()
                 .all(|v| v.leader.as_ref() == Some(l) && v.term == views[0].term)
+                && nodes.iter().any(|n| n.name == l.to_string())
             {
                 return l.to_string();
             }

@@ -100,10 +100,14 @@ fn cold_start_highest_candidate_proposes_and_wins() {
     e.handle_message(t0, NodeId(2), Accept { term: Term(3) });
     assert_eq!(
         drain(&mut e),
-        vec![Output::Elected {
-            term: Term(3),
-            joined: None
-        }]
+        vec![
+            Output::Elected {
+                term: Term(3),
+                joined: None
+            },
+            send(1, status(3, Some((0, 3)))),
+            send(2, status(3, Some((0, 3)))),
+        ]
     );
     e.provide_synch(None, b"s".to_vec());
     let l = Leader {
@@ -217,7 +221,6 @@ fn leader_death_elects_next_candidate_with_down_for_old_leader() {
                 term: Term(3),
                 reason: LossReason::LeaderDown
             },
-            send(2, status(3, None)),
             Output::PersistTerm(Term(4)),
             send(
                 2,
@@ -226,6 +229,7 @@ fn leader_death_elects_next_candidate_with_down_for_old_leader() {
                     takeover: false
                 }
             ),
+            send(2, status(4, None)),
         ]
     );
     e.handle_message(t0, NodeId(2), Accept { term: Term(4) });
@@ -237,6 +241,7 @@ fn leader_death_elects_next_candidate_with_down_for_old_leader() {
                 joined: None
             },
             Output::Down { node: N },
+            send(2, status(4, Some((1, 4)))),
         ]
     );
     assert_eq!(e.term(), Term(4));
@@ -382,16 +387,20 @@ fn two_leaders_meet_higher_priority_takes_over() {
                 term: Term(1),
                 reason: LossReason::TakenOver
             },
-            send(0, Accept { term: Term(6) })
+            send(0, Accept { term: Term(6) }),
+            send(0, status(6, None)),
         ]
     );
     a.handle_message(t0, NodeId(1), Accept { term: Term(6) });
     assert_eq!(
         drain(&mut a),
-        vec![Output::Elected {
-            term: Term(6),
-            joined: None
-        }]
+        vec![
+            Output::Elected {
+                term: Term(6),
+                joined: None
+            },
+            send(1, status(6, Some((0, 6))))
+        ]
     );
     a.provide_synch(None, vec![9]);
     let l = Leader {

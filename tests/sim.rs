@@ -1,0 +1,767 @@
+//! Deterministic simulation of the election engine.
+//!
+//! N engines run on a virtual clock over a seeded virtual network that delays, drops,
+//! duplicates and reorders messages, cuts links (both ways or one way), partitions, heals,
+//! crashes nodes, restarts them with their persisted term, and freezes and resumes them.
+//! Invariants are checked after every event:
+//!
+//! * at most one leader per term, ever; terms never decrease at any node (across restarts);
+//! * once the faults stop and the network is whole, within [`CONVERGE`] exactly one leader,
+//!   every node agrees on it, and no node is left in an election;
+//! * after that, no leadership change while nothing fails (no flapping).
+//!
+//! A failure prints the seed and the fault schedule; `SIM_SEED=<seed> cargo test --test sim
+//! replay -- --nocapture` replays one seed; `SIM_SEEDS=<n>` runs `n` seeds (default 10 000 in
+//! `many_seeds`), `SIM_LOSSY=0` turns message loss off.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::{Duration, Instant};
+
+use gen_leader::election::{ElectionMsg, Engine, EngineConfig, Output, Role};
+use gen_leader::{NodeId, Term};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const FAILURE_TIMEOUT: Duration = Duration::from_millis(600);
+const ELECTION_TIMEOUT: Duration = Duration::from_millis(150);
+const STARTUP_TIMEOUT: Duration = Duration::from_millis(500);
+const ANNOUNCE: Duration = Duration::from_millis(1000);
+const RECONNECT: Duration = Duration::from_millis(50);
+/// Bound from "faults stop, network whole" to "one leader, all agree".
+const CONVERGE: Duration = Duration::from_millis(3500);
+/// How long we watch for flapping after convergence.
+const QUIET: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone)]
+enum Ev {
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        epoch: u64,
+        msg: ElectionMsg,
+    },
+    Timer {
+        node: NodeId,
+        inc: u64,
+    },
+    /// `node` notices that its connection `epoch` to `peer` is gone.
+    Detect {
+        node: NodeId,
+        peer: NodeId,
+        epoch: u64,
+    },
+    Reconnect,
+    Fault(Fault),
+}
+
+#[derive(Debug, Clone)]
+enum Fault {
+    Cut(NodeId, NodeId),
+    CutOneWay(NodeId, NodeId),
+    Heal(NodeId, NodeId),
+    Partition(Vec<NodeId>),
+    HealAll,
+    Crash(NodeId),
+    Restart(NodeId),
+    Freeze(NodeId),
+    Resume(NodeId),
+}
+
+struct SimNode {
+    engine: Option<Engine>,
+    inc: u64,
+    frozen: bool,
+    buffered: Vec<Ev>,
+    persisted: Term,
+    last_term: Term,
+    timer_at: Option<Instant>,
+    changes: u64,
+}
+
+struct Sim {
+    seed: u64,
+    rng: StdRng,
+    t0: Instant,
+    now: Instant,
+    n: usize,
+    n_cands: usize,
+    nodes: Vec<SimNode>,
+    /// `link[a][b]`: messages from a reach b.
+    link: Vec<Vec<bool>>,
+    /// Connection epoch between a and b (symmetric), if connected.
+    conn: Vec<Vec<Option<u64>>>,
+    next_epoch: u64,
+    queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
+    events: Vec<Option<Ev>>,
+    seq: u64,
+    lossy: bool,
+    faults_on: bool,
+    log: Vec<String>,
+    leader_of_term: BTreeMap<Term, NodeId>,
+    verbose: bool,
+}
+
+impl Sim {
+    fn new(seed: u64, n_cands: usize, n_workers: usize, lossy: bool) -> Sim {
+        let n = n_cands + n_workers;
+        let t0 = Instant::now();
+        let mut sim = Sim {
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            t0,
+            now: t0,
+            n,
+            n_cands,
+            nodes: Vec::new(),
+            link: vec![vec![true; n]; n],
+            conn: vec![vec![None; n]; n],
+            next_epoch: 1,
+            queue: BinaryHeap::new(),
+            events: Vec::new(),
+            seq: 0,
+            lossy,
+            faults_on: true,
+            log: Vec::new(),
+            leader_of_term: BTreeMap::new(),
+            verbose: std::env::var("SIM_VERBOSE").is_ok(),
+        };
+        for i in 0..n {
+            sim.nodes.push(SimNode {
+                engine: None,
+                inc: 0,
+                frozen: false,
+                buffered: Vec::new(),
+                persisted: Term(0),
+                last_term: Term(0),
+                timer_at: None,
+                changes: 0,
+            });
+            // Staggered starts.
+            let d = Duration::from_micros(sim.rng.random_range(0..300_000));
+            sim.at(d, Ev::Fault(Fault::Restart(NodeId(i as u32))));
+        }
+        sim.at(RECONNECT, Ev::Reconnect);
+        sim
+    }
+
+    fn ms(&self) -> f64 {
+        self.now.duration_since(self.t0).as_secs_f64() * 1000.0
+    }
+
+    fn at(&mut self, after: Duration, ev: Ev) {
+        self.seq += 1;
+        self.events.push(Some(ev));
+        self.queue
+            .push(Reverse((self.now + after, self.seq, self.events.len() - 1)));
+    }
+
+    fn engine_cfg(&mut self, i: usize) -> EngineConfig {
+        EngineConfig {
+            me: NodeId(i as u32),
+            n_candidates: self.n_cands as u32,
+            n_nodes: self.n as u32,
+            election_timeout: ELECTION_TIMEOUT,
+            startup_timeout: STARTUP_TIMEOUT,
+            preempt: false,
+            announce_interval: ANNOUNCE,
+            seed: self.rng.random(),
+            initial_term: self.nodes[i].persisted,
+        }
+    }
+
+    fn alive(&self, i: usize) -> bool {
+        self.nodes[i].engine.is_some() && !self.nodes[i].frozen
+    }
+
+    /// Runs until `until`.
+    fn run_until(&mut self, until: Instant) {
+        while let Some(Reverse((t, _, idx))) = self.queue.peek().copied() {
+            if t > until {
+                break;
+            }
+            self.queue.pop();
+            self.now = t;
+            let ev = self.events[idx].take().expect("event once");
+            self.step(ev);
+        }
+        self.now = until;
+    }
+
+    fn step(&mut self, ev: Ev) {
+        match ev {
+            Ev::Reconnect => {
+                self.reconnect();
+                let j = Duration::from_micros(self.rng.random_range(0..20_000));
+                self.at(RECONNECT + j, Ev::Reconnect);
+            }
+            Ev::Fault(f) => self.fault(f),
+            Ev::Deliver { to, .. } | Ev::Timer { node: to, .. } | Ev::Detect { node: to, .. }
+                if self.nodes[to.index()].frozen =>
+            {
+                self.nodes[to.index()].buffered.push(ev);
+            }
+            Ev::Deliver {
+                from,
+                to,
+                epoch,
+                msg,
+            } => {
+                if self.conn[from.index()][to.index()] != Some(epoch) {
+                    return; // the connection it travelled on is gone
+                }
+                let now = self.now;
+                if let Some(e) = self.nodes[to.index()].engine.as_mut() {
+                    e.handle_message(now, from, msg);
+                }
+                self.drain(to.index());
+            }
+            Ev::Timer { node, inc } => {
+                let i = node.index();
+                if self.nodes[i].inc != inc {
+                    return;
+                }
+                self.nodes[i].timer_at = None;
+                let now = self.now;
+                if let Some(e) = self.nodes[i].engine.as_mut() {
+                    e.handle_timeout(now);
+                }
+                self.drain(i);
+            }
+            Ev::Detect { node, peer, epoch } => {
+                let i = node.index();
+                let _ = epoch;
+                let stale = self.conn[i][peer.index()].is_some();
+                let now = self.now;
+                if let Some(e) = self.nodes[i].engine.as_mut() {
+                    // Only if no newer connection replaced it meanwhile.
+                    if !stale {
+                        e.handle_peer_down(now, peer);
+                    }
+                }
+                self.drain(i);
+            }
+        }
+    }
+
+    fn drain(&mut self, i: usize) {
+        loop {
+            let Some(e) = self.nodes[i].engine.as_mut() else {
+                return;
+            };
+            let Some(out) = e.poll_output() else { break };
+            match out {
+                Output::Send { to, msg } => {
+                    if self.verbose {
+                        self.log
+                            .push(format!("{:9.3} n{i} -> n{} {msg:?}", self.ms(), to.0));
+                    }
+                    self.send(NodeId(i as u32), to, msg)
+                }
+                Output::PersistTerm(t) => {
+                    assert!(
+                        t >= self.nodes[i].persisted,
+                        "persisted term went down at {i}"
+                    );
+                    self.nodes[i].persisted = t;
+                }
+                Output::Elected { joined, term } => {
+                    if joined.is_none() {
+                        self.nodes[i].changes += 1;
+                    }
+                    self.log.push(format!(
+                        "{:9.3} n{i} elected term {term} joined {joined:?}",
+                        self.ms()
+                    ));
+                    self.nodes[i]
+                        .engine
+                        .as_mut()
+                        .unwrap()
+                        .provide_synch(joined, vec![]);
+                }
+                Output::Surrendered { leader, term, .. } => {
+                    self.nodes[i].changes += 1;
+                    self.log.push(format!(
+                        "{:9.3} n{i} surrendered to n{} term {term}",
+                        self.ms(),
+                        leader.0
+                    ));
+                }
+                other => self.log.push(format!("{:9.3} n{i} {other:?}", self.ms())),
+            }
+        }
+        self.check(i);
+        // Timer.
+        let i_inc = self.nodes[i].inc;
+        let want = self.nodes[i].engine.as_ref().and_then(|e| e.poll_timeout());
+        if let Some(w) = want {
+            if self.nodes[i].timer_at != Some(w) {
+                self.nodes[i].timer_at = Some(w);
+                let after = w.saturating_duration_since(self.now);
+                self.at(
+                    after,
+                    Ev::Timer {
+                        node: NodeId(i as u32),
+                        inc: i_inc,
+                    },
+                );
+            }
+        }
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, msg: ElectionMsg) {
+        let Some(epoch) = self.conn[from.index()][to.index()] else {
+            return;
+        };
+        if !self.link[from.index()][to.index()] {
+            return;
+        }
+        let mut copies = 1;
+        let mut latency = Duration::from_micros(self.rng.random_range(50..2_000));
+        if self.lossy && self.faults_on {
+            let r: f64 = self.rng.random();
+            if r < 0.02 {
+                self.log.push(format!(
+                    "{:9.3} drop n{}->n{} {msg:?}",
+                    self.ms(),
+                    from.0,
+                    to.0
+                ));
+                return;
+            } else if r < 0.04 {
+                copies = 2;
+            } else if r < 0.08 {
+                latency += Duration::from_millis(self.rng.random_range(5..80));
+            }
+        }
+        for c in 0..copies {
+            let extra = Duration::from_micros(c * self.rng.random_range(0..5_000));
+            self.at(
+                latency + extra,
+                Ev::Deliver {
+                    from,
+                    to,
+                    epoch,
+                    msg: msg.clone(),
+                },
+            );
+        }
+    }
+
+    /// Establishes missing connections where both ends are up and both links work.
+    fn reconnect(&mut self) {
+        for a in 0..self.n {
+            for b in a + 1..self.n {
+                if self.conn[a][b].is_some()
+                    || !self.alive(a)
+                    || !self.alive(b)
+                    || !self.link[a][b]
+                    || !self.link[b][a]
+                {
+                    continue;
+                }
+                let epoch = self.next_epoch;
+                self.next_epoch += 1;
+                self.conn[a][b] = Some(epoch);
+                self.conn[b][a] = Some(epoch);
+                let now = self.now;
+                for (x, y) in [(a, b), (b, a)] {
+                    let e = self.nodes[x].engine.as_mut().unwrap();
+                    if e.connected().contains(&NodeId(y as u32)) {
+                        // The old connection is replaced: down, then up.
+                        e.handle_peer_down(now, NodeId(y as u32));
+                    }
+                    e.handle_peer_up(now, NodeId(y as u32));
+                }
+                self.drain(a);
+                self.drain(b);
+            }
+        }
+    }
+
+    /// Breaks the a-b connection; each live end notices after `detect`.
+    fn break_conn(&mut self, a: usize, b: usize, detect_a: Duration, detect_b: Duration) {
+        let Some(epoch) = self.conn[a][b].take() else {
+            return;
+        };
+        self.conn[b][a] = None;
+        for (x, y, d) in [(a, b, detect_a), (b, a, detect_b)] {
+            if self.nodes[x].engine.is_some() {
+                self.at(
+                    d,
+                    Ev::Detect {
+                        node: NodeId(x as u32),
+                        peer: NodeId(y as u32),
+                        epoch,
+                    },
+                );
+            }
+        }
+    }
+
+    fn timeout_detect(&mut self) -> Duration {
+        FAILURE_TIMEOUT.mul_f64(self.rng.random_range(0.5..1.0))
+    }
+
+    fn fault(&mut self, f: Fault) {
+        self.log.push(format!("{:9.3} FAULT {f:?}", self.ms()));
+        match f {
+            Fault::Cut(a, b) => {
+                self.link[a.index()][b.index()] = false;
+                self.link[b.index()][a.index()] = false;
+                let (da, db) = (self.timeout_detect(), self.timeout_detect());
+                self.break_conn(a.index(), b.index(), da, db);
+            }
+            Fault::CutOneWay(a, b) => {
+                self.link[a.index()][b.index()] = false;
+                // b stops hearing a (timeout); a then sees b close the connection.
+                let db = self.timeout_detect();
+                self.break_conn(a.index(), b.index(), db + Duration::from_millis(1), db);
+            }
+            Fault::Heal(a, b) => {
+                self.link[a.index()][b.index()] = true;
+                self.link[b.index()][a.index()] = true;
+            }
+            Fault::Partition(side) => {
+                for a in 0..self.n {
+                    for b in 0..self.n {
+                        let ia = side.contains(&NodeId(a as u32));
+                        let ib = side.contains(&NodeId(b as u32));
+                        if a < b && ia != ib {
+                            self.link[a][b] = false;
+                            self.link[b][a] = false;
+                            let (da, db) = (self.timeout_detect(), self.timeout_detect());
+                            self.break_conn(a, b, da, db);
+                        }
+                    }
+                }
+            }
+            Fault::HealAll => {
+                for row in &mut self.link {
+                    row.fill(true);
+                }
+            }
+            Fault::Crash(x) => {
+                let i = x.index();
+                if self.nodes[i].engine.is_none() {
+                    return;
+                }
+                for p in 0..self.n {
+                    if p != i {
+                        // Peers see the connection close at once (RST).
+                        let d = Duration::from_micros(self.rng.random_range(10..1_000));
+                        self.break_conn(p, i, d, d);
+                    }
+                }
+                let n = &mut self.nodes[i];
+                n.engine = None;
+                n.frozen = false;
+                n.buffered.clear();
+                n.inc += 1;
+                n.timer_at = None;
+            }
+            Fault::Restart(x) => {
+                let i = x.index();
+                if self.nodes[i].engine.is_some() {
+                    return;
+                }
+                let cfg = self.engine_cfg(i);
+                let e = Engine::new(cfg, self.now);
+                assert!(
+                    e.term() >= self.nodes[i].last_term,
+                    "restarted below its last term"
+                );
+                self.nodes[i].engine = Some(e);
+                self.nodes[i].inc += 1;
+                self.drain(i);
+                // Peers that are alive but not connected learn it is unreachable or not.
+                for p in 0..self.n {
+                    if p != i && (!self.alive(p) || !self.link[i][p] || !self.link[p][i]) {
+                        let now = self.now;
+                        self.nodes[i]
+                            .engine
+                            .as_mut()
+                            .unwrap()
+                            .handle_peer_unreachable(now, NodeId(p as u32));
+                    }
+                }
+                self.drain(i);
+                self.reconnect();
+            }
+            Fault::Freeze(x) => {
+                let i = x.index();
+                if !self.alive(i) {
+                    return;
+                }
+                self.nodes[i].frozen = true;
+                for p in 0..self.n {
+                    if p != i {
+                        // Peers time out; the frozen node notices when it resumes.
+                        let d = self.timeout_detect();
+                        self.break_conn(p, i, d, Duration::ZERO);
+                    }
+                }
+            }
+            Fault::Resume(x) => {
+                let i = x.index();
+                if !self.nodes[i].frozen {
+                    return;
+                }
+                self.nodes[i].frozen = false;
+                let buffered = std::mem::take(&mut self.nodes[i].buffered);
+                for ev in buffered {
+                    self.step(ev);
+                }
+                // Its own timer fires late.
+                let inc = self.nodes[i].inc;
+                self.at(Duration::ZERO, Ev::Timer { node: x, inc });
+            }
+        }
+    }
+
+    fn check(&mut self, i: usize) {
+        let Some(e) = self.nodes[i].engine.as_ref() else {
+            return;
+        };
+        let t = e.term();
+        let is_leader = e.is_leader();
+        let is_candidate = e.is_candidate(NodeId(i as u32));
+        if t < self.nodes[i].last_term {
+            self.fail(&format!(
+                "term went down at n{i}: {} -> {t}",
+                self.nodes[i].last_term
+            ));
+        }
+        self.nodes[i].last_term = t;
+        if is_leader {
+            let me = NodeId(i as u32);
+            match self.leader_of_term.get(&t) {
+                Some(l) if *l != me => {
+                    let l = *l;
+                    self.fail(&format!("two leaders in term {t}: n{} and n{i}", l.0))
+                }
+                _ => {
+                    self.leader_of_term.insert(t, me);
+                }
+            }
+            if !is_candidate {
+                self.fail(&format!("worker n{i} leads"));
+            }
+        }
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        let tail: Vec<&String> = self
+            .log
+            .iter()
+            .rev()
+            .take(if self.verbose { 400 } else { 200 })
+            .collect();
+        let mut s = String::new();
+        for l in tail.into_iter().rev() {
+            s.push_str(l);
+            s.push('\n');
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            s.push_str(&format!(
+                "n{i}: frozen={} engine={:?}\n",
+                n.frozen,
+                n.engine.as_ref().map(|e| (e.role(), e.leader(), e.term()))
+            ));
+        }
+        panic!(
+            "seed {} (n_cands {}, n {}, lossy {}): {what}\n--- last events ---\n{s}replay: SIM_SEED={} cargo test --test sim replay -- --nocapture",
+            self.seed, self.n_cands, self.n, self.lossy, self.seed
+        );
+    }
+
+    fn random_fault(&mut self) -> Fault {
+        let n = self.n as u32;
+        let a = NodeId(self.rng.random_range(0..n));
+        let mut b = NodeId(self.rng.random_range(0..n));
+        if b == a {
+            b = NodeId((a.0 + 1) % n);
+        }
+        match self.rng.random_range(0..10) {
+            0 => Fault::Cut(a, b),
+            1 => Fault::CutOneWay(a, b),
+            2 => Fault::Heal(a, b),
+            3 => {
+                let side: Vec<NodeId> = (0..n)
+                    .filter(|_| self.rng.random_bool(0.5))
+                    .map(NodeId)
+                    .collect();
+                Fault::Partition(side)
+            }
+            4 => Fault::HealAll,
+            5 => Fault::Crash(a),
+            6 => Fault::Restart(a),
+            7 => Fault::Freeze(a),
+            8 => Fault::Resume(a),
+            _ => Fault::HealAll,
+        }
+    }
+
+    /// Checks that everyone agrees on one leader and no one is electing.
+    fn agreement(&self) -> Result<(NodeId, Term), String> {
+        let mut leader = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let e = n.engine.as_ref().ok_or(format!("n{i} down"))?;
+            if !matches!(e.role(), Role::Leader | Role::Follower) {
+                return Err(format!("n{i} still electing: {:?}", e.role()));
+            }
+            let l = e.leader().ok_or(format!("n{i} has no leader"))?;
+            match leader {
+                None => leader = Some((l.node, l.term)),
+                Some(x) if x != (l.node, l.term) => {
+                    return Err(format!("n{i} follows {l:?}, others {x:?}"))
+                }
+                _ => {}
+            }
+        }
+        let leaders = self
+            .nodes
+            .iter()
+            .filter(|n| n.engine.as_ref().is_some_and(|e| e.is_leader()))
+            .count();
+        if leaders != 1 {
+            return Err(format!("{leaders} leaders"));
+        }
+        leader.ok_or("no nodes".into())
+    }
+}
+
+/// One run: random faults for a while, then heal and check convergence and stability.
+/// Returns the time from heal to agreement.
+fn run(seed: u64, lossy: bool) -> Duration {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xA5A5);
+    let n_cands = rng.random_range(1..=5);
+    let n_workers = rng.random_range(0..=2);
+    let mut sim = Sim::new(seed, n_cands, n_workers, lossy);
+    let fault_phase = Duration::from_millis(rng.random_range(0..4_000));
+    let n_faults = if fault_phase.is_zero() {
+        0
+    } else {
+        rng.random_range(1..12)
+    };
+    for _ in 0..n_faults {
+        let at = Duration::from_micros(rng.random_range(0..fault_phase.as_micros() as u64 + 1));
+        let f = sim.random_fault();
+        sim.at(at, Ev::Fault(f));
+    }
+    let heal_at = sim.t0 + fault_phase + Duration::from_millis(300);
+    sim.run_until(heal_at);
+    // Faults stop: heal, resume, restart.
+    sim.faults_on = false;
+    sim.fault(Fault::HealAll);
+    for i in 0..sim.n {
+        sim.fault(Fault::Resume(NodeId(i as u32)));
+        sim.fault(Fault::Restart(NodeId(i as u32)));
+    }
+    // Watch for agreement, once every failure the faults caused has been detected (a
+    // connection broken just before the heal is noticed up to a failure timeout later).
+    let step = Duration::from_millis(10);
+    let mut t = heal_at + FAILURE_TIMEOUT + RECONNECT;
+    sim.run_until(t);
+    let converged_at = loop {
+        if sim.agreement().is_ok() {
+            break t;
+        }
+        if t.duration_since(heal_at) > CONVERGE {
+            let why = sim.agreement().unwrap_err();
+            sim.fail(&format!("no agreement {CONVERGE:?} after the heal: {why}"));
+        }
+        t += step;
+        sim.run_until(t);
+    };
+    let took = converged_at.duration_since(heal_at);
+    // No flapping afterwards.
+    let (leader, term) = sim.agreement().unwrap();
+    let changes: Vec<u64> = sim.nodes.iter().map(|n| n.changes).collect();
+    sim.run_until(converged_at + QUIET);
+    match sim.agreement() {
+        Ok((l, t)) if (l, t) == (leader, term) => {}
+        other => sim.fail(&format!(
+            "leadership changed with no fault: {other:?} (was n{} term {term})",
+            leader.0
+        )),
+    }
+    let after: Vec<u64> = sim.nodes.iter().map(|n| n.changes).collect();
+    if after != changes {
+        sim.fail(&format!(
+            "elected/surrendered ran with no fault: {changes:?} -> {after:?}"
+        ));
+    }
+    took
+}
+
+fn seeds(default: u64) -> u64 {
+    std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn lossy() -> bool {
+    std::env::var("SIM_LOSSY").map_or(true, |v| v != "0")
+}
+
+#[test]
+fn many_seeds() {
+    let n = seeds(10_000);
+    let base: u64 = std::env::var("SIM_BASE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut worst = Duration::ZERO;
+    for seed in base..base + n {
+        // Half the seeds lossy (drops, duplicates, reordering), half on reliable links.
+        let took = run(seed, lossy() && seed % 2 == 0);
+        worst = worst.max(took);
+    }
+    eprintln!("{n} seeds: worst time from heal to agreement {worst:?} (bound {CONVERGE:?})");
+}
+
+#[test]
+fn replay() {
+    if let Ok(s) = std::env::var("SIM_SEED") {
+        let seed: u64 = s.parse().expect("SIM_SEED is a number");
+        let took = run(seed, lossy() && seed % 2 == 0);
+        eprintln!("seed {seed}: agreement {took:?} after the heal");
+    }
+}
+
+#[test]
+fn cold_start_without_faults_elects_the_first_candidate_quickly() {
+    for seed in 0..500 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n_cands = rng.random_range(1..=9);
+        let mut sim = Sim::new(seed, n_cands, 1, false);
+        sim.faults_on = false;
+        let start = sim.t0 + Duration::from_millis(300); // last node up by then
+        sim.run_until(start);
+        let mut t = start;
+        while sim.agreement().is_err() {
+            t += Duration::from_millis(1);
+            sim.run_until(t);
+            if t.duration_since(start) > Duration::from_secs(2) {
+                sim.fail("cold start did not converge within 2 s");
+            }
+        }
+        let (_, term) = sim.agreement().unwrap();
+        assert!(term.get() >= 1);
+    }
+}
+
+/// Seeds that once failed, kept as regression tests (see docs/testing.md):
+/// * 256: a follower missed the takeover proposal (dropped) and kept following a leader
+///   that had surrendered; fixed by leaving a leader whose own `Status` says it no longer
+///   leads, and by joining a live leader with a newer term.
+/// * 79340: nodes joined each other in a cycle on stale second-hand `Status` reports; fixed
+///   by trusting only a node's own claim to lead, and announcing every leader change.
+#[test]
+fn regressions() {
+    for seed in [256, 79_340] {
+        run(seed, true);
+    }
+}
