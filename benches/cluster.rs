@@ -1,0 +1,2 @@
+//! Placeholder replaced by the cluster benchmark.
+fn main() {}
