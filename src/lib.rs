@@ -75,5 +75,5 @@ pub use behaviour::{Behaviour, Election, LeaderReply, ReplyTo, StopReason, Wire}
 pub use config::{Config, ConfigBuilder, Members};
 pub use election::Role;
 pub use error::{CallError, ConfigError, StartError};
-pub use node::{ClusterView, LeaderHandle, Node};
+pub use node::{ClusterView, LeaderHandle, Node, NodeStats};
 pub use types::{NodeId, NodeName, NodeNameError, Term};

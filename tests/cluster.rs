@@ -261,3 +261,47 @@ async fn calls_wait_for_an_election_instead_of_failing() {
     agreed(&[&a, &b]).await;
     assert!(call.await.unwrap().unwrap().ends_with(":early"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_entry_is_leaked() {
+    let nodes = cluster(3, 0).await;
+    agreed(&all(&nodes)).await;
+    let mut tasks = Vec::new();
+    for i in 0..600 {
+        let h = nodes[i % 3].handle.clone();
+        tasks.push(tokio::spawn(
+            async move { h.leader_call(format!("c{i}")).await },
+        ));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // Deferred calls that are never answered time out, and leave nothing behind either.
+    for n in &nodes {
+        let r = n
+            .handle
+            .leader_call_timeout("defer-forever".into(), Duration::from_millis(200))
+            .await;
+        assert_eq!(r, Err(CallError::Timeout));
+    }
+    // Entries are removed at their deadline by the node (the caller may see its own timer
+    // fire a moment earlier): within a second, the tables must be empty.
+    for n in &nodes {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            let s = n.handle.stats().await.unwrap();
+            if s.pending_calls == 0 && s.waiting_calls == 0 {
+                assert_eq!(s.connected, 2);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: leaked {s:?}",
+                n.name
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let served = nodes[0].handle.stats().await.unwrap().leader_calls_served;
+    assert_eq!(served, 603);
+}

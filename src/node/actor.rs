@@ -15,7 +15,7 @@ use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
 use super::storage::{AuditEvent, AuditLog, TermStore};
-use super::{ClusterView, LeaderHandle};
+use super::{ClusterView, LeaderHandle, NodeStats};
 use crate::behaviour::{Behaviour, Election, LeaderReply, Origin, ReplyTo, StopReason};
 use crate::config::Config;
 use crate::election::{Engine, EngineConfig, LossReason, Output};
@@ -85,6 +85,7 @@ pub(crate) enum NodeMsg<B: Behaviour> {
         reason: String,
     },
     Tick,
+    Stats(oneshot::Sender<NodeStats>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -201,6 +202,7 @@ pub(crate) struct NodeState<B: Behaviour> {
     tasks: Vec<JoinHandle<()>>,
     rng: rand::rngs::StdRng,
     stopping: bool,
+    counters: NodeStats,
 }
 
 impl<B: Behaviour> Drop for NodeState<B> {
@@ -342,6 +344,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             tasks,
             rng: rand::rngs::StdRng::seed_from_u64(seed),
             stopping: false,
+            counters: NodeStats::default(),
         };
         info!(node = %config.me(), term = %initial_term, "node starting");
         for i in 0..n {
@@ -447,6 +450,9 @@ impl<B: Behaviour> Actor for NodeActor<B> {
                 }
             }
             NodeMsg::Tick => state.tick().await,
+            NodeMsg::Stats(reply) => {
+                let _ = reply.send(state.stats());
+            }
             NodeMsg::Shutdown(done) => {
                 state.shutdown(StopReason::Shutdown).await;
                 let _ = done.send(());
@@ -626,6 +632,7 @@ impl<B: Behaviour> NodeState<B> {
         let me = self.me();
         self.peers[peer.index()].dialer = None;
         let now = Instant::now();
+        let refused = matches!(outcome, DialOutcome::Failed(_));
         match outcome {
             DialOutcome::Connected {
                 incarnation,
@@ -641,7 +648,14 @@ impl<B: Behaviour> NodeState<B> {
             }
             DialOutcome::CallBackRequested => {}
             DialOutcome::Unreachable(e) | DialOutcome::Failed(e) => {
-                debug!(node = %self.name(me), peer = %self.name(peer), error = %e, "dial failed");
+                let attempt = self.peers[peer.index()].attempt;
+                if refused && attempt % 10 == 0 {
+                    // The peer is up but refuses us (wrong cookie, version, configuration):
+                    // say so loudly, but not at every retry.
+                    warn!(node = %self.name(me), peer = %self.name(peer), reason = %e, "connection refused by peer");
+                } else {
+                    debug!(node = %self.name(me), peer = %self.name(peer), error = %e, "dial failed");
+                }
                 self.engine.handle_peer_unreachable(now.into_std(), peer);
                 if me < peer {
                     let a = self.peers[peer.index()].attempt;
@@ -1083,6 +1097,7 @@ impl<B: Behaviour> NodeState<B> {
                 },
             };
             entry.state = CallState::Local;
+            self.counters.leader_calls_served += 1;
             let election = Election {
                 engine: &self.engine,
                 members: self.cfg.members(),
@@ -1184,6 +1199,7 @@ impl<B: Behaviour> NodeState<B> {
             }
         };
         let origin = Origin::Remote { peer, id };
+        self.counters.leader_calls_served += 1;
         let election = Election {
             engine: &self.engine,
             members: self.cfg.members(),
@@ -1323,6 +1339,7 @@ impl<B: Behaviour> NodeState<B> {
             }
         };
         self.bcast_seq += 1;
+        self.counters.broadcasts_sent += 1;
         let msg = Msg::Broadcast {
             term: self.engine.term(),
             seq: self.bcast_seq,
@@ -1334,6 +1351,16 @@ impl<B: Behaviour> NodeState<B> {
         let followers: Vec<NodeId> = self.engine.followers().iter().copied().collect();
         for f in followers {
             self.send_frame(f, frame.clone());
+        }
+    }
+
+    fn stats(&self) -> NodeStats {
+        NodeStats {
+            pending_calls: self.calls.len(),
+            waiting_calls: self.waiting.len(),
+            held_casts: self.held_casts.len(),
+            connected: self.peers.iter().filter(|p| p.conn.is_some()).count(),
+            ..self.counters
         }
     }
 

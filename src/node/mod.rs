@@ -45,6 +45,24 @@ impl ClusterView {
     }
 }
 
+/// Counters of a running node, from [`LeaderHandle::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// `leader_call`s started on this node and not yet resolved.
+    pub pending_calls: usize,
+    /// Of those, the ones waiting for a leader to be known.
+    pub waiting_calls: usize,
+    /// `leader_cast`s held while no leader is known.
+    pub held_casts: usize,
+    /// Peers with a live connection.
+    pub connected: usize,
+    /// `leader_call`s this node has handled as leader (since it started).
+    pub leader_calls_served: u64,
+    /// Broadcasts this node has sent as leader (since it started).
+    pub broadcasts_sent: u64,
+}
+
 /// Starts nodes.
 #[derive(Debug)]
 pub struct Node;
@@ -214,10 +232,11 @@ impl<B: Behaviour> LeaderHandle<B> {
                 reply: tx,
             })
             .map_err(|_| CallError::Stopped)?;
-        match tokio::time::timeout_at(deadline, rx).await {
+        // The node resolves the call at its deadline with the precise error; this timer is
+        // only the backstop, a little later.
+        match tokio::time::timeout_at(deadline + Duration::from_millis(50), rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(CallError::Stopped),
-            // The node resolves calls at their deadline; this is the backstop.
             Err(_) => Err(if self.leader().is_some() {
                 CallError::Timeout
             } else {
@@ -348,6 +367,16 @@ impl<B: Behaviour> LeaderHandle<B> {
             Ok(Ok(v)) => Some(v.clone()),
             _ => None,
         }
+    }
+
+    /// Counters: calls in flight, casts held, connections, work done as leader.
+    pub async fn stats(&self) -> Result<NodeStats, CallError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .actor
+            .cast(NodeMsg::Stats(tx))
+            .map_err(|_| CallError::Stopped)?;
+        rx.await.map_err(|_| CallError::Stopped)
     }
 
     /// Stops the node gracefully: `terminate` runs, peers are told, pending calls fail with
