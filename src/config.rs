@@ -119,6 +119,8 @@ pub struct Config {
     pub(crate) max_frame_len: usize,
     pub(crate) send_queue: usize,
     pub(crate) seed: Option<u64>,
+    pub(crate) listen: Option<String>,
+    pub(crate) dial_addrs: HashMap<NodeId, String>,
 }
 
 impl Config {
@@ -141,6 +143,8 @@ impl Config {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             send_queue: DEFAULT_SEND_QUEUE,
             seed: None,
+            listen: None,
+            dial_addrs: Vec::new(),
         }
     }
 
@@ -157,6 +161,21 @@ impl Config {
     /// The data directory, if any.
     pub fn data_dir(&self) -> Option<&std::path::Path> {
         self.data_dir.as_deref()
+    }
+
+    /// The address the listener binds: the one given with [`ConfigBuilder::listen`], else
+    /// `host:port` from this node's name.
+    pub fn listen_addr(&self) -> String {
+        self.listen.clone().unwrap_or_else(|| self.me.addr())
+    }
+
+    /// The address this node dials to reach `peer`: an override given with
+    /// [`ConfigBuilder::dial_addr`], else `host:port` from the peer's name.
+    pub fn dial_addr(&self, peer: NodeId) -> String {
+        self.dial_addrs
+            .get(&peer)
+            .cloned()
+            .unwrap_or_else(|| self.members.name(peer).addr())
     }
 
     /// The heartbeat interval.
@@ -210,6 +229,8 @@ pub struct ConfigBuilder {
     max_frame_len: usize,
     send_queue: usize,
     seed: Option<u64>,
+    listen: Option<String>,
+    dial_addrs: Vec<(String, String)>,
 }
 
 impl ConfigBuilder {
@@ -316,6 +337,21 @@ impl ConfigBuilder {
         self
     }
 
+    /// Binds the listener on `addr` (`host:port`) instead of the address in this node's name
+    /// (behind NAT, in a container, or behind a proxy).
+    pub fn listen(mut self, addr: impl Into<String>) -> Self {
+        self.listen = Some(addr.into());
+        self
+    }
+
+    /// Dials `addr` (`host:port`) to reach `peer` (a member's name) instead of the address in
+    /// its name (to go through a proxy or a tunnel). The peer is still authenticated by name.
+    pub fn dial_addr(mut self, peer: impl AsRef<str>, addr: impl Into<String>) -> Self {
+        self.dial_addrs
+            .push((peer.as_ref().to_string(), addr.into()));
+        self
+    }
+
     /// Validates and builds the configuration.
     pub fn build(self) -> Result<Config, ConfigError> {
         let me: NodeName = self.me.parse()?;
@@ -378,6 +414,14 @@ impl ConfigBuilder {
         if !(16..=1 << 20).contains(&self.send_queue) {
             return Err(ConfigError::OutOfRange("send_queue (16 to 1048576 frames)"));
         }
+        let mut dial_addrs = HashMap::new();
+        for (peer, addr) in self.dial_addrs {
+            let name: NodeName = peer.parse()?;
+            let id = members
+                .id(&name)
+                .ok_or_else(|| ConfigError::NotAMember(name.clone()))?;
+            dial_addrs.insert(id, addr);
+        }
         Ok(Config {
             me,
             my_id,
@@ -395,6 +439,8 @@ impl ConfigBuilder {
             max_frame_len: self.max_frame_len,
             send_queue: self.send_queue,
             seed: self.seed,
+            listen: self.listen,
+            dial_addrs,
         })
     }
 }
@@ -430,6 +476,23 @@ mod tests {
         assert!(e(base().failure_timeout(Duration::from_millis(50))).contains("shorter"));
         assert!(e(base().cookie("")).contains("cookie"));
         assert!(e(base().max_frame_len(1)).contains("out of range"));
+    }
+
+    #[test]
+    fn listen_and_dial_overrides() {
+        let c = base()
+            .listen("0.0.0.0:7000")
+            .dial_addr("b@127.0.0.1:2", "127.0.0.1:9002")
+            .build()
+            .unwrap();
+        assert_eq!(c.listen_addr(), "0.0.0.0:7000");
+        assert_eq!(c.dial_addr(NodeId(1)), "127.0.0.1:9002");
+        assert_eq!(c.dial_addr(NodeId(0)), "127.0.0.1:1");
+        let e = base()
+            .dial_addr("zz@127.0.0.1:5", "x:1")
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("neither"), "{e}");
     }
 
     #[test]

@@ -606,11 +606,12 @@ impl<B: Behaviour> NodeState<B> {
         let connector = self.connector.clone();
         let hs = self.hs.clone();
         let name = self.cfg.members().name(peer).clone();
+        let addr = self.cfg.dial_addr(peer);
         p.dialer = Some(tokio::spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let outcome = match connector.connect(name.addr()).await {
+            let outcome = match connector.connect(addr).await {
                 Err(e) => DialOutcome::Unreachable(e.to_string()),
                 Ok(stream) => match handshake::dial(stream, &hs, &name.to_string()).await {
                     Ok(ok) => DialOutcome::Connected {

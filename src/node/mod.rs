@@ -68,13 +68,14 @@ pub struct NodeStats {
 pub struct Node;
 
 impl Node {
-    /// Starts a node: binds its listener on the address in its name, connects to its peers
-    /// and joins the election.
+    /// Starts a node: binds its listener on the address in its name (or
+    /// [`ConfigBuilder::listen`](crate::ConfigBuilder::listen)), connects to its peers and
+    /// joins the election.
     pub async fn start<B: Behaviour>(
         config: Config,
         behaviour: B,
     ) -> Result<LeaderHandle<B>, StartError> {
-        let addr = config.me().addr();
+        let addr = config.listen_addr();
         let l = tokio::net::TcpListener::bind(&addr)
             .await
             .map_err(|source| StartError::Bind {
