@@ -148,12 +148,13 @@ impl Conn {
     }
 }
 
-#[derive(Default)]
 struct Peer {
     conn: Option<Conn>,
     /// An inbound handshake admitted and finishing: (conn id, incarnation).
     reserved: Option<(u64, u64)>,
     dialer: Option<JoinHandle<()>>,
+    /// When the current dialer starts connecting (after its backoff).
+    dial_at: Instant,
     attempt: u32,
 }
 
@@ -327,7 +328,15 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             hs,
             myself,
             connector,
-            peers: (0..n).map(|_| Peer::default()).collect(),
+            peers: (0..n)
+                .map(|_| Peer {
+                    conn: None,
+                    reserved: None,
+                    dialer: None,
+                    dial_at: now,
+                    attempt: 0,
+                })
+                .collect(),
             next_conn: 1,
             calls: HashMap::new(),
             waiting: VecDeque::new(),
@@ -605,6 +614,7 @@ impl<B: Behaviour> NodeState<B> {
         let myself = self.myself.clone();
         let connector = self.connector.clone();
         let hs = self.hs.clone();
+        p.dial_at = Instant::now() + delay;
         let name = self.cfg.members().name(peer).clone();
         let addr = self.cfg.dial_addr(peer);
         p.dialer = Some(tokio::spawn(async move {
@@ -679,15 +689,26 @@ impl<B: Behaviour> NodeState<B> {
             return Err(Refusal::Duplicate(self.name(me).to_string()));
         }
         if peer > me {
-            // We dial higher ids: dial now, and tell it to wait for us.
+            // We dial higher ids: dial now, and tell it to wait for us. If we hold a connection
+            // from an earlier incarnation of that node, it restarted: that connection is dead.
+            // (A request from the same incarnation raced with our own dial: ignore it.)
+            match &self.peers[peer.index()].conn {
+                Some(c) if c.incarnation != incarnation => {
+                    self.drop_conn(peer, "peer restarted");
+                }
+                Some(_) => return Err(Refusal::CallBack),
+                None => {}
+            }
+            let now = Instant::now();
             let p = &mut self.peers[peer.index()];
-            if p.conn.is_none() {
+            if p.dial_at > now {
+                // Sleeping in backoff: dial now instead.
                 if let Some(d) = p.dialer.take() {
                     d.abort();
                 }
-                p.attempt = 0;
-                self.dial(peer, Duration::ZERO);
             }
+            p.attempt = 0;
+            self.dial(peer, Duration::ZERO);
             return Err(Refusal::CallBack);
         }
         let now = Instant::now();
@@ -1007,12 +1028,20 @@ impl<B: Behaviour> NodeState<B> {
             }
             Msg::LeaderCall { id, payload } => self.remote_leader_call(peer, id, payload).await,
             Msg::Reply { id, term, result } => self.on_reply(peer, id, term, result),
-            Msg::LeaderCast { payload } => match codec::decode_payload::<B::Cast>(&payload) {
-                Ok(m) => self.leader_cast(m).await,
-                Err(e) => {
-                    warn!(node = %self.name(self.me()), peer = %self.name(peer), error = %e, "bad leader_cast")
+            Msg::LeaderCast { payload } => {
+                if !self.engine.is_leader() {
+                    // Sent to us as leader, but we no longer lead: lost, as in gen_leader
+                    // (forwarding again could bounce between two stale views).
+                    debug!(node = %self.name(self.me()), peer = %self.name(peer), "leader_cast for a former leader dropped");
+                    return;
                 }
-            },
+                match codec::decode_payload::<B::Cast>(&payload) {
+                    Ok(m) => self.leader_cast(m).await,
+                    Err(e) => {
+                        warn!(node = %self.name(self.me()), peer = %self.name(peer), error = %e, "bad leader_cast")
+                    }
+                }
+            }
             Msg::Broadcast { term, seq, payload } => {
                 let from_leader = self
                     .engine

@@ -185,7 +185,8 @@ pub fn config(me: &str, candidates: &[String], workers: &[String]) -> ConfigBuil
         .heartbeat(Duration::from_millis(50))
         .failure_timeout(Duration::from_millis(1000))
         .election_timeout(Duration::from_millis(100))
-        .startup_timeout(Duration::from_millis(300))
+        // Long enough that a loaded CI machine still hears from every started peer.
+        .startup_timeout(Duration::from_millis(1500))
 }
 
 pub async fn start(builder: ConfigBuilder, listener: tokio::net::TcpListener) -> TNode {
