@@ -194,7 +194,7 @@ impl Config {
     }
 
     /// SHA-256 over everything the nodes of a cluster must agree on: cluster name, member
-    /// list and `preempt`.
+    /// list, `preempt`, heartbeat interval and failure timeout.
     pub(crate) fn members_digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"gen_leader/members/v1\0");
@@ -206,6 +206,10 @@ impl Config {
             h.update([0]);
         }
         h.update([u8::from(self.preempt)]);
+        // Failure detection must agree too: a peer that heartbeats more slowly than our
+        // failure timeout would be declared DOWN again and again.
+        h.update((self.heartbeat.as_micros() as u64).to_be_bytes());
+        h.update((self.failure_timeout.as_micros() as u64).to_be_bytes());
         h.finalize().into()
     }
 }

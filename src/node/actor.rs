@@ -156,6 +156,8 @@ struct Peer {
     /// When the current dialer starts connecting (after its backoff).
     dial_at: Instant,
     attempt: u32,
+    /// Dials refused in a row (connection refused / unreachable).
+    refusals: u32,
 }
 
 enum Req<C> {
@@ -335,6 +337,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
                     dialer: None,
                     dial_at: now,
                     attempt: 0,
+                    refusals: 0,
                 })
                 .collect(),
             next_conn: 1,
@@ -356,6 +359,8 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             counters: NodeStats::default(),
         };
         info!(node = %config.me(), term = %initial_term, "node starting");
+        // The view shows the persisted term from the start, not 0.
+        state.publish_view();
         for i in 0..n {
             let p = NodeId(i as u32);
             if p != config.my_id {
@@ -655,9 +660,10 @@ impl<B: Behaviour> NodeState<B> {
                     self.drop_conn(peer, "replaced by a new connection");
                 }
                 self.peers[peer.index()].attempt = 0;
+                self.peers[peer.index()].refusals = 0;
                 self.install(peer, incarnation, stream, read_buf);
             }
-            DialOutcome::CallBackRequested => {}
+            DialOutcome::CallBackRequested => self.peers[peer.index()].refusals = 0,
             DialOutcome::Unreachable(e) | DialOutcome::Failed(e) => {
                 let attempt = self.peers[peer.index()].attempt;
                 if refused && attempt % 10 == 0 {
@@ -667,7 +673,17 @@ impl<B: Behaviour> NodeState<B> {
                 } else {
                     debug!(node = %self.name(me), peer = %self.name(peer), error = %e, "dial failed");
                 }
-                self.engine.handle_peer_unreachable(now.into_std(), peer);
+                // A refused connection right at startup often means the peer is starting
+                // too and not listening yet: only the second refusal in a row (tens of ms
+                // later) makes it unreachable, so that simultaneous starts elect by priority.
+                let p = &mut self.peers[peer.index()];
+                p.refusals = p.refusals.saturating_add(1);
+                if refused || p.refusals >= 2 {
+                    self.engine.handle_peer_unreachable(now.into_std(), peer);
+                } else if me > peer {
+                    // We only ask lower ids to dial us: ask once more.
+                    self.dial(peer, Duration::from_millis(25));
+                }
                 if me < peer {
                     let a = self.peers[peer.index()].attempt;
                     self.peers[peer.index()].attempt = a.saturating_add(1);

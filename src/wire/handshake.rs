@@ -120,8 +120,9 @@ pub enum Refusal {
     /// The cluster names differ.
     #[error("cluster name mismatch")]
     Cluster,
-    /// The member lists differ (different cluster configuration).
-    #[error("cluster configuration mismatch (member lists differ)")]
+    /// The cluster configurations differ (candidates, workers, `preempt`, heartbeat or
+    /// failure timeout).
+    #[error("cluster configuration mismatch (candidates, workers, preempt, heartbeat or failure timeout differ)")]
     Members,
     /// The dialer reached a node other than the one it meant to.
     #[error("wrong node: expected to reach {expected:?} but reached {got:?}")]
@@ -1140,7 +1141,7 @@ mod tests {
     fn messages_are_readable() {
         assert_eq!(
             HandshakeError::Rejected(Refusal::Members).to_string(),
-            "refused the peer's handshake: cluster configuration mismatch (member lists differ)"
+            "refused the peer's handshake: cluster configuration mismatch (candidates, workers, preempt, heartbeat or failure timeout differ)"
         );
         assert_eq!(
             Refusal::Unknown("x@h:1".into()).to_string(),

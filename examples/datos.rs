@@ -1,0 +1,915 @@
+//! `datos`: the `datos` module of the Spanish gen_leader tutorial ("Estructura
+//! Líder/Trabajador en Erlang"), as a terminal program.
+//!
+//! Every node prints the tutorial's callback lines (`no one elected?`, `elected node [..]`,
+//! `surrendered (..)`, `leader_call (..)`, `from_leader (..)`, `DOWN (..)`); every line typed
+//! on stdin is sent to the leader with `leader_call`, which replies `ok <line>` and
+//! broadcasts `vuestro lider dice: <line>` to the followers. The Synch a new leader hands to
+//! its followers is the list of everything broadcast so far.
+//!
+//! Two terminals:
+//!
+//! ```text
+//! cargo run --example datos -- --cookie secreto --name lider1@127.0.0.1:4001 \
+//!     --candidates lider1@127.0.0.1:4001,lider2@127.0.0.1:4002
+//! cargo run --example datos -- --cookie secreto --name lider2@127.0.0.1:4002 \
+//!     --candidates lider1@127.0.0.1:4001,lider2@127.0.0.1:4002
+//! ```
+//!
+//! then type `hola` in either. Kill the leader (Ctrl-C or `kill -9`) and watch the other
+//! take over. With `--json`, stdout carries one JSON object per event instead (for scripts
+//! and tests); logs always go to stderr (`RUST_LOG`, default `warn`).
+//!
+//! A self-contained local demo with three processes:
+//!
+//! ```text
+//! cargo run --release --example datos -- demo
+//! ```
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use gen_leader::{
+    Behaviour, ClusterView, Config, Election, LeaderHandle, LeaderReply, Node, NodeName, ReplyTo,
+    StopReason,
+};
+use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
+
+/// The tutorial's `datos` gen_leader module as a terminal program: type lines to send them
+/// to the leader with leader_call.
+#[derive(Parser, Debug)]
+#[command(
+    name = "datos",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+
+    /// This node, NAME@HOST:PORT (it listens on HOST:PORT).
+    #[arg(long, value_name = "NAME@HOST:PORT", required = true)]
+    name: Option<String>,
+
+    /// Candidates in priority order, comma separated (the same list on every node).
+    #[arg(
+        long,
+        value_name = "A@H:P,B@H:P,...",
+        value_delimiter = ',',
+        required = true
+    )]
+    candidates: Vec<String>,
+
+    /// Workers (nodes that never lead), comma separated.
+    #[arg(long, value_name = "A@H:P,...", value_delimiter = ',')]
+    workers: Vec<String>,
+
+    /// The cluster's shared secret.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "GEN_LEADER_COOKIE",
+        hide_env_values = true
+    )]
+    cookie: Option<String>,
+
+    /// Where the node keeps its term and audit trail [default: ./gen_leader-data/<name>].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Heartbeat interval in ms (library default 100; the failure timeout defaults to 6
+    /// heartbeats).
+    #[arg(long, value_name = "N")]
+    heartbeat_ms: Option<u64>,
+
+    /// Failure timeout in ms: a peer silent this long is DOWN.
+    #[arg(long, value_name = "N")]
+    failure_ms: Option<u64>,
+
+    /// Print one JSON object per event on stdout instead of the human lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a local demo: three node processes, an election, calls, a leader killed.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if matches!(cli.command, Some(Cmd::Demo)) {
+        return demo::run();
+    }
+    init_logging();
+    let config = match build_config(&cli) {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = rt.block_on(run_node(config, cli.json));
+    // The stdin reader may be blocked in a read on a blocking-pool thread, which a normal
+    // runtime drop would wait for forever: do not wait for it.
+    rt.shutdown_background();
+    code
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn build_config(cli: &Cli) -> Result<Config, String> {
+    let name = cli
+        .name
+        .as_deref()
+        .ok_or("--name NAME@HOST:PORT is required")?;
+    let me: NodeName = name.parse().map_err(|e| format!("--name: {e}"))?;
+    let cookie = match cli.cookie.as_deref() {
+        Some(c) if !c.is_empty() => c,
+        _ => {
+            return Err(
+                "no cookie: pass --cookie SECRET or set GEN_LEADER_COOKIE (the same secret on \
+                 every node)"
+                    .into(),
+            )
+        }
+    };
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| Path::new("gen_leader-data").join(me.name()));
+    let mut b = Config::builder(name)
+        .candidates(cli.candidates.iter().map(|s| s.trim()))
+        .workers(
+            cli.workers
+                .iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty()),
+        )
+        .cookie(cookie)
+        .data_dir(data_dir);
+    if let Some(ms) = cli.heartbeat_ms {
+        b = b.heartbeat(Duration::from_millis(ms));
+    }
+    if let Some(ms) = cli.failure_ms {
+        b = b.failure_timeout(Duration::from_millis(ms));
+    }
+    b.build().map_err(|e| format!("invalid configuration: {e}"))
+}
+
+/// Milliseconds since the UNIX epoch, for offline history checks.
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// Where events go: human lines or JSON lines, always flushed.
+#[derive(Clone)]
+struct Out {
+    json: bool,
+    me: String,
+}
+
+impl Out {
+    /// Prints one event: `human` in human mode, or a JSON object with `event`, `node`,
+    /// `leader`, `term`, `t_ms` and `fields`.
+    fn emit(
+        &self,
+        event: &str,
+        leader: Option<&NodeName>,
+        term: u64,
+        fields: Value,
+        human: impl FnOnce() -> String,
+    ) {
+        let line = if self.json {
+            let mut obj = json!({
+                "event": event,
+                "node": self.me,
+                "leader": leader.map(|l| l.to_string()),
+                "term": term,
+                "t_ms": now_ms(),
+            });
+            if let (Some(o), Value::Object(f)) = (obj.as_object_mut(), fields) {
+                o.extend(f);
+            }
+            obj.to_string()
+        } else {
+            human()
+        };
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (e.g. the reader went away) must not stop the node.
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
+    fn emit_view(
+        &self,
+        event: &str,
+        view: &ClusterView,
+        fields: Value,
+        human: impl FnOnce() -> String,
+    ) {
+        self.emit(event, view.leader.as_ref(), view.term.get(), fields, human)
+    }
+}
+
+fn names(v: &[&NodeName]) -> String {
+    let v: Vec<String> = v.iter().map(|n| n.to_string()).collect();
+    format!("[{}]", v.join(", "))
+}
+
+fn leader_str(l: Option<&NodeName>) -> String {
+    l.map_or_else(|| "none".to_string(), |l| l.to_string())
+}
+
+/// The tutorial's `datos` callback module.
+struct Datos {
+    out: Out,
+    /// Every message broadcast so far (the Synch).
+    history: Vec<String>,
+}
+
+impl Behaviour for Datos {
+    type Call = String;
+    type Reply = String;
+    type Cast = String;
+    type Synch = Vec<String>;
+    type Broadcast = String;
+    type Info = ();
+
+    async fn elected(&mut self, e: &Election<'_>, joined: Option<&NodeName>) -> Vec<String> {
+        let alive = e.alive();
+        let fields = json!({
+            "joined": joined.map(|j| j.to_string()),
+            "alive": alive.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            "synch": self.history,
+        });
+        self.out.emit(
+            "elected",
+            e.leader(),
+            e.term().get(),
+            fields,
+            || match joined {
+                None => format!(
+                    "no one elected? elected {} (this node): term {}, alive {}",
+                    e.me(),
+                    e.term(),
+                    names(&alive)
+                ),
+                Some(n) => format!(
+                    "elected node [{n}]: term {}, alive {}",
+                    e.term(),
+                    names(&alive)
+                ),
+            },
+        );
+        self.history.clone()
+    }
+
+    async fn surrendered(&mut self, synch: Vec<String>, e: &Election<'_>) {
+        let fields = json!({ "synch": synch });
+        self.out
+            .emit("surrendered", e.leader(), e.term().get(), fields, || {
+                format!(
+                    "surrendered ({synch:?}): leader {} term {}",
+                    leader_str(e.leader()),
+                    e.term()
+                )
+            });
+        self.history = synch;
+    }
+
+    async fn handle_leader_call(
+        &mut self,
+        request: String,
+        _from: ReplyTo<String>,
+        e: &Election<'_>,
+    ) -> LeaderReply<String, String> {
+        self.out.emit(
+            "leader_call",
+            e.leader(),
+            e.term().get(),
+            json!({ "request": request }),
+            || format!("leader_call ({}): {request:?}", leader_str(e.leader())),
+        );
+        let broadcast = format!("vuestro lider dice: {request}");
+        self.history.push(broadcast.clone());
+        LeaderReply::ReplyAndBroadcast(format!("ok {request}"), broadcast)
+    }
+
+    async fn from_leader(&mut self, message: String, e: &Election<'_>) {
+        self.out.emit(
+            "from_leader",
+            e.leader(),
+            e.term().get(),
+            json!({ "message": message }),
+            || format!("from_leader ({}): {message:?}", leader_str(e.leader())),
+        );
+        self.history.push(message);
+    }
+
+    async fn handle_down(&mut self, node: &NodeName, e: &Election<'_>) -> Option<String> {
+        self.out.emit(
+            "down",
+            e.leader(),
+            e.term().get(),
+            json!({ "down": node.to_string() }),
+            || format!("DOWN ({node}): {}", leader_str(e.leader())),
+        );
+        None
+    }
+
+    /// A local call: this node's copy of the history.
+    async fn handle_call(&mut self, _request: String, _e: &Election<'_>) -> String {
+        format!("{:?}", self.history)
+    }
+
+    async fn terminate(&mut self, reason: StopReason) {
+        tracing::info!(?reason, "datos stopping");
+    }
+}
+
+async fn run_node(config: Config, json: bool) -> ExitCode {
+    let out = Out {
+        json,
+        me: config.me().to_string(),
+    };
+    let behaviour = Datos {
+        out: out.clone(),
+        history: Vec::new(),
+    };
+    let handle = match Node::start(config, behaviour).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot start the node: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let view = handle.view();
+    out.emit_view("ready", &view, json!({}), || {
+        format!(
+            "ready: {} (candidates {}); type a line to send it to the leader",
+            view.me,
+            names(&handle.candidates().iter().collect::<Vec<_>>())
+        )
+    });
+
+    tokio::spawn(watch_leader(handle.changes(), out.clone()));
+    tokio::spawn(read_stdin(handle.clone(), out.clone()));
+
+    wait_for_stop_signal().await;
+    handle.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+/// Emits a `leader` event whenever the view's leader or term changes.
+async fn watch_leader(mut rx: tokio::sync::watch::Receiver<ClusterView>, out: Out) {
+    let mut last = None;
+    loop {
+        let view = rx.borrow_and_update().clone();
+        let key = (view.leader.clone(), view.term);
+        if last.as_ref() != Some(&key) {
+            last = Some(key);
+            out.emit_view("leader", &view, json!({}), || {
+                format!(
+                    "leader: {} term {}",
+                    leader_str(view.leader.as_ref()),
+                    view.term
+                )
+            });
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends every non-empty stdin line to the leader; EOF only stops reading.
+async fn read_stdin(handle: LeaderHandle<Datos>, out: Out) {
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read stdin");
+                return;
+            }
+        };
+        let request = line.trim().to_string();
+        if request.is_empty() {
+            continue;
+        }
+        let result = handle.leader_call(request.clone()).await;
+        let view = handle.view();
+        match result {
+            Ok(reply) => out.emit_view(
+                "reply",
+                &view,
+                json!({ "request": request, "reply": reply }),
+                || format!("reply: {reply}"),
+            ),
+            Err(e) => out.emit_view(
+                "error",
+                &view,
+                json!({ "request": request, "error": e.to_string() }),
+                || format!("error: {e}"),
+            ),
+        }
+    }
+}
+
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    if tokio::signal::ctrl_c().await.is_err() {
+        // No signal handling available: run until killed.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// `datos demo`: three child processes of this executable, narrated.
+mod demo {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(15);
+
+    struct Proc {
+        name: String,
+        short: String,
+        child: Option<Child>,
+        stdin: Option<ChildStdin>,
+        log: PathBuf,
+    }
+
+    /// Kills every child on every exit path.
+    struct Children(Vec<Proc>);
+
+    impl Drop for Children {
+        fn drop(&mut self) {
+            for p in &mut self.0 {
+                p.stdin.take();
+                if let Some(c) = p.child.take() {
+                    kill(c);
+                }
+            }
+        }
+    }
+
+    /// The children's pids and the temp dir, for the Ctrl-C/SIGTERM handler: a signal
+    /// would otherwise end the demo without running any destructor.
+    static LIVE: Mutex<(Vec<u32>, Option<PathBuf>)> = Mutex::new((Vec::new(), None));
+
+    fn live() -> std::sync::MutexGuard<'static, (Vec<u32>, Option<PathBuf>)> {
+        LIVE.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// On Ctrl-C or SIGTERM: kill the children, remove the temp dir, exit 130.
+    fn handle_interrupts() {
+        std::thread::spawn(|| {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(wait_for_stop_signal());
+            let mut live = live();
+            for pid in live.0.drain(..) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            if let Some(dir) = live.1.take() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            println!("\nInterrupted: the demo's nodes were stopped.");
+            std::process::exit(130);
+        });
+    }
+
+    /// Kills and reaps a child.
+    fn kill(mut c: Child) {
+        let _ = c.kill();
+        let _ = c.wait();
+        live().0.retain(|&p| p != c.id());
+    }
+
+    /// Stops a child with SIGTERM (the node shuts down gracefully), or kills it if that
+    /// does not work within 3 s.
+    fn stop(mut c: Child) -> &'static str {
+        let termed = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if termed {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    live().0.retain(|&p| p != c.id());
+                    return "graceful shutdown";
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        kill(c);
+        "killed"
+    }
+
+    #[derive(Default, Clone)]
+    struct NodeState {
+        leader: Option<String>,
+        term: u64,
+        events: Vec<Value>,
+    }
+
+    struct Demo {
+        start: Instant,
+        procs: Children,
+        rx: mpsc::Receiver<(usize, Value)>,
+        state: Vec<NodeState>,
+    }
+
+    pub fn run() -> ExitCode {
+        handle_interrupts();
+        match run_inner() {
+            Ok(()) => {
+                println!("\nDemo finished: every step happened as expected.");
+                ExitCode::SUCCESS
+            }
+            Err(msg) => {
+                println!("\nDEMO FAILED: {msg}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn free_ports(n: usize) -> Result<Vec<u16>, String> {
+        let ls = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"))?;
+        ls.iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())
+    }
+
+    fn run_inner() -> Result<(), String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find my executable: {e}"))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("gen_leader-demo-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temp dir: {e}"))?;
+        let ports = free_ports(3)?;
+        let names: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("lider{}@127.0.0.1:{p}", i + 1))
+            .collect();
+        let candidates = names.join(",");
+        live().1 = Some(tmp.path().to_path_buf());
+
+        println!("gen_leader demo: the tutorial's `datos` module on three local processes.");
+        println!("Candidates, in priority order: {}", names.join(", "));
+        println!("Data and logs: {}\n", tmp.path().display());
+
+        let (tx, rx) = mpsc::channel();
+        let mut procs = Children(Vec::new());
+        let start = Instant::now();
+        println!("1. Starting the three nodes...");
+        for (i, name) in names.iter().enumerate() {
+            let short = name.split('@').next().unwrap_or(name).to_string();
+            let dir = tmp.path().join(&short);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let log = dir.join("stderr.log");
+            let stderr =
+                std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+            let mut child = Command::new(&exe)
+                .args(["--name", name, "--candidates", &candidates, "--json"])
+                .arg("--data-dir")
+                .arg(&dir)
+                .env("GEN_LEADER_COOKIE", "demo-cookie")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(stderr))
+                .spawn()
+                .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+            let stdout = child.stdout.take().ok_or("no child stdout")?;
+            let stdin = child.stdin.take();
+            live().0.push(child.id());
+            println!("   started {short} (pid {}) as {name}", child.id());
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        if tx.send((i, v)).is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            procs.0.push(Proc {
+                name: name.clone(),
+                short,
+                child: Some(child),
+                stdin,
+                log,
+            });
+        }
+        drop(tx);
+        let mut d = Demo {
+            start,
+            procs,
+            rx,
+            state: vec![NodeState::default(); 3],
+        };
+        let result = d.script();
+        if result.is_err() {
+            for p in &d.procs.0 {
+                println!("   (logs of {}: {})", p.short, p.log.display());
+            }
+            // Keep the logs for inspection.
+            live().1 = None;
+            let _ = tmp.keep();
+        }
+        result
+    }
+
+    impl Demo {
+        fn short(&self, full: Option<&str>) -> String {
+            match full {
+                None => "nobody".into(),
+                Some(f) => self
+                    .procs
+                    .0
+                    .iter()
+                    .find(|p| p.name == f)
+                    .map_or_else(|| f.to_string(), |p| p.short.clone()),
+            }
+        }
+
+        fn alive(&self) -> Vec<usize> {
+            (0..self.procs.0.len())
+                .filter(|&i| self.procs.0[i].child.is_some())
+                .collect()
+        }
+
+        /// Narrates one child's event.
+        fn narrate(&self, i: usize, v: &Value) {
+            let who = &self.procs.0[i].short;
+            let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+            let leader = self.short(v["leader"].as_str());
+            let term = v["term"].as_u64().unwrap_or(0);
+            let text = match v["event"].as_str().unwrap_or("") {
+                "ready" => format!("{who} is up and listening"),
+                "leader" if v["leader"].is_null() => {
+                    format!("{who} has no leader (term {term}): election running")
+                }
+                "leader" => format!("{who} now sees leader {leader}, term {term}"),
+                "elected" if v["joined"].is_null() => {
+                    format!("{who}: no one elected? -> I am the leader, term {term}")
+                }
+                "elected" => format!(
+                    "{who}: elected node [{}] -> it joined me, term {term}",
+                    self.short(v["joined"].as_str())
+                ),
+                "surrendered" => format!(
+                    "{who}: surrendered ({}) -> follows {leader}, term {term}",
+                    v["synch"]
+                ),
+                "leader_call" => format!("{who}: leader_call ({leader}): {:?}", s("request")),
+                "from_leader" => format!("{who}: from_leader ({leader}): {:?}", s("message")),
+                "reply" => format!("{who}: reply: {}", s("reply")),
+                "down" => format!("{who}: DOWN ({}): {leader}", self.short(v["down"].as_str())),
+                "error" => format!("{who}: error: {}", s("error")),
+                other => format!("{who}: {other}"),
+            };
+            println!("   [{:>6} ms] {text}", self.start.elapsed().as_millis());
+        }
+
+        /// Pumps events until `cond` returns `Some`, or fails after `WAIT`.
+        fn wait<T>(
+            &mut self,
+            what: &str,
+            mut cond: impl FnMut(&Self) -> Option<T>,
+        ) -> Result<T, String> {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                if let Some(t) = cond(self) {
+                    return Ok(t);
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(format!("timed out after {WAIT:?} waiting for {what}"));
+                }
+                match self.rx.recv_timeout(left) {
+                    Ok((i, v)) => {
+                        self.narrate(i, &v);
+                        let st = &mut self.state[i];
+                        if matches!(v["event"].as_str(), Some("leader" | "ready")) {
+                            st.leader = v["leader"].as_str().map(str::to_string);
+                            st.term = v["term"].as_u64().unwrap_or(0);
+                        }
+                        st.events.push(v);
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        return Err(format!("every node exited while waiting for {what}"))
+                    }
+                }
+            }
+        }
+
+        /// The leader and term all of `nodes` agree on, if they do.
+        fn agreement(&self, nodes: &[usize]) -> Option<(String, u64)> {
+            let first = &self.state[nodes[0]];
+            let l = first.leader.clone()?;
+            nodes
+                .iter()
+                .all(|&i| {
+                    self.state[i].leader.as_deref() == Some(&l) && self.state[i].term == first.term
+                })
+                .then_some((l, first.term))
+        }
+
+        fn index_of(&self, name: &str) -> Option<usize> {
+            self.procs.0.iter().position(|p| p.name == name)
+        }
+
+        fn has_event(&self, i: usize, event: &str, key: &str, val: &str) -> bool {
+            self.state[i]
+                .events
+                .iter()
+                .any(|v| v["event"] == event && v[key] == val)
+        }
+
+        fn send_line(&mut self, i: usize, line: &str) -> Result<(), String> {
+            let p = &mut self.procs.0[i];
+            println!(
+                "   [{:>6} ms] typing {line:?} on {}'s stdin",
+                self.start.elapsed().as_millis(),
+                p.short
+            );
+            let stdin = p.stdin.as_mut().ok_or("stdin closed")?;
+            writeln!(stdin, "{line}")
+                .and_then(|_| stdin.flush())
+                .map_err(|e| format!("cannot write to {}: {e}", p.short))
+        }
+
+        /// Sends `line` from node `from` and waits for its reply and every follower's
+        /// broadcast.
+        fn call(&mut self, from: usize, leader: usize, line: &str) -> Result<(), String> {
+            self.send_line(from, line)?;
+            let bcast = format!("vuestro lider dice: {line}");
+            let followers: Vec<usize> = self.alive().into_iter().filter(|&i| i != leader).collect();
+            self.wait(&format!("the reply to {line:?} and its broadcast"), |d| {
+                let replied = d.state[from].events.iter().any(|v| {
+                    (v["event"] == "reply" || v["event"] == "error") && v["request"] == line
+                });
+                let served = d.has_event(leader, "leader_call", "request", line);
+                let spread = followers
+                    .iter()
+                    .all(|&f| d.has_event(f, "from_leader", "message", &bcast));
+                (replied && served && spread).then_some(())
+            })?;
+            if let Some(err) = self.state[from]
+                .events
+                .iter()
+                .find(|v| v["event"] == "error" && v["request"] == line)
+            {
+                return Err(format!("the call {line:?} failed: {}", err["error"]));
+            }
+            Ok(())
+        }
+
+        fn script(&mut self) -> Result<(), String> {
+            let all = self.alive();
+            let (leader, term) = self.wait("the three nodes to agree on a leader", |d| {
+                d.agreement(&all)
+            })?;
+            let elected_ms = self.start.elapsed().as_millis();
+            let li = self.index_of(&leader).ok_or("unknown leader")?;
+            println!(
+                "\n=> All three agree: the leader is {} ({leader}), term {term}, {elected_ms} ms \
+                 after the processes were started.\n",
+                self.procs.0[li].short
+            );
+            if li != 0 {
+                println!(
+                    "   ({} is not the first candidate: it was listening before the others, \
+                     found nobody up and elected itself, and the others joined it. A sitting \
+                     leader is not replaced by a higher-priority candidate that joins later \
+                     unless `preempt` is configured.)\n",
+                    self.procs.0[li].short
+                );
+            }
+
+            let followers: Vec<usize> = all.iter().copied().filter(|&i| i != li).collect();
+            let caller = *followers.last().ok_or("no follower")?;
+            println!(
+                "2. leader_call from the follower {}: its stdin lines go to the leader, which \
+                 replies and broadcasts to every follower.",
+                self.procs.0[caller].short
+            );
+            for line in ["hola", "¿qué tal?", "adiós"] {
+                self.call(caller, li, line)?;
+            }
+
+            let old_short = self.procs.0[li].short.clone();
+            println!(
+                "\n3. Killing the leader {old_short} with SIGKILL (no goodbye to its peers)..."
+            );
+            let killed_at = Instant::now();
+            if let Some(c) = self.procs.0[li].child.take() {
+                kill(c);
+            }
+            self.procs.0[li].stdin.take();
+            println!(
+                "   [{:>6} ms] {old_short} killed",
+                self.start.elapsed().as_millis()
+            );
+            let survivors = self.alive();
+            let old = leader.clone();
+            let (new_leader, new_term) = self.wait("the survivors to elect a new leader", |d| {
+                d.agreement(&survivors)
+                    .filter(|(l, t)| *l != old && *t > term)
+            })?;
+            let failover_ms = killed_at.elapsed().as_millis();
+            let ni = self.index_of(&new_leader).ok_or("unknown new leader")?;
+            self.wait("the new leader's DOWN of the old leader", |d| {
+                d.has_event(ni, "down", "down", &old).then_some(())
+            })?;
+            println!(
+                "\n=> New leader: {} ({new_leader}), term {term} -> {new_term}, {failover_ms} ms \
+                 after the kill; it ran handle_down (DOWN) for {old_short}.",
+                self.procs.0[ni].short
+            );
+            println!(
+                "   (The OS closed the killed process's connections, so its peers noticed at \
+                 once; a hung leader would be declared DOWN after the failure timeout.)\n"
+            );
+
+            let remaining = *self
+                .alive()
+                .iter()
+                .find(|&&i| i != ni)
+                .ok_or("no follower left")?;
+            println!(
+                "4. leader_call from the remaining follower {}: the new leader serves it (its \
+                 Synch carried the history).",
+                self.procs.0[remaining].short
+            );
+            self.call(remaining, ni, "sigo aquí")?;
+
+            println!("\n5. Stopping the remaining nodes (SIGTERM: graceful shutdown).");
+            for i in self.alive() {
+                let p = &mut self.procs.0[i];
+                p.stdin.take();
+                if let Some(c) = p.child.take() {
+                    let how = stop(c);
+                    println!("   stopped {} ({how})", p.short);
+                }
+            }
+            println!(
+                "\nSummary: election {elected_ms} ms from start; failover {failover_ms} ms after \
+                 SIGKILL of the leader (default heartbeat 100 ms, failure timeout 600 ms)."
+            );
+            Ok(())
+        }
+    }
+}

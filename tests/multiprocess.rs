@@ -1,0 +1,587 @@
+//! Real OS processes: the `datos` example binary run as separate nodes, driven through its
+//! stdin and observed through its `--json` stdout, with SIGKILL, SIGSTOP/SIGCONT and
+//! restarts.
+//!
+//! Every wait is on an observed event with a generous deadline; nothing sleeps and hopes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const COOKIE: &str = "multiprocess-test-cookie";
+/// Heartbeat passed to every node; the failure timeout is the library default of 6
+/// heartbeats (300 ms).
+const HEARTBEAT_MS: u64 = 50;
+/// Generous deadline for anything that is not being measured (a loaded 2-core CI box).
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The `datos` example binary, next to this test's `deps` directory.
+fn datos_exe() -> PathBuf {
+    let me = std::env::current_exe().expect("current_exe");
+    let profile_dir = me
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps");
+    let exe = profile_dir
+        .join("examples")
+        .join(format!("datos{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        exe.exists(),
+        "the datos example binary is missing at {}: cargo builds examples for `cargo test`; \
+         build it with `cargo build --example datos` (same profile as the tests)",
+        exe.display()
+    );
+    exe
+}
+
+/// One JSON event, with when the test received it and which incarnation of the node
+/// printed it.
+#[derive(Debug, Clone)]
+struct Ev {
+    at: Instant,
+    incarnation: usize,
+    v: Value,
+}
+
+impl Ev {
+    fn event(&self) -> &str {
+        self.v["event"].as_str().unwrap_or("")
+    }
+    fn str(&self, key: &str) -> Option<&str> {
+        self.v[key].as_str()
+    }
+    fn term(&self) -> u64 {
+        self.v["term"]
+            .as_u64()
+            .expect("every event has a numeric term")
+    }
+}
+
+struct Proc {
+    name: String,
+    short: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    stopped: bool,
+    incarnation: usize,
+    events: Arc<Mutex<Vec<Ev>>>,
+}
+
+/// A cluster of `datos` processes; kills every child on drop, even on panic.
+struct Cluster {
+    exe: PathBuf,
+    candidates: String,
+    procs: Vec<Proc>,
+    // Deleted after the children are killed (Drop runs before the fields are dropped).
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            p.stdin.take();
+            if let Some(mut c) = p.child.take() {
+                if p.stopped {
+                    signal("CONT", &c);
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+fn signal(sig: &str, c: &Child) {
+    let status = Command::new("kill")
+        .args([format!("-{sig}"), c.id().to_string()])
+        .status()
+        .expect("run kill(1)");
+    assert!(status.success(), "kill -{sig} {} failed", c.id());
+}
+
+impl Cluster {
+    /// `n` candidates `lider0..`, on ports picked by binding 127.0.0.1:0. Nothing runs yet.
+    fn new(n: usize) -> Self {
+        let listeners: Vec<std::net::TcpListener> = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+            .collect();
+        let names: Vec<String> = listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("lider{i}@127.0.0.1:{}", l.local_addr().unwrap().port()))
+            .collect();
+        drop(listeners);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let procs = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Proc {
+                name: name.clone(),
+                short: format!("lider{i}"),
+                data_dir: dir.path().join(format!("lider{i}")),
+                log: dir.path().join(format!("lider{i}.stderr")),
+                child: None,
+                stdin: None,
+                stopped: false,
+                incarnation: 0,
+                events: Arc::new(Mutex::new(Vec::new())),
+            })
+            .collect();
+        Cluster {
+            exe: datos_exe(),
+            candidates: names.join(","),
+            procs,
+            _dir: dir,
+        }
+    }
+
+    /// Starts `n` nodes one after the other, each once the previous one listens: the first
+    /// finds nobody up and elects itself, the others join it, so lider0 leads
+    /// deterministically. Returns the agreed leader and term.
+    fn start(n: usize) -> (Self, String, u64) {
+        let mut c = Cluster::new(n);
+        for i in 0..n {
+            c.spawn(i);
+            c.wait_until(WAIT, &format!("{} ready", c.procs[i].short), |c| {
+                c.has(i, |e| e.event() == "ready")
+            });
+        }
+        let all: Vec<usize> = (0..n).collect();
+        let (leader, term) = c.wait_agreed(WAIT, &all, "initial agreement", |_, _| true);
+        assert_eq!(
+            leader, c.procs[0].name,
+            "the first candidate, started first, must lead"
+        );
+        (c, leader, term)
+    }
+
+    /// Starts (or restarts, with the same name and data directory) node `i`.
+    fn spawn(&mut self, i: usize) {
+        let p = &mut self.procs[i];
+        assert!(p.child.is_none(), "{} is already running", p.short);
+        p.incarnation += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p.log)
+            .expect("open the stderr log");
+        let mut child = Command::new(&self.exe)
+            .args(["--name", &p.name, "--candidates", &self.candidates])
+            .args(["--cookie", COOKIE, "--json"])
+            .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
+            .arg("--data-dir")
+            .arg(&p.data_dir)
+            .env("RUST_LOG", "warn,gen_leader=info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn the datos example");
+        let stdout = child.stdout.take().unwrap();
+        p.stdin = child.stdin.take();
+        p.child = Some(child);
+        p.stopped = false;
+        let events = p.events.clone();
+        let incarnation = p.incarnation;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                // Only JSON may appear on stdout: anything else shows up in failure dumps and
+                // fails `assert_stdout_is_json`.
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| serde_json::json!({ "event": "not_json", "line": line }));
+                events.lock().unwrap().push(Ev {
+                    at: Instant::now(),
+                    incarnation,
+                    v,
+                });
+            }
+        });
+    }
+
+    fn sigkill(&mut self, i: usize) -> Instant {
+        let p = &mut self.procs[i];
+        let mut c = p.child.take().expect("running");
+        if p.stopped {
+            signal("CONT", &c);
+        }
+        c.kill().expect("SIGKILL");
+        let at = Instant::now();
+        c.wait().expect("reap");
+        p.stdin.take();
+        p.stopped = false;
+        at
+    }
+
+    fn sigstop(&mut self, i: usize) -> Instant {
+        let p = &mut self.procs[i];
+        signal("STOP", p.child.as_ref().expect("running"));
+        p.stopped = true;
+        Instant::now()
+    }
+
+    fn sigcont(&mut self, i: usize) -> Instant {
+        let p = &mut self.procs[i];
+        signal("CONT", p.child.as_ref().expect("running"));
+        p.stopped = false;
+        Instant::now()
+    }
+
+    /// Types `line` on node `i`'s stdin (it becomes a `leader_call`).
+    fn type_line(&mut self, i: usize, line: &str) {
+        let stdin = self.procs[i].stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write to stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    /// The events of node `i`'s current incarnation.
+    fn events(&self, i: usize) -> Vec<Ev> {
+        let p = &self.procs[i];
+        p.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.incarnation == p.incarnation)
+            .cloned()
+            .collect()
+    }
+
+    fn has(&self, i: usize, pred: impl Fn(&Ev) -> bool) -> bool {
+        self.events(i).iter().any(pred)
+    }
+
+    /// Node `i`'s current view: the leader and term of its last `leader` (or `ready`) event.
+    fn view(&self, i: usize) -> Option<(Option<String>, u64)> {
+        self.events(i)
+            .iter()
+            .rev()
+            .find(|e| matches!(e.event(), "leader" | "ready"))
+            .map(|e| (e.str("leader").map(str::to_string), e.term()))
+    }
+
+    /// The leader and term every node of `nodes` reports, if they agree on one.
+    fn agreed(&self, nodes: &[usize]) -> Option<(String, u64)> {
+        let views: Vec<_> = nodes.iter().map(|&i| self.view(i)).collect();
+        let (Some(leader), term) = views[0].clone()? else {
+            return None;
+        };
+        views
+            .iter()
+            .all(|v| v.as_ref() == Some(&(Some(leader.clone()), term)))
+            .then_some((leader, term))
+    }
+
+    /// Waits until `nodes` agree on a leader and term accepted by `ok`; panics after
+    /// `timeout`.
+    fn wait_agreed(
+        &self,
+        timeout: Duration,
+        nodes: &[usize],
+        what: &str,
+        ok: impl Fn(&str, u64) -> bool,
+    ) -> (String, u64) {
+        let mut found = None;
+        self.wait_until(timeout, what, |c| {
+            found = c.agreed(nodes).filter(|(l, t)| ok(l, *t));
+            found.is_some()
+        });
+        found.expect("set when the wait succeeds")
+    }
+
+    /// Polls `cond` every 10 ms until it holds; panics with every node's state after
+    /// `timeout`. Returns how long it took.
+    fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut cond: impl FnMut(&Self) -> bool,
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            if cond(self) {
+                return start.elapsed();
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for: {what}\n{}",
+                    self.dump()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every node's view, recent events and stderr tail, for failure messages.
+    fn dump(&self) -> String {
+        let mut s = String::new();
+        for (i, p) in self.procs.iter().enumerate() {
+            s += &format!(
+                "--- {} ({}, incarnation {}, running {}, stopped {}): view {:?}\n",
+                p.short,
+                p.name,
+                p.incarnation,
+                p.child.is_some(),
+                p.stopped,
+                self.view(i)
+            );
+            let evs = p.events.lock().unwrap();
+            for e in evs.iter().rev().take(15).rev() {
+                s += &format!("    #{} {}\n", e.incarnation, e.v);
+            }
+            let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            for l in &lines[lines.len().saturating_sub(15)..] {
+                s += &format!("    stderr: {l}\n");
+            }
+        }
+        s
+    }
+
+    /// Sends `line` from node `i` and waits for its reply; returns the reply text.
+    fn call(&mut self, i: usize, line: &str) -> String {
+        self.type_line(i, line);
+        let mut reply = None;
+        self.wait_until(WAIT, &format!("the reply to {line:?} on node {i}"), |c| {
+            reply = c
+                .events(i)
+                .into_iter()
+                .find(|e| matches!(e.event(), "reply" | "error") && e.str("request") == Some(line));
+            reply.is_some()
+        });
+        let e = reply.unwrap();
+        assert_eq!(
+            e.event(),
+            "reply",
+            "leader_call {line:?} failed: {}\n{}",
+            e.v,
+            self.dump()
+        );
+        e.str("reply").unwrap().to_string()
+    }
+
+    /// The term persisted in node `i`'s data directory.
+    fn persisted_term(&self, i: usize) -> u64 {
+        let path = self.procs[i].data_dir.join("term");
+        let s =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        s.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{}: not a term: {s:?}", path.display()))
+    }
+
+    /// Asserts that every node's reported terms never went down, across restarts, and that
+    /// stdout carried only JSON events with the common fields.
+    fn assert_terms_monotonic(&self) {
+        for p in &self.procs {
+            let evs = p.events.lock().unwrap();
+            for e in evs.iter() {
+                assert!(
+                    e.event() != "not_json"
+                        && e.str("node") == Some(&p.name)
+                        && e.v["term"].is_u64()
+                        && e.v["t_ms"].is_number()
+                        && (e.v["leader"].is_null() || e.v["leader"].is_string()),
+                    "{}: malformed event {}",
+                    p.short,
+                    e.v
+                );
+            }
+            // Skipped: the placeholder view a node publishes before its actor has loaded the
+            // persisted term (no leader, term 0); `Node::start` returns with it, so a
+            // restarted node's `ready` (and possibly its first `leader` event) reads term 0.
+            let terms: Vec<u64> = evs
+                .iter()
+                .filter(|e| matches!(e.event(), "leader" | "ready"))
+                .filter(|e| !(e.v["leader"].is_null() && e.term() == 0))
+                .map(Ev::term)
+                .collect();
+            assert!(
+                terms.windows(2).all(|w| w[0] <= w[1]),
+                "{}'s term went down: {terms:?}",
+                p.short
+            );
+        }
+    }
+}
+
+#[test]
+fn sigkill_leader_elects_new_leader() {
+    let (mut c, leader, term) = Cluster::start(3);
+    eprintln!("initial leader {leader} term {term}");
+    assert_eq!(c.call(2, "hola"), "ok hola");
+
+    let killed_at = c.sigkill(0);
+    let old = c.procs[0].name.clone();
+    let second = c.procs[1].name.clone();
+    let (new_leader, new_term) =
+        c.wait_agreed(WAIT, &[1, 2], "a new leader after SIGKILL", |l, t| {
+            l != old && t > term
+        });
+    eprintln!(
+        "SIGKILL: survivors agreed on {new_leader} term {new_term} {} ms after the kill",
+        killed_at.elapsed().as_millis()
+    );
+    assert_eq!(new_leader, second, "the second candidate takes over");
+    // The new leader ran handle_down for the old one.
+    c.wait_until(WAIT, "the new leader's DOWN of the old leader", |c| {
+        c.has(1, |e| e.event() == "down" && e.str("down") == Some(&old))
+    });
+
+    assert_eq!(c.call(2, "adios"), "ok adios");
+    let served = c.events(1);
+    assert!(
+        served
+            .iter()
+            .any(|e| e.event() == "leader_call" && e.str("request") == Some("adios")),
+        "the new leader served the call"
+    );
+    // The new leader had the history from the old one: its Synch reached node 2 on surrender.
+    assert!(
+        c.has(2, |e| e.event() == "surrendered"
+            && e.term() == new_term
+            && e.v["synch"].as_array().is_some_and(|s| s
+                .iter()
+                .any(|m| m == "vuestro lider dice: hola"))),
+        "the new leader's Synch carries the history\n{}",
+        c.dump()
+    );
+    c.assert_terms_monotonic();
+}
+
+#[test]
+fn sigstop_leader_elects_new_leader_within_failure_timeout() {
+    let (mut c, _leader, term) = Cluster::start(3);
+    let old = c.procs[0].name.clone();
+
+    let stopped_at = c.sigstop(0);
+    let (new_leader, new_term) = c.wait_agreed(
+        Duration::from_secs(3),
+        &[1, 2],
+        "a new leader within 3 s of SIGSTOP",
+        |l, t| l != old && t > term,
+    );
+    let failover = stopped_at.elapsed();
+    // When each survivor first noticed (its first view change after the stop).
+    let noticed: Vec<u128> = [1, 2]
+        .iter()
+        .filter_map(|&i| {
+            c.events(i)
+                .iter()
+                .find(|e| e.event() == "leader" && e.at > stopped_at)
+                .map(|e| (e.at - stopped_at).as_millis())
+        })
+        .collect();
+    eprintln!(
+        "SIGSTOP: survivors noticed after {noticed:?} ms and agreed on {new_leader} term \
+         {new_term} after {} ms (heartbeat {HEARTBEAT_MS} ms, failure timeout {} ms)",
+        failover.as_millis(),
+        HEARTBEAT_MS * 6
+    );
+    assert_eq!(
+        new_leader, c.procs[1].name,
+        "the second candidate takes over"
+    );
+    assert!(c.call(2, "durante").starts_with("ok"));
+
+    let resumed_at = c.sigcont(0);
+    let (final_leader, final_term) = c.wait_agreed(
+        Duration::from_secs(5),
+        &[0, 1, 2],
+        "one leader, agreed by all three, within 5 s of SIGCONT",
+        |_, t| t >= new_term,
+    );
+    eprintln!(
+        "SIGCONT: all three agree on {final_leader} term {final_term} {} ms after resuming ({})",
+        resumed_at.elapsed().as_millis(),
+        if final_leader == old {
+            "the resumed first candidate took over again"
+        } else {
+            "the resumed node joined the new leader"
+        }
+    );
+    assert!(final_term > term);
+    // Exactly one node considers itself leader.
+    let leaders: Vec<usize> = (0..3)
+        .filter(|&i| c.view(i).and_then(|v| v.0) == Some(c.procs[i].name.clone()))
+        .collect();
+    assert_eq!(leaders.len(), 1, "exactly one leader\n{}", c.dump());
+    // The cluster still serves calls.
+    assert!(c.call(0, "despues").starts_with("ok"));
+    c.assert_terms_monotonic();
+}
+
+#[test]
+fn restarted_node_rejoins_with_higher_term() {
+    let (mut c, leader, term) = Cluster::start(3);
+    let first = c.procs[0].name.clone();
+    let second = c.procs[1].name.clone();
+
+    // A follower dies and comes back with the same name and data directory.
+    c.sigkill(2);
+    let (l, before) = c
+        .agreed(&[0, 1])
+        .expect("the survivors still agree after a follower died");
+    assert_eq!((l.as_str(), before), (leader.as_str(), term));
+    let persisted_before = c.persisted_term(2);
+    assert!(
+        persisted_before >= term,
+        "the follower persisted the term it accepted ({persisted_before} < {term})"
+    );
+    c.spawn(2);
+    let (l, after) = c.wait_agreed(
+        WAIT,
+        &[0, 1, 2],
+        "the restarted follower rejoins",
+        |_, t| t >= before,
+    );
+    assert_eq!(l, first, "a follower's restart does not change the leader");
+    let persisted = c.persisted_term(2);
+    eprintln!(
+        "follower restart: cluster term {before} -> {after}, lider2's term file {persisted_before} \
+         -> {persisted}"
+    );
+    assert!(persisted >= before, "persisted term {persisted} < {before}");
+    assert_eq!(c.call(2, "de vuelta"), "ok de vuelta");
+
+    // The leader dies; the second candidate takes over with a higher term.
+    let killed_at = c.sigkill(0);
+    let (l, t1) = c.wait_agreed(WAIT, &[1, 2], "a new leader after SIGKILL", |l, t| {
+        l != first && t > after
+    });
+    eprintln!(
+        "leader SIGKILL: {l} leads term {t1} after {} ms",
+        killed_at.elapsed().as_millis()
+    );
+    assert_eq!(l, second);
+
+    // The old leader restarts under its name: it joins the sitting leader (no preempt).
+    let old_persisted = c.persisted_term(0);
+    c.spawn(0);
+    let (l, t2) = c.wait_agreed(WAIT, &[0, 1, 2], "the restarted leader rejoins", |_, t| {
+        t >= t1
+    });
+    assert_eq!(
+        l, second,
+        "without preempt the restarted first candidate follows"
+    );
+    assert!(
+        c.has(0, |e| e.event() == "surrendered"
+            && e.str("leader") == Some(&second)),
+        "the restarted node surrendered to the sitting leader\n{}",
+        c.dump()
+    );
+    let persisted0 = c.persisted_term(0);
+    eprintln!(
+        "leader restart: rejoined as a follower of {l} at term {t2}; lider0's term file \
+         {old_persisted} -> {persisted0}"
+    );
+    assert!(persisted0 >= t1 && persisted0 >= old_persisted);
+    assert_eq!(c.call(0, "otra vez"), "ok otra vez");
+    c.assert_terms_monotonic();
+}
