@@ -158,6 +158,16 @@ impl Config {
         &self.members
     }
 
+    /// The cluster name.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// Whether a returning higher-priority candidate replaces a sitting leader.
+    pub fn preempt(&self) -> bool {
+        self.preempt
+    }
+
     /// The data directory, if any.
     pub fn data_dir(&self) -> Option<&std::path::Path> {
         self.data_dir.as_deref()
@@ -195,7 +205,7 @@ impl Config {
 
     /// SHA-256 over everything the nodes of a cluster must agree on: cluster name, member
     /// list, `preempt`, heartbeat interval and failure timeout.
-    pub(crate) fn members_digest(&self) -> [u8; 32] {
+    pub fn members_digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"gen_leader/members/v1\0");
         h.update(self.cluster.as_bytes());

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +72,7 @@ pub(crate) enum NodeMsg<B: Behaviour> {
     },
     DialDone {
         peer: NodeId,
+        gen: u64,
         outcome: DialOutcome,
     },
     Inbound {
@@ -158,6 +160,8 @@ struct Peer {
     attempt: u32,
     /// Dials refused in a row (connection refused / unreachable).
     refusals: u32,
+    /// Generation of the current dialer: results of older dials are ignored.
+    dial_gen: u64,
 }
 
 enum Req<C> {
@@ -206,6 +210,7 @@ pub(crate) struct NodeState<B: Behaviour> {
     rng: rand::rngs::StdRng,
     stopping: bool,
     counters: NodeStats,
+    refused: Arc<AtomicU64>,
 }
 
 impl<B: Behaviour> Drop for NodeState<B> {
@@ -292,7 +297,9 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             config.heartbeat / 2,
         )));
         // Inbound connections.
+        let refused = Arc::new(AtomicU64::new(0));
         {
+            let refused = refused.clone();
             let myself = myself.clone();
             let hs = hs.clone();
             let config = config.clone();
@@ -305,11 +312,12 @@ impl<B: Behaviour> Actor for NodeActor<B> {
                     };
                     match listener.accept().await {
                         Ok((stream, from)) => {
+                            let refused = refused.clone();
                             let myself = myself.clone();
                             let hs = hs.clone();
                             let config = config.clone();
                             tokio::spawn(async move {
-                                accept_one(stream, from, myself, hs, config).await;
+                                accept_one(stream, from, myself, hs, config, refused).await;
                                 drop(permit);
                             });
                         }
@@ -338,6 +346,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
                     dial_at: now,
                     attempt: 0,
                     refusals: 0,
+                    dial_gen: 0,
                 })
                 .collect(),
             next_conn: 1,
@@ -357,6 +366,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             rng: rand::rngs::StdRng::seed_from_u64(seed),
             stopping: false,
             counters: NodeStats::default(),
+            refused,
         };
         info!(node = %config.me(), term = %initial_term, "node starting");
         // The view shows the persisted term from the start, not 0.
@@ -446,7 +456,12 @@ impl<B: Behaviour> Actor for NodeActor<B> {
                     p.reserved = None;
                 }
             }
-            NodeMsg::DialDone { peer, outcome } => {
+            NodeMsg::DialDone { peer, gen, outcome } => {
+                if state.peers[peer.index()].dial_gen != gen {
+                    // A dial we abandoned finished anyway: ignore its result (dropping a
+                    // connection it made closes it).
+                    return Ok(());
+                }
                 state.dial_done(peer, outcome);
                 state.after_engine().await;
             }
@@ -541,6 +556,7 @@ async fn accept_one<B: Behaviour>(
     myself: ActorRef<NodeMsg<B>>,
     hs: Arc<HandshakeConfig>,
     config: Arc<Config>,
+    refused: Arc<AtomicU64>,
 ) {
     let members = config.members();
     let admitted: std::sync::Mutex<Option<(NodeId, u64)>> = std::sync::Mutex::new(None);
@@ -592,7 +608,10 @@ async fn accept_one<B: Behaviour>(
                 HandshakeError::Rejected(Refusal::CallBack) => {
                     debug!(node = %config.me(), %from, "peer asked us to dial it")
                 }
-                _ => warn!(node = %config.me(), %from, reason = %e, "inbound connection refused"),
+                _ => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    warn!(node = %config.me(), %from, reason = %e, "inbound connection refused")
+                }
             }
         }
     }
@@ -620,6 +639,8 @@ impl<B: Behaviour> NodeState<B> {
         let connector = self.connector.clone();
         let hs = self.hs.clone();
         p.dial_at = Instant::now() + delay;
+        p.dial_gen += 1;
+        let gen = p.dial_gen;
         let name = self.cfg.members().name(peer).clone();
         let addr = self.cfg.dial_addr(peer);
         p.dialer = Some(tokio::spawn(async move {
@@ -640,7 +661,7 @@ impl<B: Behaviour> NodeState<B> {
                     Err(e) => DialOutcome::Failed(e.to_string()),
                 },
             };
-            let _ = myself.cast(NodeMsg::DialDone { peer, outcome });
+            let _ = myself.cast(NodeMsg::DialDone { peer, gen, outcome });
         }));
     }
 
@@ -1406,6 +1427,7 @@ impl<B: Behaviour> NodeState<B> {
             waiting_calls: self.waiting.len(),
             held_casts: self.held_casts.len(),
             connected: self.peers.iter().filter(|p| p.conn.is_some()).count(),
+            handshakes_refused: self.refused.load(Ordering::Relaxed),
             ..self.counters
         }
     }

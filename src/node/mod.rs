@@ -61,6 +61,9 @@ pub struct NodeStats {
     pub leader_calls_served: u64,
     /// Broadcasts this node has sent as leader (since it started).
     pub broadcasts_sent: u64,
+    /// Inbound connections refused at the handshake (wrong cookie, version, configuration,
+    /// unknown or duplicate name, garbage, timeout) since the node started.
+    pub handshakes_refused: u64,
 }
 
 /// Starts nodes.
