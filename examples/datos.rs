@@ -20,6 +20,10 @@
 //! take over. With `--json`, stdout carries one JSON object per event instead (for scripts
 //! and tests); logs always go to stderr (`RUST_LOG`, default `warn`).
 //!
+//! Behind NAT or a proxy, `--listen HOST:PORT` binds another address than the name's, and
+//! `--dial lider2=HOST:PORT` (repeatable, or comma separated) reaches a peer through another
+//! address; `tests/faultproxy.rs` uses both to put a fault-injecting proxy on every link.
+//!
 //! A self-contained local demo with three processes:
 //!
 //! ```text
@@ -90,6 +94,17 @@ struct Cli {
     /// Failure timeout in ms: a peer silent this long is DOWN.
     #[arg(long, value_name = "N")]
     failure_ms: Option<u64>,
+
+    /// Listen on HOST:PORT instead of the address in --name (behind NAT, in a container,
+    /// or behind a proxy; peers still use the name to authenticate this node).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+
+    /// Reach member NAME by dialing HOST:PORT instead of the address in its name (through a
+    /// proxy or a tunnel). NAME is the member's full name (lider2@127.0.0.1:4002) or the part
+    /// before '@' (lider2). Repeat the flag or separate entries with commas.
+    #[arg(long, value_name = "NAME=HOST:PORT", value_delimiter = ',')]
+    dial: Vec<String>,
 
     /// Print one JSON object per event on stdout instead of the human lines.
     #[arg(long)]
@@ -174,7 +189,87 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
     if let Some(ms) = cli.failure_ms {
         b = b.failure_timeout(Duration::from_millis(ms));
     }
+    if let Some(addr) = cli.listen.as_deref() {
+        b = b.listen(parse_host_port(addr).map_err(|e| format!("--listen {addr:?}: {e}"))?);
+    }
+    let members: Vec<&str> = cli
+        .candidates
+        .iter()
+        .chain(&cli.workers)
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut dialed: Vec<String> = Vec::new();
+    for entry in cli.dial.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let (peer, addr) =
+            parse_dial(entry, &members).map_err(|e| format!("--dial {entry:?}: {e}"))?;
+        if dialed.contains(&peer) {
+            return Err(format!("--dial: {peer} is given more than once"));
+        }
+        b = b.dial_addr(&peer, addr);
+        dialed.push(peer);
+    }
     b.build().map_err(|e| format!("invalid configuration: {e}"))
+}
+
+/// Checks a `HOST:PORT` address (an IPv6 host in brackets: `[::1]:4001`) and returns it
+/// trimmed.
+fn parse_host_port(s: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected HOST:PORT, e.g. 127.0.0.1:4001 or [::1]:4001";
+    let s = s.trim();
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("no ':' before the port: {EXPECTED}"))?;
+    if host.is_empty() || host == "[]" {
+        return Err(format!("the host is empty: {EXPECTED}"));
+    }
+    if host.chars().any(char::is_whitespace) {
+        return Err(format!("the host contains whitespace: {EXPECTED}"));
+    }
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    if host.contains(':') && !bracketed {
+        return Err(format!("an IPv6 host must be in brackets: {EXPECTED}"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(s.to_string()),
+        _ => Err(format!("the port {port:?} is not a number from 1 to 65535")),
+    }
+}
+
+/// Parses one `--dial` entry, `NAME=HOST:PORT`, into the member's full name and the address.
+/// `NAME` is a full member name or the part of one before '@'.
+fn parse_dial(entry: &str, members: &[&str]) -> Result<(String, String), String> {
+    let (name, addr) = entry
+        .split_once('=')
+        .ok_or("expected NAME=HOST:PORT, e.g. lider2=127.0.0.1:9002")?;
+    let (name, addr) = (name.trim(), addr.trim());
+    if name.is_empty() {
+        return Err("the member name before '=' is empty".into());
+    }
+    let addr = parse_host_port(addr)?;
+    let peer = if name.contains('@') {
+        let wanted: NodeName = name.parse().map_err(|e| format!("{e}"))?;
+        members
+            .iter()
+            .find(|m| m.parse::<NodeName>().is_ok_and(|n| n == wanted))
+            .map(|m| m.to_string())
+    } else {
+        members
+            .iter()
+            .find(|m| m.split_once('@').is_some_and(|(short, _)| short == name))
+            .map(|m| m.to_string())
+    };
+    let peer = peer.ok_or_else(|| {
+        format!(
+            "{name} is not a member (members: {})",
+            if members.is_empty() {
+                "none".to_string()
+            } else {
+                members.join(", ")
+            }
+        )
+    })?;
+    Ok((peer, addr))
 }
 
 /// Milliseconds since the UNIX epoch, for offline history checks.

@@ -396,6 +396,11 @@ impl Engine {
                 return;
             }
         }
+        if self.is_leader() && leader.is_some_and(|l| l.node != me) {
+            // A follower says it now follows another leader: stop sending it broadcasts.
+            // ("No leader" is not enough: a joiner says so just after its `Join`.)
+            self.followers.remove(&from);
+        }
         // Only a node's own claim to lead is trusted: second-hand claims may be stale.
         let Some(l) = leader.filter(|l| l.node == from) else {
             return;
@@ -418,8 +423,14 @@ impl Engine {
                 }
             }
             Some(mine) => {
-                // A leader with a newer term than ours announces itself: ours is stale.
-                if l.node == from && l.term > mine.term && self.role == Role::Follower {
+                // A higher-priority leader with a newer term announces itself: ours would be
+                // taken over anyway (and we may have missed its proposal). A lower-priority
+                // one is ignored: it only leads where it cannot reach ours.
+                if l.node == from
+                    && l.term > mine.term
+                    && l.node < mine.node
+                    && self.role == Role::Follower
+                {
                     self.leader = None;
                     self.out.push_back(Output::LeaderLost {
                         leader: mine.node,

@@ -711,7 +711,7 @@ impl<B: Behaviour> NodeState<B> {
                     let d = transport::backoff(
                         a,
                         Duration::from_millis(20),
-                        Duration::from_millis(1000),
+                        Duration::from_millis(500),
                         self.rng.random::<f64>(),
                     );
                     self.dial(peer, d);

@@ -739,3 +739,25 @@ fn partition_heal_leaves_one_leader_and_its_followers() {
     });
     assert!(surrendered_2, "the losing leader ran surrendered");
 }
+
+#[test]
+fn partial_partition_keeps_followers_with_a_healthy_link_to_the_leader() {
+    let mut net = Net::new(3, 3);
+    for a in 0..3 {
+        for b in a + 1..3 {
+            net.connect(a, b);
+        }
+    }
+    assert_eq!(net.agreed(), Some(lref(0, 3)));
+    // Only the link 0-2 is cut: node 1 still reaches node 0.
+    net.disconnect(0, 2);
+    net.advance(1000);
+    net.advance(1000);
+    assert_eq!(
+        net.engines[1].leader(),
+        Some(lref(0, 3)),
+        "node 1 must keep following node 0: {:#?}",
+        net.log
+    );
+    assert!(net.engines[0].is_leader());
+}
