@@ -6,6 +6,30 @@ use std::time::{Duration, Instant};
 use super::{ElectionMsg, LeaderRef, LossReason, Output};
 use crate::types::{NodeId, Term};
 
+/// The largest term the engine uses or accepts (2^62). Terms grow by at most a few per
+/// election, so no honest cluster reaches it; a message carrying a larger term is dropped, so
+/// a faulty peer cannot exhaust the term space.
+pub const MAX_TERM: u64 = 1 << 62;
+
+fn max_term_in(msg: &ElectionMsg) -> Term {
+    match msg {
+        ElectionMsg::Status { promised, leader } => {
+            (*promised).max(leader.map_or(Term(0), |l| l.term))
+        }
+        ElectionMsg::Propose { term, .. }
+        | ElectionMsg::Accept { term }
+        | ElectionMsg::Leader { term, .. } => *term,
+        ElectionMsg::Reject {
+            round,
+            promised,
+            leader,
+        } => (*round)
+            .max(*promised)
+            .max(leader.map_or(Term(0), |l| l.term)),
+        ElectionMsg::Join { promised } => *promised,
+    }
+}
+
 /// The engine's configuration. All nodes of a cluster must agree on `n_candidates`,
 /// `n_nodes` and `preempt`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -333,6 +357,10 @@ impl Engine {
     }
 
     fn handle_message_inner(&mut self, now: Instant, from: NodeId, msg: ElectionMsg) {
+        if max_term_in(&msg) > Term(MAX_TERM) {
+            // No honest node gets anywhere near: a corrupt or hostile peer.
+            return;
+        }
         if !self.connected.contains(&from) {
             return;
         }
@@ -684,7 +712,15 @@ impl Engine {
     }
 
     fn propose(&mut self, now: Instant, takeover: bool) {
-        let term = self.next_owned_term();
+        let Some(term) = self.next_owned_term() else {
+            // No term left to propose: never reuse one. Stay out of elections.
+            self.proposal = None;
+            if !self.is_leader() {
+                self.role = Role::Waiting;
+                self.deadline = None;
+            }
+            return;
+        };
         self.set_promised(term);
         let pending = self.connected.clone();
         for &p in &pending {
@@ -799,11 +835,15 @@ impl Engine {
         NodeId((t.0 % u64::from(self.cfg.n_candidates.max(1))) as u32)
     }
 
-    fn next_owned_term(&self) -> Term {
+    /// The smallest term above every term seen that this candidate owns; `None` once the
+    /// term space is exhausted (only reachable from a corrupt term file: peers' terms above
+    /// [`MAX_TERM`] are ignored).
+    fn next_owned_term(&self) -> Option<Term> {
         let n = u64::from(self.cfg.n_candidates.max(1));
         let i = u64::from(self.cfg.me.0);
-        let base = self.promised.max(self.max_seen).0.saturating_add(1);
-        Term(base + (i + n - base % n) % n)
+        let base = self.promised.max(self.max_seen).0.checked_add(1)?;
+        let t = base.checked_add((i + n - base % n) % n)?;
+        (t <= MAX_TERM).then_some(Term(t))
     }
 
     fn see(&mut self, t: Term) {

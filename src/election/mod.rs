@@ -26,7 +26,7 @@
 
 mod engine;
 
-pub use engine::{Engine, EngineConfig, Role};
+pub use engine::{Engine, EngineConfig, Role, MAX_TERM};
 
 use serde::{Deserialize, Serialize};
 

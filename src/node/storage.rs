@@ -32,6 +32,17 @@ impl TermStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Term(0),
             Err(e) => return Err(e),
         };
+        if term.0 > crate::election::MAX_TERM {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: term {} is beyond the largest term ({}): the file is corrupt",
+                    dir.join("term").display(),
+                    term.0,
+                    crate::election::MAX_TERM
+                ),
+            ));
+        }
         Ok((
             TermStore {
                 dir: Some(dir.to_path_buf()),
