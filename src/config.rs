@@ -408,6 +408,11 @@ impl ConfigBuilder {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(what));
             }
+            if d > Duration::from_secs(24 * 3600) {
+                return Err(ConfigError::OutOfRange(
+                    "a timeout or interval (at most 24 hours)",
+                ));
+            }
         }
         if self.heartbeat >= failure_timeout {
             return Err(ConfigError::HeartbeatTooSlow {
@@ -490,6 +495,7 @@ mod tests {
         assert!(e(base().failure_timeout(Duration::from_millis(50))).contains("shorter"));
         assert!(e(base().cookie("")).contains("cookie"));
         assert!(e(base().max_frame_len(1)).contains("out of range"));
+        assert!(e(base().call_timeout(Duration::MAX)).contains("out of range"));
     }
 
     #[test]
