@@ -19,8 +19,6 @@ use gen_leader::wire::handshake::{
 };
 use gen_leader::Term;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -80,62 +78,22 @@ fn history(nodes: &[TNode]) -> String {
         .collect()
 }
 
-// ----- a mirror of the (crate-private) handshake message -------------------------------------
+// ----- handshake frames, built with the crate's own types ------------------------------------
 
-/// Same shape, field order and variant order as the private `wire::handshake::Msg`, so it has
-/// the same bincode encoding. `hello_with_mirrored_digest_is_challenged` proves the mirror
-/// (and the mirrored member digest) right: the node answers it with a `Challenge`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-enum HsMsg {
-    Hello {
-        version: u8,
-        cluster: String,
-        from: String,
-        to: String,
-        incarnation: u64,
-        members_digest: [u8; 32],
-        nonce: [u8; 16],
-    },
-    Challenge {
-        from: String,
-        incarnation: u64,
-        nonce: [u8; 16],
-        mac: [u8; 32],
-    },
-    Auth {
-        mac: [u8; 32],
-    },
-    Welcome,
-    Refuse(Refusal),
-}
+use gen_leader::wire::handshake::HandshakeMsg as HsMsg;
 
-/// `Config::members_digest` (crate-private), recomputed from the public getters: cluster
-/// name (default), candidate count, every member name, `preempt` (false), heartbeat interval
-/// and failure timeout. The node's config is rebuilt with `common::config`, which is how every
-/// node of this file is configured (the cookie and handshake timeout are not digested).
+/// The node's configuration digest (`Config::members_digest`). The node's config is rebuilt
+/// with `common::config`, which is how every node of this file is configured.
 fn members_digest(node: &TNode) -> [u8; 32] {
     let names = |ns: &[gen_leader::NodeName]| ns.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-    let cfg = config(
+    config(
         &node.name,
         &names(node.handle.candidates()),
         &names(node.handle.workers()),
     )
     .build()
-    .expect("config");
-    let m = cfg.members();
-    let mut h = Sha256::new();
-    h.update(b"gen_leader/members/v1\0");
-    h.update(CLUSTER.as_bytes());
-    h.update([0]);
-    h.update((m.n_candidates() as u64).to_be_bytes());
-    for n in m.all() {
-        h.update(n.to_string().as_bytes());
-        h.update([0]);
-    }
-    h.update([0u8]);
-    h.update((cfg.heartbeat().as_micros() as u64).to_be_bytes());
-    h.update((cfg.failure_timeout().as_micros() as u64).to_be_bytes());
-    h.finalize().into()
+    .expect("config")
+    .members_digest()
 }
 
 fn hello(from: &str, to: &str, digest: [u8; 32]) -> HsMsg {

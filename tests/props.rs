@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use proptest::prelude::*;
 use rand::{RngCore, SeedableRng};
-use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
@@ -532,31 +531,8 @@ fn hs_cfg() -> HandshakeConfig {
     }
 }
 
-/// Same serde shape as the handshake's private message enum (variant order and fields), so
-/// the frames it produces are what a real dialer would send.
-#[derive(Debug, Clone, Serialize)]
-enum HsMsg {
-    Hello {
-        version: u8,
-        cluster: String,
-        from: String,
-        to: String,
-        incarnation: u64,
-        members_digest: [u8; 32],
-        nonce: [u8; 16],
-    },
-    Challenge {
-        from: String,
-        incarnation: u64,
-        nonce: [u8; 16],
-        mac: [u8; 32],
-    },
-    Auth {
-        mac: [u8; 32],
-    },
-    Welcome,
-    Refuse(Refusal),
-}
+/// The handshake's own message type, to build the frames a real dialer would send.
+use gen_leader::wire::handshake::HandshakeMsg as HsMsg;
 
 /// What the fake dialer does after writing its bytes.
 #[derive(Debug, Clone, Copy)]

@@ -627,6 +627,12 @@ impl Sim {
         if leaders != 1 {
             return Err(format!("{leaders} leaders"));
         }
+        let (l, _) = leader.ok_or("no nodes")?;
+        // The leader sends broadcasts to every other node.
+        let followers = self.nodes[l.index()].engine.as_ref().unwrap().followers();
+        if followers.len() != self.n - 1 {
+            return Err(format!("leader n{} has followers {followers:?}", l.0));
+        }
         leader.ok_or("no nodes".into())
     }
 }

@@ -14,7 +14,6 @@ use std::time::Duration;
 use gen_leader::wire::codec::{encode_frame, PROTOCOL_VERSION};
 use gen_leader::wire::handshake::{accept, HandshakeConfig, PeerHello};
 use libfuzzer_sys::fuzz_target;
-use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const A: &str = "a@127.0.0.1:4001";
@@ -23,19 +22,7 @@ const CLUSTER: &str = "fuzz";
 const DIGEST: [u8; 32] = [7; 32];
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Same serde shape as the handshake's private message enum.
-#[derive(Serialize)]
-enum HsMsg {
-    Hello {
-        version: u8,
-        cluster: String,
-        from: String,
-        to: String,
-        incarnation: u64,
-        members_digest: [u8; 32],
-        nonce: [u8; 16],
-    },
-}
+use gen_leader::wire::handshake::HandshakeMsg as HsMsg;
 
 thread_local! {
     static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()

@@ -371,7 +371,7 @@ impl Engine {
                     self.see(l.term);
                 }
                 self.statuses.insert(from, leader);
-                self.on_status(now, from, leader);
+                self.on_status(now, from, promised, leader);
             }
             ElectionMsg::Propose { term, takeover } => self.on_propose(now, from, term, takeover),
             ElectionMsg::Accept { term } => {
@@ -393,7 +393,7 @@ impl Engine {
 
     // ----- handlers ------------------------------------------------------------------------
 
-    fn on_status(&mut self, now: Instant, from: NodeId, leader: Option<LeaderRef>) {
+    fn on_status(&mut self, now: Instant, from: NodeId, promised: Term, leader: Option<LeaderRef>) {
         if self.role == Role::Starting {
             match leader.filter(|l| l.node == from) {
                 Some(l) => self.follow_or_preempt(now, l.node),
@@ -424,10 +424,20 @@ impl Engine {
                 return;
             }
         }
-        if self.is_leader() && leader.is_some_and(|l| l.node != me) {
-            // A follower says it now follows another leader: stop sending it broadcasts.
-            // ("No leader" is not enough: a joiner says so just after its `Join`.)
-            self.followers.remove(&from);
+        if self.is_leader() && self.proposal.is_none() && promised >= self.term() {
+            // A current (not reordered or duplicated) Status from a peer about whom it follows.
+            match leader {
+                // It follows another leader: stop sending it broadcasts. ("No leader" is not
+                // enough: a joiner says so just after its `Join`.)
+                Some(l) if l.node != me => {
+                    self.followers.remove(&from);
+                }
+                // It follows us in this term: make sure it gets the broadcasts.
+                Some(l) if l.term == self.term() => {
+                    self.followers.insert(from);
+                }
+                _ => {}
+            }
         }
         // Only a node's own claim to lead is trusted: second-hand claims may be stale.
         let Some(l) = leader.filter(|l| l.node == from) else {

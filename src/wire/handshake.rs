@@ -216,30 +216,52 @@ impl<S: AsyncRead + AsyncWrite> HandshakeOk<S> {
     }
 }
 
-/// Handshake messages.
+/// The handshake's messages, in order: `Hello` (dialer), `Challenge` (acceptor), `Auth`
+/// (dialer), then `Welcome` or `Refuse` (acceptor); either side may send `Refuse` instead of
+/// its next message. Public so that tests and fuzzers can build exact (and hostile) frames.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-enum Msg {
+#[non_exhaustive]
+pub enum HandshakeMsg {
+    /// The dialer's opening.
     Hello {
+        /// The dialer's protocol version.
         version: u8,
+        /// The cluster name.
         cluster: String,
+        /// The dialer's node name.
         from: String,
+        /// The node the dialer means to reach.
         to: String,
+        /// The dialer's incarnation (random per process start).
         incarnation: u64,
+        /// Digest of the dialer's cluster configuration.
         members_digest: [u8; 32],
+        /// The dialer's fresh nonce.
         nonce: [u8; 16],
     },
+    /// The acceptor's proof that it knows the cookie, and its own nonce.
     Challenge {
+        /// The acceptor's node name.
         from: String,
+        /// The acceptor's incarnation.
         incarnation: u64,
+        /// The acceptor's fresh nonce.
         nonce: [u8; 16],
+        /// HMAC-SHA256 over the exchange, labelled for the acceptor.
         mac: [u8; 32],
     },
+    /// The dialer's proof that it knows the cookie.
     Auth {
+        /// HMAC-SHA256 over the exchange, labelled for the dialer.
         mac: [u8; 32],
     },
+    /// The acceptor admits the dialer: the connection carries messages from now on.
     Welcome,
+    /// The sender refuses the handshake, and says why.
     Refuse(Refusal),
 }
+
+type Msg = HandshakeMsg;
 
 impl Msg {
     fn kind(&self) -> &'static str {
