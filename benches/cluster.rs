@@ -1,10 +1,14 @@
 //! Cluster benchmark: gen-leader against a raw-TCP baseline measured in the same run.
 //!
 //! ```text
-//! cargo bench --bench cluster                 # full run (several minutes)
-//! cargo bench --bench cluster -- --quick      # smoke run for CI (about 20 s)
+//! cargo bench --bench cluster                 # full run (about 70 s)
+//! cargo bench --bench cluster -- --quick      # smoke run for CI (about 12 s)
 //! cargo bench --bench cluster -- --only calls,failover
 //! ```
+//!
+//! See `docs/benchmarks.md` for what each figure means and measured results. Experiment
+//! knobs: `BENCH_WORKERS=N` (child runtime workers, `0` = current-thread),
+//! `BENCH_DATA_DIRS=0` (no data directories), `BENCH_LOG=<filter>` (logs).
 //!
 //! Sections (`--only` takes a comma-separated list of them):
 //!
@@ -258,6 +262,9 @@ struct Counter {
     notify: tokio::sync::Notify,
     /// Bumped by every `expect`: an older waiter gives up silently.
     generation: AtomicU64,
+    /// Set by `expect`: the next broadcast starts a new sequence check (a loss in an earlier
+    /// run is not counted again; losses show up in the count).
+    resync: AtomicBool,
     /// Next cast sequence number (on the caster).
     next_cast: AtomicU64,
     /// On the leader: the last sequence number each follower acknowledged.
@@ -273,7 +280,7 @@ impl Counter {
             .map(u64::from_le_bytes)
             .unwrap_or(0);
         let last = self.last_seq.swap(seq, Ordering::Relaxed);
-        if seq != last + 1 {
+        if !self.resync.swap(false, Ordering::SeqCst) && seq != last + 1 {
             self.anomalies.fetch_add(1, Ordering::Relaxed);
         }
         let c = self.count.fetch_add(1, Ordering::SeqCst) + 1;
@@ -527,6 +534,8 @@ async fn node_cmd(h: &LeaderHandle<Bench>, counter: &Counter, cmd: &Value) -> Va
             let n = arg_u64(cmd, "n", 0);
             let generation = counter.generation.fetch_add(1, Ordering::SeqCst) + 1;
             let before = counter.count.load(Ordering::SeqCst);
+            let anomalies_before = counter.anomalies.load(Ordering::SeqCst);
+            counter.resync.store(true, Ordering::SeqCst);
             let target = before + n;
             counter.done_ts.store(0, Ordering::SeqCst);
             counter.target.store(target, Ordering::SeqCst);
@@ -566,7 +575,7 @@ async fn node_cmd(h: &LeaderHandle<Bench>, counter: &Counter, cmd: &Value) -> Va
                 json!({
                     "ts": ts,
                     "count": counter.count.load(Ordering::SeqCst),
-                    "anomalies": counter.anomalies.load(Ordering::SeqCst),
+                    "anomalies": counter.anomalies.load(Ordering::SeqCst) - anomalies_before,
                 }),
             )
         }
@@ -692,35 +701,60 @@ async fn run_conc(
     }
 }
 
-/// Failover probe: a `hold` call stays in flight at the leader; `who` calls run every
-/// millisecond. Prints `probe_started` once the leader holds the call, `hold_done` when the
-/// held call ends, and `probe_ok` at the first call answered by a different leader.
+/// Failover probe. A `hold` call stays in flight at the leader (deferred forever); `who`
+/// calls every millisecond until the leader holds it (`probe_started`). When the held call
+/// ends (`hold_done`: the leader is gone), the probe retries at once, back to back, until a
+/// call is answered by another leader (`probe_ok`): what a client that retries does.
 async fn probe(h: &LeaderHandle<Bench>, cmd: &Value) -> Value {
     let old = cmd["old"].as_str().unwrap_or("").to_string();
     let tag = cmd["tag"].clone();
-    {
+    let mut hold = {
         let h = h.clone();
-        let tag = tag.clone();
         tokio::spawn(async move {
             let r = h
                 .leader_call_timeout(b"hold".to_vec(), Duration::from_secs(30))
                 .await;
-            let ts = wall_ns();
-            let result = match &r {
-                Ok(_) => "ok".to_string(),
-                Err(e) => err_kind(e),
-            };
-            let detail = match &r {
-                Ok(_) => String::new(),
-                Err(e) => e.to_string(),
-            };
-            emit(
-                &json!({"ev": "hold_done", "tag": tag, "ts": ts, "result": result, "detail": detail}),
-            );
-        });
+            (wall_ns(), r)
+        })
+    };
+    let who = |rep: &[u8]| {
+        let s = String::from_utf8_lossy(rep).to_string();
+        let (w, held) = s.split_once('|').unwrap_or((s.as_str(), "0"));
+        (w.to_string(), held != "0")
+    };
+    // 1. Until the leader holds the call.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if Instant::now() > deadline {
+            hold.abort();
+            return error_to(cmd, "the leader never held the probe's call");
+        }
+        if let Ok(rep) = h
+            .leader_call_timeout(Vec::new(), Duration::from_secs(2))
+            .await
+        {
+            let (w, held) = who(&rep);
+            if w == old && held {
+                emit(&json!({"ev": "probe_started", "tag": tag.clone()}));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    // 2. The held call ends when the leader is gone.
+    let (ts, r) = match (&mut hold).await {
+        Ok(x) => x,
+        Err(e) => return error_to(cmd, format!("hold task: {e}")),
+    };
+    let (result, detail) = match &r {
+        Ok(_) => ("ok".to_string(), String::new()),
+        Err(e) => (err_kind(e), e.to_string()),
+    };
+    emit(
+        &json!({"ev": "hold_done", "tag": tag.clone(), "ts": ts, "result": result, "detail": detail}),
+    );
+    // 3. Retry at once until another leader answers.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut started = false;
     let mut errors: Vec<Value> = Vec::new();
     loop {
         if Instant::now() > deadline {
@@ -735,23 +769,16 @@ async fn probe(h: &LeaderHandle<Bench>, cmd: &Value) -> Value {
         let ts = wall_ns();
         match r {
             Ok(rep) => {
-                let s = String::from_utf8_lossy(&rep).to_string();
-                let (who, held) = s.split_once('|').unwrap_or((s.as_str(), "0"));
-                if who == old {
-                    if !started && held != "0" {
-                        started = true;
-                        emit(&json!({"ev": "probe_started", "tag": tag.clone()}));
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                } else {
-                    return json!({"ev": "probe_ok", "tag": tag, "ts": ts, "who": who, "errors": errors});
+                let (w, _) = who(&rep);
+                if w != old {
+                    return json!({"ev": "probe_ok", "tag": tag, "ts": ts, "who": w, "errors": errors});
                 }
             }
             Err(e) => {
                 if errors.len() < 50 {
                     errors.push(json!({"ts": ts, "kind": err_kind(&e)}));
                 }
-                tokio::time::sleep(Duration::from_micros(200)).await;
+                tokio::time::sleep(Duration::from_micros(100)).await;
             }
         }
     }
@@ -2128,6 +2155,21 @@ fn failover_rep(fault: Fault, durable: bool, rep_no: usize) -> Value {
             let resumed_view = cl.procs[old].view()?;
             (resumed_view.2 > t_cont || l == old_name).then_some((l, t, last))
         });
+        out["resume_timeline"] = json!((0..3)
+            .flat_map(|i| {
+                lock(&cl.procs[i].evs)
+                    .iter()
+                    .filter(|v| ev(v) == "view" && v["ts"].as_u64().unwrap_or(0) > t_cont)
+                    .map(|v| {
+                        json!({
+                            "node": i,
+                            "ms": v["ts"].as_u64().unwrap_or(0).saturating_sub(t_cont) as f64 / 1e6,
+                            "leader": v["leader"], "term": v["term"], "role": v["role"],
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>());
         match agreed {
             Some((l, t, last)) => {
                 out["resume_one_leader_ms"] = json!(last.saturating_sub(t_cont) as f64 / 1e6);

@@ -778,12 +778,11 @@ impl<B: Behaviour> NodeState<B> {
         let writer = tokio::spawn(async move {
             let _ = transport::write_loop(wr, rx).await;
         });
-        let mut frames = FramedRead::new(rd, FrameCodec::new(self.cfg.max_frame_len));
-        frames.read_buffer_mut().extend_from_slice(&read_buf);
+        let frames = FramedRead::new(rd, FrameCodec::new(self.cfg.max_frame_len));
         let actor = self.myself.clone();
         let window = Arc::new(Semaphore::new(INBOUND_WINDOW));
         let reader = tokio::spawn(async move {
-            let end = transport::read_loop(frames, |msg| {
+            let end = transport::read_loop(frames, read_buf, |msg| {
                 let actor = actor.clone();
                 let window = window.clone();
                 async move {

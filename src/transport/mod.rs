@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Decoder, FramedRead};
 
 use crate::wire::codec::{decode_body, CodecError, FrameCodec};
 use crate::wire::Msg;
@@ -129,13 +129,36 @@ pub enum ReadEnd {
 }
 
 /// Reads frames, decodes each into a [`Msg`] and hands it to `sink` (which returns `false`
-/// to stop). Returns why it stopped.
-pub async fn read_loop<R, F, Fut>(mut frames: FramedRead<R, FrameCodec>, mut sink: F) -> ReadEnd
+/// to stop). `pending` holds bytes already read from the stream (what the handshake read past
+/// its last message): its frames are delivered first, without waiting for the stream to
+/// become readable again. Returns why it stopped.
+pub async fn read_loop<R, F, Fut>(
+    mut frames: FramedRead<R, FrameCodec>,
+    mut pending: BytesMut,
+    mut sink: F,
+) -> ReadEnd
 where
     R: AsyncRead + Unpin,
     F: FnMut(Msg) -> Fut,
     Fut: Future<Output = bool>,
 {
+    let mut codec = *frames.decoder();
+    loop {
+        match codec.decode(&mut pending) {
+            Ok(Some(body)) => match decode_body::<Msg>(&body) {
+                Ok(msg) => {
+                    if !sink(msg).await {
+                        return ReadEnd::Stopped;
+                    }
+                }
+                Err(e) => return ReadEnd::Codec(e),
+            },
+            Ok(None) => break,
+            Err(e) => return ReadEnd::Codec(e),
+        }
+    }
+    // A partial frame, if any, is completed by the next reads.
+    frames.read_buffer_mut().extend_from_slice(&pending);
     loop {
         match frames.next().await {
             None => return ReadEnd::Eof,
@@ -168,6 +191,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn bytes_read_by_the_handshake_are_delivered_at_once() {
+        let (_keep_open, b) = tokio::io::duplex(1024);
+        let f1 = crate::wire::codec::encode_frame(&Msg::Heartbeat).unwrap();
+        let f2 = crate::wire::codec::encode_frame(&Msg::Goodbye).unwrap();
+        let mut pending = BytesMut::new();
+        pending.extend_from_slice(&f1);
+        pending.extend_from_slice(&f2);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(read_loop(
+            FramedRead::new(b, FrameCodec::new(1 << 20)),
+            pending,
+            move |m| {
+                let _ = tx.send(m);
+                async { true }
+            },
+        ));
+        // Nothing more ever arrives on the stream: both frames come from `pending`.
+        let t = Duration::from_secs(5);
+        assert_eq!(
+            tokio::time::timeout(t, rx.recv()).await.unwrap(),
+            Some(Msg::Heartbeat)
+        );
+        assert_eq!(
+            tokio::time::timeout(t, rx.recv()).await.unwrap(),
+            Some(Msg::Goodbye)
+        );
+    }
+
+    #[tokio::test]
     async fn writer_batches_and_reader_decodes_in_order() {
         let (a, b) = tokio::io::duplex(1 << 20);
         let (tx, rx) = mpsc::channel(64);
@@ -182,12 +234,16 @@ mod tests {
         drop(tx);
         let w = tokio::spawn(write_loop(a, rx));
         let mut seen = Vec::new();
-        let end = read_loop(FramedRead::new(b, FrameCodec::new(1 << 20)), |m| {
-            if let Msg::LeaderCall { id, .. } = m {
-                seen.push(id);
-            }
-            async { true }
-        })
+        let end = read_loop(
+            FramedRead::new(b, FrameCodec::new(1 << 20)),
+            BytesMut::new(),
+            |m| {
+                if let Msg::LeaderCall { id, .. } = m {
+                    seen.push(id);
+                }
+                async { true }
+            },
+        )
         .await;
         assert!(matches!(end, ReadEnd::Eof));
         w.await.unwrap().unwrap();
