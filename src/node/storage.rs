@@ -8,18 +8,33 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::types::Term;
 
-/// The persisted last term: `<data_dir>/term`, replaced atomically (write, fsync, rename,
-/// fsync of the directory).
+/// How many terms past the last one used a node reserves on disk at once: promising a term
+/// below the reservation needs no disk write, so elections do not wait for an fsync. A
+/// restarted node starts above its reservation, so a term is never reused; its terms jump by
+/// up to this much per restart.
+pub(crate) const TERM_RESERVATION: u64 = 64;
+
+/// The persisted term high-water mark: `<data_dir>/term`, replaced atomically (write, fsync,
+/// rename, fsync of the directory). It holds a term at least as high as any this node has
+/// proposed or accepted.
 #[derive(Debug)]
 pub(crate) struct TermStore {
     dir: Option<PathBuf>,
+    reserved: Term,
 }
 
 impl TermStore {
-    /// Opens (creating the directory) and reads the stored term, 0 if none.
+    /// Opens (creating the directory), reads the stored term (0 if none), which the node must
+    /// start from, and reserves the next [`TERM_RESERVATION`] terms on disk.
     pub(crate) fn open(dir: Option<&Path>) -> io::Result<(Self, Term)> {
         let Some(dir) = dir else {
-            return Ok((TermStore { dir: None }, Term(0)));
+            return Ok((
+                TermStore {
+                    dir: None,
+                    reserved: Term(u64::MAX),
+                },
+                Term(0),
+            ));
         };
         fs::create_dir_all(dir)?;
         let term = match fs::read_to_string(dir.join("term")) {
@@ -43,17 +58,30 @@ impl TermStore {
                 ),
             ));
         }
-        Ok((
-            TermStore {
-                dir: Some(dir.to_path_buf()),
-            },
-            term,
-        ))
+        let mut store = TermStore {
+            dir: Some(dir.to_path_buf()),
+            reserved: term,
+        };
+        store.reserve(term)?;
+        Ok((store, term))
     }
 
-    /// Durably stores `term`.
-    pub(crate) fn store(&self, term: Term) -> io::Result<()> {
+    /// Makes sure `term` is durably covered before it is used: a disk write only when it is
+    /// beyond the current reservation.
+    pub(crate) fn store(&mut self, term: Term) -> io::Result<()> {
+        if term <= self.reserved {
+            return Ok(());
+        }
+        self.reserve(term)
+    }
+
+    fn reserve(&mut self, term: Term) -> io::Result<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
+        let term = Term(
+            term.0
+                .saturating_add(TERM_RESERVATION)
+                .min(crate::election::MAX_TERM),
+        );
         let tmp = dir.join("term.tmp");
         {
             let mut f = File::create(&tmp)?;
@@ -64,6 +92,7 @@ impl TermStore {
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
+        self.reserved = term;
         Ok(())
     }
 }
@@ -140,13 +169,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn term_survives_reopen() {
+    fn a_reopened_store_starts_above_every_term_used() {
         let d = tempfile::tempdir().unwrap();
-        let (s, t) = TermStore::open(Some(d.path())).unwrap();
+        let (mut s, t) = TermStore::open(Some(d.path())).unwrap();
         assert_eq!(t, Term(0));
+        // Within the reservation: no write needed, still covered after a restart.
         s.store(Term(42)).unwrap();
+        let (mut s, t) = TermStore::open(Some(d.path())).unwrap();
+        assert!(t >= Term(42), "{t:?}");
+        assert_eq!(t, Term(TERM_RESERVATION));
+        // Beyond it: a new reservation.
+        s.store(Term(500)).unwrap();
         let (_, t) = TermStore::open(Some(d.path())).unwrap();
-        assert_eq!(t, Term(42));
+        assert_eq!(t, Term(500 + TERM_RESERVATION));
     }
 
     #[test]
