@@ -857,6 +857,45 @@ impl<B: Behaviour> NodeState<B> {
         }
     }
 
+    /// Like [`Self::send_frame`], but when the peer's queue is full, waits for room (up to half
+    /// the failure timeout) instead of disconnecting at once: a burst of broadcasts slows the
+    /// leader down to its followers' pace rather than losing them. Only a follower that stays
+    /// stuck that long is disconnected.
+    async fn send_frame_or_wait(&mut self, to: NodeId, frame: Bytes) {
+        let Some(c) = self.peers[to.index()].conn.as_mut() else {
+            return;
+        };
+        let frame = match c.tx.try_send(frame) {
+            Ok(()) => {
+                c.last_sent = Instant::now();
+                return;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+            Err(mpsc::error::TrySendError::Full(frame)) => frame,
+        };
+        let (tx, id) = (c.tx.clone(), c.id);
+        let wait = self.cfg.failure_timeout / 2;
+        match tx.send_timeout(frame, wait).await {
+            Ok(()) => {
+                if let Some(c) = self.peers[to.index()].conn.as_mut().filter(|c| c.id == id) {
+                    c.last_sent = Instant::now();
+                }
+            }
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                if self.peers[to.index()]
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.id == id)
+                {
+                    let reason =
+                        format!("send queue full for {} ms: peer too slow", wait.as_millis());
+                    self.drop_conn(to, &reason);
+                }
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
+        }
+    }
+
     // ----- the engine ----------------------------------------------------------------------
 
     /// Acts on every engine output, then republishes the view and reschedules the timer.
@@ -937,7 +976,7 @@ impl<B: Behaviour> NodeState<B> {
                             members: self.cfg.members(),
                         };
                         if let Some(b) = self.behaviour.handle_down(&name, &election).await {
-                            self.broadcast(&b);
+                            self.broadcast(b).await;
                         }
                     }
                 }
@@ -1172,7 +1211,7 @@ impl<B: Behaviour> NodeState<B> {
                 .behaviour
                 .handle_leader_call(req, ReplyTo::new(Origin::Local(id)), &election)
                 .await;
-            self.finish_leader_call(Origin::Local(id), r);
+            self.finish_leader_call(Origin::Local(id), r).await;
         } else {
             let payload = match req {
                 Req::Encoded(b) => b,
@@ -1211,11 +1250,11 @@ impl<B: Behaviour> NodeState<B> {
         }
     }
 
-    fn finish_leader_call(&mut self, origin: Origin, r: LeaderReply<B::Reply, B::Broadcast>) {
+    async fn finish_leader_call(&mut self, origin: Origin, r: LeaderReply<B::Reply, B::Broadcast>) {
         match r {
             LeaderReply::Reply(r) => self.deliver_reply(origin, r),
             LeaderReply::ReplyAndBroadcast(r, b) => {
-                self.broadcast(&b);
+                self.broadcast(b).await;
                 self.deliver_reply(origin, r);
             }
             LeaderReply::NoReply => {}
@@ -1274,7 +1313,7 @@ impl<B: Behaviour> NodeState<B> {
             .behaviour
             .handle_leader_call(req, ReplyTo::new(origin), &election)
             .await;
-        self.finish_leader_call(origin, r);
+        self.finish_leader_call(origin, r).await;
     }
 
     fn on_reply(&mut self, peer: NodeId, id: u64, term: Term, result: ReplyResult) {
@@ -1370,7 +1409,7 @@ impl<B: Behaviour> NodeState<B> {
                     members: self.cfg.members(),
                 };
                 if let Some(b) = self.behaviour.handle_leader_cast(m, &election).await {
-                    self.broadcast(&b);
+                    self.broadcast(b).await;
                 }
             }
             Some(l) => match codec::encode_payload(&m) {
@@ -1393,11 +1432,11 @@ impl<B: Behaviour> NodeState<B> {
     }
 
     /// Sends `b` to every follower: encoded once, in order, numbered within the term.
-    fn broadcast(&mut self, b: &B::Broadcast) {
+    async fn broadcast(&mut self, b: B::Broadcast) {
         if !self.engine.is_leader() {
             return;
         }
-        let payload = match codec::encode_payload(b) {
+        let payload = match codec::encode_payload(&b) {
             Ok(p) => p,
             Err(e) => {
                 warn!(error = %e, "cannot encode a broadcast");
@@ -1416,7 +1455,7 @@ impl<B: Behaviour> NodeState<B> {
         };
         let followers: Vec<NodeId> = self.engine.followers().iter().copied().collect();
         for f in followers {
-            self.send_frame(f, frame.clone());
+            self.send_frame_or_wait(f, frame.clone()).await;
         }
     }
 
