@@ -27,8 +27,9 @@ use crate::wire::codec::{self, FrameCodec};
 use crate::wire::handshake::{self, HandshakeConfig, HandshakeError, Refusal};
 use crate::wire::{Msg, ReplyResult};
 
-/// Frames a connection's reader may have queued at the actor before it stops reading.
-const INBOUND_WINDOW: usize = 1024;
+/// Batches (of up to `transport::READ_BATCH` frames) a connection's reader may have queued at
+/// the actor before it stops reading.
+const INBOUND_WINDOW: usize = 256;
 /// Concurrent inbound handshakes; more connections wait in the accept backlog.
 const MAX_HANDSHAKES: usize = 64;
 /// Casts held while no leader is known.
@@ -78,7 +79,7 @@ pub(crate) enum NodeMsg<B: Behaviour> {
     Inbound {
         peer: NodeId,
         conn: u64,
-        msg: Msg,
+        msgs: Vec<Msg>,
         _permit: OwnedSemaphorePermit,
     },
     ConnClosed {
@@ -466,8 +467,12 @@ impl<B: Behaviour> Actor for NodeActor<B> {
                 state.after_engine().await;
             }
             NodeMsg::Inbound {
-                peer, conn, msg, ..
-            } => state.inbound(peer, conn, msg).await,
+                peer, conn, msgs, ..
+            } => {
+                for msg in msgs {
+                    state.inbound(peer, conn, msg).await;
+                }
+            }
             NodeMsg::ConnClosed { peer, conn, reason } => {
                 if state.peers[peer.index()]
                     .conn
@@ -782,7 +787,7 @@ impl<B: Behaviour> NodeState<B> {
         let actor = self.myself.clone();
         let window = Arc::new(Semaphore::new(INBOUND_WINDOW));
         let reader = tokio::spawn(async move {
-            let end = transport::read_loop(frames, read_buf, |msg| {
+            let end = transport::read_loop(frames, read_buf, |msgs| {
                 let actor = actor.clone();
                 let window = window.clone();
                 async move {
@@ -793,7 +798,7 @@ impl<B: Behaviour> NodeState<B> {
                         .cast(NodeMsg::Inbound {
                             peer,
                             conn: id,
-                            msg,
+                            msgs,
                             _permit: permit,
                         })
                         .is_ok()

@@ -128,10 +128,14 @@ pub enum ReadEnd {
     Stopped,
 }
 
-/// Reads frames, decodes each into a [`Msg`] and hands it to `sink` (which returns `false`
-/// to stop). `pending` holds bytes already read from the stream (what the handshake read past
-/// its last message): its frames are delivered first, without waiting for the stream to
-/// become readable again. Returns why it stopped.
+/// Most messages handed to the sink at once.
+pub const READ_BATCH: usize = 64;
+
+/// Reads frames, decodes them into [`Msg`]s and hands them to `sink` in batches (every frame
+/// already received, up to [`READ_BATCH`], so that a busy connection costs one hand-off per
+/// batch, not per message); `sink` returns `false` to stop. `pending` holds bytes already read
+/// from the stream (what the handshake read past its last message): its frames are delivered
+/// first, without waiting for the stream to become readable again. Returns why it stopped.
 pub async fn read_loop<R, F, Fut>(
     mut frames: FramedRead<R, FrameCodec>,
     mut pending: BytesMut,
@@ -139,40 +143,51 @@ pub async fn read_loop<R, F, Fut>(
 ) -> ReadEnd
 where
     R: AsyncRead + Unpin,
-    F: FnMut(Msg) -> Fut,
+    F: FnMut(Vec<Msg>) -> Fut,
     Fut: Future<Output = bool>,
 {
     let mut codec = *frames.decoder();
+    let mut first = Vec::new();
     loop {
         match codec.decode(&mut pending) {
             Ok(Some(body)) => match decode_body::<Msg>(&body) {
-                Ok(msg) => {
-                    if !sink(msg).await {
-                        return ReadEnd::Stopped;
-                    }
-                }
+                Ok(msg) => first.push(msg),
                 Err(e) => return ReadEnd::Codec(e),
             },
             Ok(None) => break,
             Err(e) => return ReadEnd::Codec(e),
         }
     }
+    if !first.is_empty() && !sink(first).await {
+        return ReadEnd::Stopped;
+    }
     // A partial frame, if any, is completed by the next reads.
     frames.read_buffer_mut().extend_from_slice(&pending);
-    loop {
-        match frames.next().await {
-            None => return ReadEnd::Eof,
-            Some(Err(e)) => return ReadEnd::Codec(e),
-            Some(Ok(body)) => match decode_body::<Msg>(&body) {
-                Ok(msg) => {
-                    if !sink(msg).await {
-                        return ReadEnd::Stopped;
-                    }
+    let mut batches = frames.ready_chunks(READ_BATCH);
+    while let Some(batch) = batches.next().await {
+        let mut msgs = Vec::with_capacity(batch.len());
+        let mut end = None;
+        for frame in batch {
+            match frame
+                .map_err(ReadEnd::Codec)
+                .and_then(|body| decode_body::<Msg>(&body).map_err(ReadEnd::Codec))
+            {
+                Ok(m) => msgs.push(m),
+                Err(e) => {
+                    end = Some(e);
+                    break;
                 }
-                Err(e) => return ReadEnd::Codec(e),
-            },
+            }
+        }
+        // Deliver what decoded before a bad frame, then stop.
+        if !msgs.is_empty() && !sink(msgs).await {
+            return ReadEnd::Stopped;
+        }
+        if let Some(e) = end {
+            return e;
         }
     }
+    ReadEnd::Eof
 }
 
 #[cfg(test)]
@@ -202,8 +217,10 @@ mod tests {
         tokio::spawn(read_loop(
             FramedRead::new(b, FrameCodec::new(1 << 20)),
             pending,
-            move |m| {
-                let _ = tx.send(m);
+            move |ms: Vec<Msg>| {
+                for m in ms {
+                    let _ = tx.send(m);
+                }
                 async { true }
             },
         ));
