@@ -254,9 +254,11 @@ mod tests {
         let end = read_loop(
             FramedRead::new(b, FrameCodec::new(1 << 20)),
             BytesMut::new(),
-            |m| {
-                if let Msg::LeaderCall { id, .. } = m {
-                    seen.push(id);
+            |ms: Vec<Msg>| {
+                for m in ms {
+                    if let Msg::LeaderCall { id, .. } = m {
+                        seen.push(id);
+                    }
                 }
                 async { true }
             },
