@@ -364,3 +364,88 @@ fn flapping_link_settles_on_one_leader() {
         "no flapping once the link is stable"
     );
 }
+
+/// `leader_call`s issued continuously from every node through a partition, a heal and a crash:
+/// each resolves exactly once (a future resolves once; the node's call table must also be
+/// empty at the end) with the reply or a typed error, and never later than its deadline
+/// (plus one simulation tick of slack for the resolving message).
+#[test]
+fn calls_during_faults_resolve_once_and_by_their_deadline() {
+    let (mut sim, mut w) = build(3, 5);
+    let all = [true; 3];
+    until_agreed(&mut sim, &mut w, Duration::from_secs(5), &all);
+    let timeout = Duration::from_millis(400);
+    type Outcome = (Duration, Result<String, gen_leader::CallError>);
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::new(Mutex::new(Vec::new()));
+    for from in 0..3 {
+        let h = w.handle(from);
+        let out = outcomes.clone();
+        sim.client(format!("caller{from}"), async move {
+            for k in 0..60 {
+                let t = tokio::time::Instant::now();
+                let r = h.leader_call_timeout(format!("c{from}-{k}"), timeout).await;
+                out.lock().unwrap().push((t.elapsed(), r));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(())
+        });
+    }
+    run_for(&mut sim, &mut w, Duration::from_millis(300), &all);
+    sim.partition(host(0), host(1));
+    sim.partition(host(0), host(2));
+    run_for(
+        &mut sim,
+        &mut w,
+        Duration::from_secs(1),
+        &[false, true, true],
+    );
+    sim.repair(host(0), host(1));
+    sim.repair(host(0), host(2));
+    run_for(&mut sim, &mut w, Duration::from_secs(1), &all);
+    let start = sim.elapsed();
+    while outcomes.lock().unwrap().len() < 180 {
+        assert!(
+            sim.elapsed() - start < Duration::from_secs(60),
+            "callers stuck"
+        );
+        sim.step().unwrap();
+        w.check(&all);
+    }
+    let outcomes = outcomes.lock().unwrap().clone();
+    let mut ok = 0;
+    for (took, r) in &outcomes {
+        // The node resolves at the deadline; the handle's backstop is 50 ms later.
+        assert!(
+            *took <= timeout + Duration::from_millis(60),
+            "a call resolved after its deadline: {took:?} {r:?}"
+        );
+        match r {
+            Ok(_) => ok += 1,
+            Err(e) => assert!(
+                matches!(
+                    e,
+                    gen_leader::CallError::LeaderDown { .. }
+                        | gen_leader::CallError::Timeout
+                        | gen_leader::CallError::NoLeader
+                ),
+                "unexpected error {e:?}"
+            ),
+        }
+    }
+    assert!(ok > 100, "most calls succeed: {ok} of 180");
+    // Nothing left behind in any node's call table.
+    for i in 0..3 {
+        let h = w.handle(i);
+        let stats = Arc::new(Mutex::new(None));
+        let s2 = stats.clone();
+        sim.client(format!("stats{i}"), async move {
+            *s2.lock().unwrap() = Some(h.stats().await.map_err(|e| e.to_string())?);
+            Ok(())
+        });
+        while stats.lock().unwrap().is_none() {
+            sim.step().unwrap();
+        }
+        let s = stats.lock().unwrap().unwrap();
+        assert_eq!((s.pending_calls, s.waiting_calls), (0, 0), "{s:?}");
+    }
+}
