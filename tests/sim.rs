@@ -100,6 +100,7 @@ struct Sim {
     log: Vec<String>,
     leader_of_term: BTreeMap<Term, NodeId>,
     verbose: bool,
+    term_limit: Option<u64>,
 }
 
 impl Sim {
@@ -125,6 +126,7 @@ impl Sim {
             log: Vec::new(),
             leader_of_term: BTreeMap::new(),
             verbose: std::env::var("SIM_VERBOSE").is_ok(),
+            term_limit: None,
         };
         for i in 0..n {
             sim.nodes.push(SimNode {
@@ -533,6 +535,9 @@ impl Sim {
             ));
         }
         self.nodes[i].last_term = t;
+        if self.term_limit.is_some_and(|l| t.get() > l) {
+            self.fail(&format!("self-test: term {t} above the limit"));
+        }
         if is_leader {
             let me = NodeId(i as u32);
             match self.leader_of_term.get(&t) {
@@ -637,23 +642,102 @@ impl Sim {
     }
 }
 
-/// One run: random faults for a while, then heal and check convergence and stability.
-/// Returns the time from heal to agreement.
-fn run(seed: u64, lossy: bool) -> Duration {
+/// A run: cluster shape and the fault schedule (drawn from the seed), before the heal.
+#[derive(Debug, Clone)]
+struct Scenario {
+    seed: u64,
+    lossy: bool,
+    n_cands: usize,
+    n_workers: usize,
+    fault_phase: Duration,
+    faults: Vec<(Duration, Fault)>,
+    /// Harness self-test only: treat any term above this as a violation.
+    term_limit: Option<u64>,
+}
+
+/// The scenario of `seed`: 1-5 candidates, 0-2 workers, up to 11 faults in 0-4 s.
+fn scenario(seed: u64, lossy: bool) -> Scenario {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xA5A5);
     let n_cands = rng.random_range(1..=5);
     let n_workers = rng.random_range(0..=2);
-    let mut sim = Sim::new(seed, n_cands, n_workers, lossy);
+    // Faults are drawn from the simulator's own stream, as `run_scenario` replays it.
+    let mut gen = Sim::new(seed, n_cands, n_workers, lossy);
     let fault_phase = Duration::from_millis(rng.random_range(0..4_000));
     let n_faults = if fault_phase.is_zero() {
         0
     } else {
         rng.random_range(1..12)
     };
-    for _ in 0..n_faults {
-        let at = Duration::from_micros(rng.random_range(0..fault_phase.as_micros() as u64 + 1));
-        let f = sim.random_fault();
-        sim.at(at, Ev::Fault(f));
+    let faults = (0..n_faults)
+        .map(|_| {
+            let at = Duration::from_micros(rng.random_range(0..fault_phase.as_micros() as u64 + 1));
+            (at, gen.random_fault())
+        })
+        .collect();
+    Scenario {
+        seed,
+        lossy,
+        n_cands,
+        n_workers,
+        fault_phase,
+        faults,
+        term_limit: None,
+    }
+}
+
+/// One run: random faults for a while, then heal and check convergence and stability.
+/// Returns the time from heal to agreement; panics (with the seed and events) on a violation.
+/// On failure, the schedule is minimised (faults removed while it still fails) and printed.
+fn run(seed: u64, lossy: bool) -> Duration {
+    let sc = scenario(seed, lossy);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_scenario(&sc))) {
+        Ok(d) => d,
+        Err(e) => {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "panic".into());
+            let min = minimize(&sc);
+            panic!(
+                "{msg}\n--- minimised schedule ({} of {} faults), keep it as a regression test ---\n{min:?}",
+                min.faults.len(),
+                sc.faults.len()
+            );
+        }
+    }
+}
+
+/// Delta debugging, one fault at a time: drops every fault whose removal keeps the failure.
+fn minimize(sc: &Scenario) -> Scenario {
+    let fails = |c: &Scenario| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_scenario(c))).is_err()
+    };
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut cur = sc.clone();
+    'outer: loop {
+        for i in 0..cur.faults.len() {
+            let mut c = cur.clone();
+            c.faults.remove(i);
+            if fails(&c) {
+                cur = c;
+                continue 'outer;
+            }
+        }
+        break;
+    }
+    std::panic::set_hook(hook);
+    cur
+}
+
+fn run_scenario(sc: &Scenario) -> Duration {
+    let mut sim = Sim::new(sc.seed, sc.n_cands, sc.n_workers, sc.lossy);
+    sim.term_limit = sc.term_limit;
+    let fault_phase = sc.fault_phase;
+    for (at, f) in &sc.faults {
+        // Keep the simulator's random stream as when the schedule was drawn.
+        let _ = sim.random_fault();
+        sim.at(*at, Ev::Fault(f.clone()));
     }
     let heal_at = sim.t0 + fault_phase + Duration::from_millis(300);
     sim.run_until(heal_at);
@@ -770,4 +854,37 @@ fn regressions() {
     for seed in [256, 79_340] {
         run(seed, true);
     }
+}
+
+/// The harness can fail and the minimiser shrinks: an artificial invariant ("no term above
+/// the cold-start terms") fails on a schedule with many faults, and minimisation keeps the
+/// failure with fewer faults.
+#[test]
+fn minimiser_shrinks_a_failing_schedule() {
+    let sc = (0..200)
+        .map(|seed| scenario(seed, false))
+        .find(|sc| sc.faults.len() >= 8 && sc.n_cands >= 3)
+        .expect("a scenario with many faults");
+    let mut sc = sc;
+    sc.term_limit = Some(sc.n_cands as u64);
+    let fails = |c: &Scenario| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_scenario(c))).is_err()
+    };
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let failed = fails(&sc);
+    std::panic::set_hook(hook);
+    assert!(failed, "the self-test invariant must fail: {sc:?}");
+    let min = minimize(&sc);
+    assert!(
+        min.faults.len() < sc.faults.len(),
+        "minimised {} -> {}",
+        sc.faults.len(),
+        min.faults.len()
+    );
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let still = fails(&min);
+    std::panic::set_hook(hook);
+    assert!(still, "the minimised schedule still fails");
 }
