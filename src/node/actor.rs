@@ -40,9 +40,10 @@ const MAX_CALLS: usize = 1 << 20;
 /// Messages to the node actor.
 pub(crate) enum NodeMsg<B: Behaviour> {
     LeaderCall {
-        request: B::Call,
+        id: u64,
+        request: CallReq<B::Call>,
         deadline: Instant,
-        reply: oneshot::Sender<Result<B::Reply, CallError>>,
+        reply: oneshot::Sender<Result<ReplyBody<B::Reply>, CallError>>,
     },
     LeaderCast(B::Cast),
     Call {
@@ -108,6 +109,7 @@ pub(crate) enum DialOutcome {
 }
 
 pub(crate) struct NodeArgs<B: Behaviour> {
+    pub call_ids: Arc<AtomicU64>,
     pub config: Arc<Config>,
     pub behaviour: B,
     pub listener: Box<dyn Listener>,
@@ -165,8 +167,18 @@ struct Peer {
     dial_gen: u64,
 }
 
-enum Req<C> {
+/// A `leader_call` request as the handle hands it over: the value (when this node leads, it
+/// is served here), or the frame to send to the leader, encoded by the caller's task so that
+/// the node's actor only forwards it (and keeps it to send again after `NotLeader`).
+pub(crate) enum CallReq<C> {
     Value(C),
+    Frame(Bytes),
+}
+
+/// A reply as the node hands it back: the value (served here), or the encoded reply from the
+/// leader, decoded by the caller's task.
+pub(crate) enum ReplyBody<R> {
+    Value(R),
     Encoded(Vec<u8>),
 }
 
@@ -180,9 +192,9 @@ enum CallState {
 }
 
 struct CallEntry<B: Behaviour> {
-    req: Option<Req<B::Call>>,
+    req: Option<CallReq<B::Call>>,
     deadline: Instant,
-    reply: oneshot::Sender<Result<B::Reply, CallError>>,
+    reply: oneshot::Sender<Result<ReplyBody<B::Reply>, CallError>>,
     state: CallState,
 }
 
@@ -197,7 +209,6 @@ pub(crate) struct NodeState<B: Behaviour> {
     next_conn: u64,
     calls: HashMap<u64, CallEntry<B>>,
     waiting: VecDeque<u64>,
-    next_call: u64,
     next_sweep: Option<Instant>,
     held_casts: VecDeque<(Instant, B::Cast)>,
     bcast_seq: u64,
@@ -242,6 +253,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
         args: NodeArgs<B>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let NodeArgs {
+            call_ids,
             config,
             mut behaviour,
             mut listener,
@@ -271,6 +283,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             view_tx.subscribe(),
             config.clone(),
             listener.local_addr(),
+            call_ids,
         );
         behaviour.init(handle).await.map_err(|e| e.to_string())?;
 
@@ -353,7 +366,6 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             next_conn: 1,
             calls: HashMap::new(),
             waiting: VecDeque::new(),
-            next_call: 1,
             next_sweep: None,
             held_casts: VecDeque::new(),
             bcast_seq: 0,
@@ -402,10 +414,11 @@ impl<B: Behaviour> Actor for NodeActor<B> {
         }
         match msg {
             NodeMsg::LeaderCall {
+                id,
                 request,
                 deadline,
                 reply,
-            } => state.leader_call(request, deadline, reply).await,
+            } => state.leader_call(id, request, deadline, reply).await,
             NodeMsg::LeaderCast(m) => state.leader_cast(m).await,
             NodeMsg::Call { request, reply } => {
                 let election = Election {
@@ -1154,20 +1167,19 @@ impl<B: Behaviour> NodeState<B> {
 
     async fn leader_call(
         &mut self,
-        request: B::Call,
+        id: u64,
+        request: CallReq<B::Call>,
         deadline: Instant,
-        reply: oneshot::Sender<Result<B::Reply, CallError>>,
+        reply: oneshot::Sender<Result<ReplyBody<B::Reply>, CallError>>,
     ) {
         if self.calls.len() >= MAX_CALLS {
             let _ = reply.send(Err(CallError::Remote("too many calls in flight".into())));
             return;
         }
-        let id = self.next_call;
-        self.next_call += 1;
         self.calls.insert(
             id,
             CallEntry {
-                req: Some(Req::Value(request)),
+                req: Some(request),
                 deadline,
                 reply,
                 state: CallState::Waiting,
@@ -1197,11 +1209,11 @@ impl<B: Behaviour> NodeState<B> {
         let Some(req) = entry.req.take() else { return };
         if l.node == me {
             let req = match req {
-                Req::Value(v) => v,
-                Req::Encoded(b) => match codec::decode_payload::<B::Call>(&b) {
+                CallReq::Value(v) => v,
+                CallReq::Frame(f) => match decode_call_frame::<B::Call>(&f) {
                     Ok(v) => v,
                     Err(e) => {
-                        self.resolve(id, Err(CallError::Codec(e.to_string())));
+                        self.resolve(id, Err(CallError::Codec(e)));
                         return;
                     }
                 },
@@ -1218,26 +1230,22 @@ impl<B: Behaviour> NodeState<B> {
                 .await;
             self.finish_leader_call(Origin::Local(id), r).await;
         } else {
-            let payload = match req {
-                Req::Encoded(b) => b,
-                Req::Value(v) => match codec::encode_payload(&v) {
-                    Ok(b) => b,
+            let frame = match req {
+                CallReq::Frame(f) => f,
+                CallReq::Value(v) => match encode_call_frame(id, &v) {
+                    Ok(f) => f,
                     Err(e) => {
-                        self.resolve(id, Err(CallError::Codec(e.to_string())));
+                        self.resolve(id, Err(CallError::Codec(e)));
                         return;
                     }
                 },
             };
-            let msg = Msg::LeaderCall {
-                id,
-                payload: payload.clone(),
-            };
-            entry.req = Some(Req::Encoded(payload));
+            entry.req = Some(CallReq::Frame(frame.clone()));
             entry.state = CallState::Sent {
                 leader: l.node,
                 term: l.term,
             };
-            self.send(l.node, &msg);
+            self.send_frame(l.node, frame);
         }
     }
 
@@ -1268,7 +1276,7 @@ impl<B: Behaviour> NodeState<B> {
 
     fn deliver_reply(&mut self, to: Origin, reply: B::Reply) {
         match to {
-            Origin::Local(id) => self.resolve(id, Ok(reply)),
+            Origin::Local(id) => self.resolve(id, Ok(ReplyBody::Value(reply))),
             Origin::Remote { peer, id } => {
                 let result = match codec::encode_payload(&reply) {
                     Ok(b) => ReplyResult::Ok(b),
@@ -1280,7 +1288,7 @@ impl<B: Behaviour> NodeState<B> {
         }
     }
 
-    fn resolve(&mut self, id: u64, r: Result<B::Reply, CallError>) {
+    fn resolve(&mut self, id: u64, r: Result<ReplyBody<B::Reply>, CallError>) {
         if let Some(e) = self.calls.remove(&id) {
             let _ = e.reply.send(r);
         }
@@ -1337,11 +1345,8 @@ impl<B: Behaviour> NodeState<B> {
             return;
         }
         match result {
-            ReplyResult::Ok(b) => {
-                let r = codec::decode_payload::<B::Reply>(&b)
-                    .map_err(|e| CallError::Codec(e.to_string()));
-                self.resolve(id, r);
-            }
+            // Decoded by the caller's task.
+            ReplyResult::Ok(b) => self.resolve(id, Ok(ReplyBody::Encoded(b))),
             ReplyResult::NotLeader => {
                 // Not executed: safe to send again once a leader is known.
                 entry.state = CallState::Waiting;
@@ -1513,5 +1518,26 @@ fn reason_str(r: LossReason) -> &'static str {
         LossReason::LeaderDown => "leader down",
         LossReason::TakenOver => "taken over by a higher-priority leader",
         LossReason::NewerTerm => "newer term",
+    }
+}
+
+/// The frame of a forwarded `leader_call`: encoded once, by the caller's task.
+pub(crate) fn encode_call_frame<C: serde::Serialize>(
+    id: u64,
+    request: &C,
+) -> Result<Bytes, String> {
+    let payload = codec::encode_payload(request).map_err(|e| e.to_string())?;
+    codec::encode_frame(&Msg::LeaderCall { id, payload }).map_err(|e| e.to_string())
+}
+
+/// The request inside a frame made by [`encode_call_frame`] (when this node became the leader
+/// before it could forward the call).
+fn decode_call_frame<C: serde::de::DeserializeOwned>(frame: &[u8]) -> Result<C, String> {
+    let body = frame.get(5..).ok_or("short frame")?;
+    match codec::decode_body::<Msg>(body).map_err(|e| e.to_string())? {
+        Msg::LeaderCall { payload, .. } => {
+            codec::decode_payload(&payload).map_err(|e| e.to_string())
+        }
+        _ => Err("not a leader_call frame".into()),
     }
 }

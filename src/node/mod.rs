@@ -4,6 +4,7 @@
 mod actor;
 mod storage;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +18,10 @@ use crate::election::Role;
 use crate::error::{CallError, StartError};
 use crate::transport::{Connector, Listener, TcpConnector, TcpListener};
 use crate::types::{NodeName, Term};
+use crate::wire::codec;
 
 pub(crate) use actor::NodeMsg;
-use actor::{NodeActor, NodeArgs};
+use actor::{encode_call_frame, CallReq, NodeActor, NodeArgs, ReplyBody};
 
 /// A snapshot of this node's view of the cluster, published on every change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +128,9 @@ impl Node {
                 .collect(),
         });
         let local_addr = listener.local_addr();
+        let call_ids = Arc::new(AtomicU64::new(1));
         let args = NodeArgs {
+            call_ids: call_ids.clone(),
             config: config.clone(),
             behaviour,
             listener: Box::new(listener),
@@ -158,6 +162,7 @@ impl Node {
                 view: view_rx,
                 config,
                 local_addr,
+                call_ids,
                 join: Mutex::new(Some(join)),
             }),
         })
@@ -169,6 +174,8 @@ struct HandleInner<B: Behaviour> {
     view: watch::Receiver<ClusterView>,
     config: Arc<Config>,
     local_addr: Option<std::net::SocketAddr>,
+    /// Ids of this node's `leader_call`s (shared by every handle of the node).
+    call_ids: Arc<AtomicU64>,
     join: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -201,6 +208,7 @@ impl<B: Behaviour> LeaderHandle<B> {
         view: watch::Receiver<ClusterView>,
         config: Arc<Config>,
         local_addr: Option<std::net::SocketAddr>,
+        call_ids: Arc<AtomicU64>,
     ) -> Self {
         LeaderHandle {
             inner: Arc::new(HandleInner {
@@ -208,6 +216,7 @@ impl<B: Behaviour> LeaderHandle<B> {
                 view,
                 config,
                 local_addr,
+                call_ids,
                 join: Mutex::new(None),
             }),
         }
@@ -227,10 +236,19 @@ impl<B: Behaviour> LeaderHandle<B> {
         timeout: Duration,
     ) -> Result<B::Reply, CallError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let id = self.inner.call_ids.fetch_add(1, Ordering::Relaxed);
+        // Encode here, in the caller's task, unless this node leads (then it serves the call
+        // itself): the node's actor, shared by every caller, only forwards the frame.
+        let request = if self.is_leader() {
+            CallReq::Value(request)
+        } else {
+            CallReq::Frame(encode_call_frame(id, &request).map_err(CallError::Codec)?)
+        };
         let (tx, rx) = oneshot::channel();
         self.inner
             .actor
             .cast(NodeMsg::LeaderCall {
+                id,
                 request,
                 deadline,
                 reply: tx,
@@ -239,7 +257,11 @@ impl<B: Behaviour> LeaderHandle<B> {
         // The node resolves the call at its deadline with the precise error; this timer is
         // only the backstop, a little later.
         match tokio::time::timeout_at(deadline + Duration::from_millis(50), rx).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok(Ok(ReplyBody::Value(r)))) => Ok(r),
+            Ok(Ok(Ok(ReplyBody::Encoded(b)))) => {
+                codec::decode_payload(&b).map_err(|e| CallError::Codec(e.to_string()))
+            }
+            Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(CallError::Stopped),
             Err(_) => Err(if self.leader().is_some() {
                 CallError::Timeout
