@@ -429,6 +429,13 @@ async fn node_main() {
     if let Some(d) = start["data_dir"].as_str() {
         builder = builder.data_dir(d);
     }
+    // Opt-in spin mode (`BENCH_SPIN_US=N`): see `ConfigBuilder::spin`.
+    if let Some(us) = std::env::var("BENCH_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        builder = builder.spin(Duration::from_micros(us));
+    }
     let cfg = match builder.build() {
         Ok(c) => c,
         Err(e) => {

@@ -121,6 +121,7 @@ pub struct Config {
     pub(crate) seed: Option<u64>,
     pub(crate) listen: Option<String>,
     pub(crate) dial_addrs: HashMap<NodeId, String>,
+    pub(crate) spin: Option<Duration>,
 }
 
 impl Config {
@@ -145,6 +146,7 @@ impl Config {
             seed: None,
             listen: None,
             dial_addrs: Vec::new(),
+            spin: None,
         }
     }
 
@@ -245,6 +247,7 @@ pub struct ConfigBuilder {
     seed: Option<u64>,
     listen: Option<String>,
     dial_addrs: Vec<(String, String)>,
+    spin: Option<Duration>,
 }
 
 impl ConfigBuilder {
@@ -366,6 +369,16 @@ impl ConfigBuilder {
         self
     }
 
+    /// Opt-in low-latency mode: after each burst of activity the node keeps one runtime
+    /// worker busy-polling (yielding, so it polls the I/O driver) for `window`, instead of
+    /// letting it park. On a virtual machine a parked thread costs tens of microseconds to
+    /// wake, so this cuts `leader_call` latency, at the cost of up to one core while traffic
+    /// flows. An idle node does not spin. Off by default; `window` is at most 10 ms.
+    pub fn spin(mut self, window: Duration) -> Self {
+        self.spin = Some(window);
+        self
+    }
+
     /// Validates and builds the configuration.
     pub fn build(self) -> Result<Config, ConfigError> {
         let me: NodeName = self.me.parse()?;
@@ -433,6 +446,12 @@ impl ConfigBuilder {
         if !(16..=1 << 20).contains(&self.send_queue) {
             return Err(ConfigError::OutOfRange("send_queue (16 to 1048576 frames)"));
         }
+        if self
+            .spin
+            .is_some_and(|w| w.is_zero() || w > Duration::from_millis(10))
+        {
+            return Err(ConfigError::OutOfRange("the spin window (1 ns to 10 ms)"));
+        }
         let mut dial_addrs = HashMap::new();
         for (peer, addr) in self.dial_addrs {
             let name: NodeName = peer.parse()?;
@@ -460,6 +479,7 @@ impl ConfigBuilder {
             seed: self.seed,
             listen: self.listen,
             dial_addrs,
+            spin: self.spin,
         })
     }
 }
@@ -496,6 +516,8 @@ mod tests {
         assert!(e(base().cookie("")).contains("cookie"));
         assert!(e(base().max_frame_len(1)).contains("out of range"));
         assert!(e(base().call_timeout(Duration::MAX)).contains("out of range"));
+        assert!(e(base().spin(Duration::from_secs(1))).contains("spin"));
+        assert!(base().spin(Duration::from_micros(50)).build().is_ok());
     }
 
     #[test]

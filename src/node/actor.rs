@@ -223,6 +223,8 @@ pub(crate) struct NodeState<B: Behaviour> {
     stopping: bool,
     counters: NodeStats,
     refused: Arc<AtomicU64>,
+    /// Opt-in spin mode: wakes the spinner after activity.
+    spin: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl<B: Behaviour> Drop for NodeState<B> {
@@ -380,7 +382,15 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             stopping: false,
             counters: NodeStats::default(),
             refused,
+            spin: None,
         };
+        if let Some(window) = config.spin {
+            let notify = Arc::new(tokio::sync::Notify::new());
+            state
+                .tasks
+                .push(tokio::spawn(spin_loop(notify.clone(), window)));
+            state.spin = Some(notify);
+        }
         info!(node = %config.me(), term = %initial_term, "node starting");
         // The view shows the persisted term from the start, not 0.
         state.publish_view();
@@ -411,6 +421,9 @@ impl<B: Behaviour> Actor for NodeActor<B> {
         if state.stopping {
             fail_stopped(msg);
             return Ok(());
+        }
+        if let Some(n) = &state.spin {
+            n.notify_one();
         }
         match msg {
             NodeMsg::LeaderCall {
@@ -536,6 +549,26 @@ fn fail_stopped<B: Behaviour>(msg: NodeMsg<B>) {
             let _ = done.send(());
         }
         _ => {}
+    }
+}
+
+/// The opt-in spin mode: after each notification, keeps yielding (a yielded task runs again
+/// only after its worker has polled the I/O driver, so this is a busy-poll of the sockets)
+/// until `window` passes with no new notification; then parks until the next one.
+async fn spin_loop(notify: Arc<tokio::sync::Notify>, window: Duration) {
+    loop {
+        notify.notified().await;
+        let mut until = Instant::now() + window;
+        loop {
+            tokio::task::yield_now().await;
+            // A notification during the spin (a permit is stored) extends it.
+            if futures::FutureExt::now_or_never(notify.notified()).is_some() {
+                until = Instant::now() + window;
+            }
+            if Instant::now() >= until {
+                break;
+            }
+        }
     }
 }
 
