@@ -305,3 +305,21 @@ async fn no_call_entry_is_leaked() {
     let served = nodes[0].handle.stats().await.unwrap().leader_calls_served;
     assert_eq!(served, 603);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_mode_cluster_elects_and_serves_calls() {
+    let (ls, names) = bind(3).await;
+    let mut nodes = Vec::new();
+    for (l, name) in ls.into_iter().zip(names.iter()) {
+        nodes.push(start(config(name, &names, &[]).spin(Duration::from_micros(50)), l).await);
+    }
+    let leader = agreed(&all(&nodes)).await;
+    for i in 0..50 {
+        let r = nodes[2].handle.leader_call(format!("s{i}")).await.unwrap();
+        assert_eq!(r, format!("{leader}:s{i}"));
+    }
+    eventually("broadcasts reach node 1", || {
+        nodes[1].from_leader().len() == 50
+    })
+    .await;
+}
