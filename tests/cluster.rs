@@ -13,9 +13,14 @@ async fn three_candidates_agree_on_the_first() {
     let leader = agreed(&all(&nodes)).await;
     assert_eq!(leader, nodes[0].name);
     assert!(nodes[0].handle.is_leader());
-    // Every node's view is complete, not only the leader's.
+    // Every node's view is complete, not only the leader's (agreement on the leader can come
+    // a moment before the last connection between two followers is up).
     for n in &nodes {
-        let v = n.handle.view();
+        let v = n
+            .handle
+            .wait_for(WAIT, |v| v.alive.len() == 3)
+            .await
+            .unwrap_or_else(|| n.handle.view());
         assert_eq!(v.alive.len(), 3, "{v:?}");
         assert!(v.down.is_empty());
         assert_eq!(n.handle.candidates().len(), 3);

@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -373,24 +373,10 @@ use proxy::{Net, Policy};
 
 // ----- the cluster of datos processes -------------------------------------------------------
 
-/// The `datos` example binary, next to this test's `deps` directory.
-fn datos_exe() -> PathBuf {
-    let me = std::env::current_exe().expect("current_exe");
-    let profile_dir = me
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in target/<profile>/deps");
-    let exe = profile_dir
-        .join("examples")
-        .join(format!("datos{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        exe.exists(),
-        "the datos example binary is missing at {}: cargo builds examples for `cargo test`; \
-         build it with `cargo build --example datos` (same profile as the tests)",
-        exe.display()
-    );
-    exe
-}
+// `datos_exe()`: the example binary (shared with the other multi-process test).
+#[path = "support/datos.rs"]
+mod datos_support;
+use datos_support::datos_exe;
 
 /// One JSON event and when the test received it.
 #[derive(Debug, Clone)]

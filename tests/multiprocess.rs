@@ -5,7 +5,7 @@
 //! Every wait is on an observed event with a generous deadline; nothing sleeps and hopes.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,24 +19,10 @@ const HEARTBEAT_MS: u64 = 50;
 /// Generous deadline for anything that is not being measured (a loaded 2-core CI box).
 const WAIT: Duration = Duration::from_secs(15);
 
-/// The `datos` example binary, next to this test's `deps` directory.
-fn datos_exe() -> PathBuf {
-    let me = std::env::current_exe().expect("current_exe");
-    let profile_dir = me
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test executable lives in target/<profile>/deps");
-    let exe = profile_dir
-        .join("examples")
-        .join(format!("datos{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        exe.exists(),
-        "the datos example binary is missing at {}: cargo builds examples for `cargo test`; \
-         build it with `cargo build --example datos` (same profile as the tests)",
-        exe.display()
-    );
-    exe
-}
+// `datos_exe()`: the example binary (shared with the other multi-process test).
+#[path = "support/datos.rs"]
+mod datos_support;
+use datos_support::datos_exe;
 
 /// One JSON event, with when the test received it and which incarnation of the node
 /// printed it.

@@ -45,11 +45,11 @@ enum Ev {
         node: NodeId,
         inc: u64,
     },
-    /// `node` notices that its connection `epoch` to `peer` is gone.
+    /// `node` notices that its connection to `peer` is gone (ignored if a new connection
+    /// replaced it meanwhile).
     Detect {
         node: NodeId,
         peer: NodeId,
-        epoch: u64,
     },
     Reconnect,
     Fault(Fault),
@@ -230,9 +230,8 @@ impl Sim {
                 }
                 self.drain(i);
             }
-            Ev::Detect { node, peer, epoch } => {
+            Ev::Detect { node, peer } => {
                 let i = node.index();
-                let _ = epoch;
                 let stale = self.conn[i][peer.index()].is_some();
                 let now = self.now;
                 if let Some(e) = self.nodes[i].engine.as_mut() {
@@ -383,9 +382,9 @@ impl Sim {
 
     /// Breaks the a-b connection; each live end notices after `detect`.
     fn break_conn(&mut self, a: usize, b: usize, detect_a: Duration, detect_b: Duration) {
-        let Some(epoch) = self.conn[a][b].take() else {
+        if self.conn[a][b].take().is_none() {
             return;
-        };
+        }
         self.conn[b][a] = None;
         for (x, y, d) in [(a, b, detect_a), (b, a, detect_b)] {
             if self.nodes[x].engine.is_some() {
@@ -394,7 +393,6 @@ impl Sim {
                     Ev::Detect {
                         node: NodeId(x as u32),
                         peer: NodeId(y as u32),
-                        epoch,
                     },
                 );
             }

@@ -210,7 +210,7 @@ impl Engine {
     // ----- inputs --------------------------------------------------------------------------
 
     /// A connection to `peer` is up (handshake done).
-    pub fn handle_peer_up(&mut self, now: Instant, peer: NodeId) {
+    pub fn handle_peer_up(&mut self, _now: Instant, peer: NodeId) {
         if !self.valid_peer(peer) || !self.connected.insert(peer) {
             return;
         }
@@ -230,7 +230,6 @@ impl Engine {
             };
             self.send(peer, msg);
         }
-        let _ = now;
     }
 
     /// The connection to `peer` was lost or timed out.
@@ -295,8 +294,7 @@ impl Engine {
     }
 
     fn handle_timeout_inner(&mut self, now: Instant) {
-        if let Some(a) = self.announce_at.filter(|a| now >= *a) {
-            let _ = a;
+        if self.announce_at.is_some_and(|a| now >= a) {
             if self.is_leader() {
                 self.broadcast_status();
                 self.announce_at = Some(now + self.cfg.announce_interval);
@@ -387,7 +385,7 @@ impl Engine {
                 leader,
             } => self.on_reject(now, from, round, promised, leader),
             ElectionMsg::Join { promised } => self.on_join(now, from, promised),
-            ElectionMsg::Leader { term, synch } => self.on_leader(now, from, term, synch),
+            ElectionMsg::Leader { term, synch } => self.on_leader(from, term, synch),
         }
     }
 
@@ -630,7 +628,7 @@ impl Engine {
         });
     }
 
-    fn on_leader(&mut self, _now: Instant, from: NodeId, term: Term, synch: Vec<u8>) {
+    fn on_leader(&mut self, from: NodeId, term: Term, synch: Vec<u8>) {
         self.see(term);
         if !self.is_candidate(from) || self.owner(term) != from {
             return;
@@ -649,7 +647,6 @@ impl Engine {
             return;
         }
         self.set_promised(term);
-        let changed = self.leader != Some(this);
         self.leader = Some(this);
         self.role = Role::Follower;
         self.captured_by = None;
@@ -662,7 +659,6 @@ impl Engine {
             term,
             synch,
         });
-        let _ = changed;
     }
 
     // ----- election steps ------------------------------------------------------------------

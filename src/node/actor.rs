@@ -27,6 +27,17 @@ use crate::wire::codec::{self, FrameCodec};
 use crate::wire::handshake::{self, HandshakeConfig, HandshakeError, Refusal};
 use crate::wire::{Msg, ReplyResult};
 
+/// The [`Election`] view of a node state, borrowing only its engine and config (so that the
+/// behaviour can be borrowed mutably at the same time).
+macro_rules! election {
+    ($state:expr) => {
+        Election {
+            engine: &$state.engine,
+            members: $state.cfg.members(),
+        }
+    };
+}
+
 /// Batches (of up to `transport::READ_BATCH` frames) a connection's reader may have queued at
 /// the actor before it stops reading.
 const INBOUND_WINDOW: usize = 256;
@@ -434,25 +445,16 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             } => state.leader_call(id, request, deadline, reply).await,
             NodeMsg::LeaderCast(m) => state.leader_cast(m).await,
             NodeMsg::Call { request, reply } => {
-                let election = Election {
-                    engine: &state.engine,
-                    members: state.cfg.members(),
-                };
+                let election = election!(state);
                 let r = state.behaviour.handle_call(request, &election).await;
                 let _ = reply.send(r);
             }
             NodeMsg::Cast(m) => {
-                let election = Election {
-                    engine: &state.engine,
-                    members: state.cfg.members(),
-                };
+                let election = election!(state);
                 state.behaviour.handle_cast(m, &election).await;
             }
             NodeMsg::Info(m) => {
-                let election = Election {
-                    engine: &state.engine,
-                    members: state.cfg.members(),
-                };
+                let election = election!(state);
                 state.behaviour.handle_info(m, &election).await;
             }
             NodeMsg::Reply { to, reply } => state.deliver_reply(to, reply),
@@ -495,6 +497,14 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             NodeMsg::Inbound {
                 peer, conn, msgs, ..
             } => {
+                // One clock read per batch: any frame proves the peer alive.
+                if let Some(c) = state.peers[peer.index()]
+                    .conn
+                    .as_mut()
+                    .filter(|c| c.id == conn)
+                {
+                    c.last_recv = Instant::now();
+                }
                 for msg in msgs {
                     state.inbound(peer, conn, msg).await;
                 }
@@ -972,10 +982,7 @@ impl<B: Behaviour> NodeState<B> {
                             joined = %joined_name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
                             "node joined");
                     }
-                    let election = Election {
-                        engine: &self.engine,
-                        members: self.cfg.members(),
-                    };
+                    let election = election!(self);
                     let synch = self
                         .behaviour
                         .elected(&election, joined_name.as_ref())
@@ -995,10 +1002,7 @@ impl<B: Behaviour> NodeState<B> {
                     self.record("surrendered", term, Some(leader), "accepted a leader");
                     match codec::decode_payload::<B::Synch>(&synch) {
                         Ok(s) => {
-                            let election = Election {
-                                engine: &self.engine,
-                                members: self.cfg.members(),
-                            };
+                            let election = election!(self);
                             self.behaviour.surrendered(s, &election).await;
                         }
                         Err(e) => {
@@ -1022,10 +1026,7 @@ impl<B: Behaviour> NodeState<B> {
                 Output::Down { node } => {
                     if self.engine.is_leader() {
                         let name = self.name(node).clone();
-                        let election = Election {
-                            engine: &self.engine,
-                            members: self.cfg.members(),
-                        };
+                        let election = election!(self);
                         if let Some(b) = self.behaviour.handle_down(&name, &election).await {
                             self.broadcast(b).await;
                         }
@@ -1137,14 +1138,14 @@ impl<B: Behaviour> NodeState<B> {
     // ----- inbound -------------------------------------------------------------------------
 
     async fn inbound(&mut self, peer: NodeId, conn: u64, msg: Msg) {
-        let Some(c) = self.peers[peer.index()]
+        // A message of a connection that has been replaced or closed meanwhile is dropped.
+        if self.peers[peer.index()]
             .conn
-            .as_mut()
-            .filter(|c| c.id == conn)
-        else {
+            .as_ref()
+            .is_none_or(|c| c.id != conn)
+        {
             return;
-        };
-        c.last_recv = Instant::now();
+        }
         match msg {
             Msg::Heartbeat => {}
             Msg::Election(m) => {
@@ -1180,10 +1181,7 @@ impl<B: Behaviour> NodeState<B> {
                 self.last_seq = seq;
                 match codec::decode_payload::<B::Broadcast>(&payload) {
                     Ok(b) => {
-                        let election = Election {
-                            engine: &self.engine,
-                            members: self.cfg.members(),
-                        };
+                        let election = election!(self);
                         self.behaviour.from_leader(b, &election).await;
                     }
                     Err(e) => warn!(node = %self.name(self.me()), error = %e, "bad broadcast"),
@@ -1253,10 +1251,7 @@ impl<B: Behaviour> NodeState<B> {
             };
             entry.state = CallState::Local;
             self.counters.leader_calls_served += 1;
-            let election = Election {
-                engine: &self.engine,
-                members: self.cfg.members(),
-            };
+            let election = election!(self);
             let r = self
                 .behaviour
                 .handle_leader_call(req, ReplyTo::new(Origin::Local(id)), &election)
@@ -1351,10 +1346,7 @@ impl<B: Behaviour> NodeState<B> {
         };
         let origin = Origin::Remote { peer, id };
         self.counters.leader_calls_served += 1;
-        let election = Election {
-            engine: &self.engine,
-            members: self.cfg.members(),
-        };
+        let election = election!(self);
         let r = self
             .behaviour
             .handle_leader_call(req, ReplyTo::new(origin), &election)
@@ -1447,10 +1439,7 @@ impl<B: Behaviour> NodeState<B> {
     async fn leader_cast(&mut self, m: B::Cast) {
         match self.engine.leader() {
             Some(l) if l.node == self.me() => {
-                let election = Election {
-                    engine: &self.engine,
-                    members: self.cfg.members(),
-                };
+                let election = election!(self);
                 if let Some(b) = self.behaviour.handle_leader_cast(m, &election).await {
                     self.broadcast(b).await;
                 }
