@@ -319,14 +319,21 @@ impl Out {
         let _ = out.flush();
     }
 
+    /// Prints one event carrying the node's *current* view. The view is read while stdout is
+    /// locked: the node publishes its view before it runs a leadership callback, so an event
+    /// printed here never shows an older term than a callback event printed before it.
     fn emit_view(
         &self,
         event: &str,
-        view: &ClusterView,
+        handle: &LeaderHandle<Datos>,
         fields: Value,
-        human: impl FnOnce() -> String,
+        human: impl FnOnce(&ClusterView) -> String,
     ) {
-        self.emit(event, view.leader.as_ref(), view.term.get(), fields, human)
+        let _order = std::io::stdout().lock();
+        let view = handle.view();
+        self.emit(event, view.leader.as_ref(), view.term.get(), fields, || {
+            human(&view)
+        })
     }
 }
 
@@ -462,8 +469,7 @@ async fn run_node(config: Config, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let view = handle.view();
-    out.emit_view("ready", &view, json!({}), || {
+    out.emit_view("ready", &handle, json!({}), |view| {
         format!(
             "ready: {} (candidates {}); type a line to send it to the leader",
             view.me,
@@ -471,7 +477,7 @@ async fn run_node(config: Config, json: bool) -> ExitCode {
         )
     });
 
-    tokio::spawn(watch_leader(handle.changes(), out.clone()));
+    tokio::spawn(watch_leader(handle.clone(), out.clone()));
     tokio::spawn(read_stdin(handle.clone(), out.clone()));
 
     wait_for_stop_signal().await;
@@ -480,14 +486,15 @@ async fn run_node(config: Config, json: bool) -> ExitCode {
 }
 
 /// Emits a `leader` event whenever the view's leader or term changes.
-async fn watch_leader(mut rx: tokio::sync::watch::Receiver<ClusterView>, out: Out) {
+async fn watch_leader(handle: LeaderHandle<Datos>, out: Out) {
+    let mut rx = handle.changes();
     let mut last = None;
     loop {
         let view = rx.borrow_and_update().clone();
         let key = (view.leader.clone(), view.term);
         if last.as_ref() != Some(&key) {
             last = Some(key);
-            out.emit_view("leader", &view, json!({}), || {
+            out.emit_view("leader", &handle, json!({}), |view| {
                 format!(
                     "leader: {} term {}",
                     leader_str(view.leader.as_ref()),
@@ -518,19 +525,18 @@ async fn read_stdin(handle: LeaderHandle<Datos>, out: Out) {
             continue;
         }
         let result = handle.leader_call(request.clone()).await;
-        let view = handle.view();
         match result {
             Ok(reply) => out.emit_view(
                 "reply",
-                &view,
+                &handle,
                 json!({ "request": request, "reply": reply }),
-                || format!("reply: {reply}"),
+                |_| format!("reply: {reply}"),
             ),
             Err(e) => out.emit_view(
                 "error",
-                &view,
+                &handle,
                 json!({ "request": request, "error": e.to_string() }),
-                || format!("error: {e}"),
+                |_| format!("error: {e}"),
             ),
         }
     }

@@ -178,6 +178,33 @@ async fn leader_shutdown_elects_next_and_runs_handle_down() {
     );
 }
 
+/// A handle read inside `elected`/`surrendered` already shows the callback's leader and term,
+/// at a cold start and after a failover (the view is published before the callbacks run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_view_is_current_inside_leadership_callbacks() {
+    let nodes = cluster(3, 0).await;
+    agreed(&all(&nodes)).await;
+    nodes[0].handle.shutdown().await;
+    agreed(&[&nodes[1], &nodes[2]]).await;
+    eventually("handle_down for the old leader", || {
+        nodes[1].events().contains(&Ev::Down(nodes[0].name.clone()))
+    })
+    .await;
+    let mut callbacks = 0;
+    for n in &nodes {
+        for e in n.events() {
+            assert!(!matches!(e, Ev::ViewLag(_)), "{}: {e:?}", n.name);
+            callbacks += matches!(e, Ev::Elected { .. } | Ev::Surrendered { .. }) as usize;
+        }
+    }
+    // Cold start: 1 win + 2 surrenders; failover: 1 win + 1 surrender.
+    let all_events: Vec<Vec<Ev>> = nodes.iter().map(|n| n.events()).collect();
+    assert!(
+        callbacks >= 5,
+        "only {callbacks} leadership callbacks seen: {all_events:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_in_flight_when_leader_dies_returns_leader_down_at_once() {
     let nodes = cluster(3, 0).await;

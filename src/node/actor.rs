@@ -960,9 +960,23 @@ impl<B: Behaviour> NodeState<B> {
     // ----- the engine ----------------------------------------------------------------------
 
     /// Acts on every engine output, then republishes the view and reschedules the timer.
+    ///
+    /// The view is also published before the first callback runs, so that what a handle shows
+    /// is never older than what a callback has been told (`elected` sees `handle.term()` equal
+    /// to its own term, and anything it prints is not followed by an older view).
     async fn after_engine(&mut self) {
         let mut leader_changed = false;
+        let mut published = false;
         while let Some(out) = self.engine.poll_output() {
+            if !published
+                && matches!(
+                    out,
+                    Output::Elected { .. } | Output::Surrendered { .. } | Output::Down { .. }
+                )
+            {
+                self.publish_view();
+                published = true;
+            }
             match out {
                 Output::Send { to, msg } => self.send(to, &Msg::Election(msg)),
                 Output::PersistTerm(t) => {

@@ -29,6 +29,9 @@ pub enum Ev {
     Call(String),
     Cast(String),
     Terminate,
+    /// In `elected`/`surrendered`, the handle's view did not yet show the callback's leader
+    /// and term (the view must be published before leadership callbacks run).
+    ViewLag(String),
 }
 
 /// Records callbacks; the Synch is the list of everything broadcast so far.
@@ -57,6 +60,21 @@ impl Recorder {
     fn push(&self, e: Ev) {
         self.events.lock().unwrap().push(e);
     }
+    /// Records a `ViewLag` if the handle's view differs from the callback's `Election`.
+    fn check_view(&self, cb: &str, e: &Election<'_>) {
+        if let Some(h) = &self.handle {
+            let v = h.view();
+            if v.term != e.term() || v.leader.as_ref() != e.leader() {
+                self.push(Ev::ViewLag(format!(
+                    "{cb}: callback term {} leader {:?}, handle term {} leader {:?}",
+                    e.term(),
+                    e.leader().map(|l| l.to_string()),
+                    v.term,
+                    v.leader.map(|l| l.to_string())
+                )));
+            }
+        }
+    }
 }
 
 impl Behaviour for Recorder {
@@ -73,6 +91,7 @@ impl Behaviour for Recorder {
     }
 
     async fn elected(&mut self, e: &Election<'_>, joined: Option<&NodeName>) -> Vec<String> {
+        self.check_view("elected", e);
         self.push(Ev::Elected {
             term: e.term().get(),
             joined: joined.map(|j| j.to_string()),
@@ -81,6 +100,7 @@ impl Behaviour for Recorder {
     }
 
     async fn surrendered(&mut self, synch: Vec<String>, e: &Election<'_>) {
+        self.check_view("surrendered", e);
         self.push(Ev::Surrendered {
             leader: e.leader().map(|l| l.to_string()).unwrap_or_default(),
             term: e.term().get(),
