@@ -63,6 +63,25 @@ async fn leader_call_from_follower_and_from_leader() {
     assert_eq!(nodes[1].from_leader(), vec!["hola", "on-leader"]);
 }
 
+/// Read-your-writes on a follower: when its `leader_call` returns, the broadcast the leader
+/// sent with the reply has already been applied there (`from_leader` ran), although the
+/// reply itself skips the follower's actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_sees_its_broadcast_before_its_reply() {
+    let nodes = cluster(3, 0).await;
+    agreed(&all(&nodes)).await;
+    for i in 0..300 {
+        let req = format!("w{i}");
+        nodes[2].handle.leader_call(req.clone()).await.unwrap();
+        assert!(
+            nodes[2].from_leader().last() == Some(&req),
+            "call {i} returned before its broadcast was applied: {:?}",
+            nodes[2].from_leader().last()
+        );
+    }
+    assert_eq!(nodes[2].handle.stats().await.unwrap().pending_calls, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_cast_broadcasts_in_order_to_two_followers() {
     let nodes = cluster(3, 0).await;

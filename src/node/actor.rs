@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
+use super::fastpath::{FastPath, Pending, Route};
 use super::storage::{AuditEvent, AuditLog, TermStore};
 use super::{ClusterView, LeaderHandle, NodeStats};
 use crate::behaviour::{Behaviour, Election, LeaderReply, Origin, ReplyTo, StopReason};
@@ -46,7 +47,7 @@ const MAX_HANDSHAKES: usize = 64;
 /// Casts held while no leader is known.
 const MAX_HELD_CASTS: usize = 4096;
 /// Calls held (waiting for a leader or a reply) per node.
-const MAX_CALLS: usize = 1 << 20;
+pub(crate) const MAX_CALLS: usize = 1 << 20;
 
 /// Messages to the node actor.
 pub(crate) enum NodeMsg<B: Behaviour> {
@@ -121,6 +122,7 @@ pub(crate) enum DialOutcome {
 
 pub(crate) struct NodeArgs<B: Behaviour> {
     pub call_ids: Arc<AtomicU64>,
+    pub fast: Arc<FastPath<B::Reply>>,
     pub config: Arc<Config>,
     pub behaviour: B,
     pub listener: Box<dyn Listener>,
@@ -144,6 +146,21 @@ struct Conn {
     writer: JoinHandle<()>,
     last_recv: Instant,
     last_sent: Instant,
+    /// Batches the reader has received (some never reach the actor: replies to direct calls).
+    recv_count: Arc<AtomicU64>,
+    /// `recv_count` when the actor last looked.
+    recv_seen: u64,
+}
+
+impl Conn {
+    /// Moves `last_recv` to `now` if the reader received anything since the last look.
+    fn refresh(&mut self, now: Instant) {
+        let n = self.recv_count.load(Ordering::Relaxed);
+        if n != self.recv_seen {
+            self.recv_seen = n;
+            self.last_recv = now;
+        }
+    }
 }
 
 impl Conn {
@@ -219,6 +236,9 @@ pub(crate) struct NodeState<B: Behaviour> {
     peers: Vec<Peer>,
     next_conn: u64,
     calls: HashMap<u64, CallEntry<B>>,
+    /// Follower calls on the direct path (see `fastpath`), and the route last published there.
+    fast: Arc<FastPath<B::Reply>>,
+    route_key: Option<(NodeId, Term, u64)>,
     waiting: VecDeque<u64>,
     next_sweep: Option<Instant>,
     held_casts: VecDeque<(Instant, B::Cast)>,
@@ -267,6 +287,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
     ) -> Result<Self::State, ActorProcessingErr> {
         let NodeArgs {
             call_ids,
+            fast,
             config,
             mut behaviour,
             mut listener,
@@ -297,6 +318,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             config.clone(),
             listener.local_addr(),
             call_ids,
+            fast.clone(),
         );
         behaviour.init(handle).await.map_err(|e| e.to_string())?;
 
@@ -378,6 +400,8 @@ impl<B: Behaviour> Actor for NodeActor<B> {
                 .collect(),
             next_conn: 1,
             calls: HashMap::new(),
+            fast,
+            route_key: None,
             waiting: VecDeque::new(),
             next_sweep: None,
             held_casts: VecDeque::new(),
@@ -400,6 +424,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             state
                 .tasks
                 .push(tokio::spawn(spin_loop(notify.clone(), window)));
+            state.fast.set_spin(notify.clone());
             state.spin = Some(notify);
         }
         info!(node = %config.me(), term = %initial_term, "node starting");
@@ -811,6 +836,9 @@ impl<B: Behaviour> NodeState<B> {
         }
         let now = Instant::now();
         let hb = self.cfg.heartbeat;
+        if let Some(c) = self.peers[peer.index()].conn.as_mut() {
+            c.refresh(now);
+        }
         let p = &self.peers[peer.index()];
         if p.reserved.is_some() {
             return Err(Refusal::Other(
@@ -842,11 +870,19 @@ impl<B: Behaviour> NodeState<B> {
         let frames = FramedRead::new(rd, FrameCodec::new(self.cfg.max_frame_len));
         let actor = self.myself.clone();
         let window = Arc::new(Semaphore::new(INBOUND_WINDOW));
+        let recv_count = Arc::new(AtomicU64::new(0));
+        let fast = self.fast.clone();
+        let counter = recv_count.clone();
         let reader = tokio::spawn(async move {
             let end = transport::read_loop(frames, read_buf, |msgs| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                let msgs = direct_replies(msgs, &fast, &actor, &window, id);
                 let actor = actor.clone();
                 let window = window.clone();
                 async move {
+                    if msgs.is_empty() {
+                        return true;
+                    }
                     let Ok(permit) = window.acquire_owned().await else {
                         return false;
                     };
@@ -876,6 +912,8 @@ impl<B: Behaviour> NodeState<B> {
             writer,
             last_recv: now,
             last_sent: now,
+            recv_count,
+            recv_seen: 0,
         });
         info!(node = %self.name(self.me()), peer = %self.name(peer), "connected");
         self.engine.handle_peer_up(now.into_std(), peer);
@@ -1049,10 +1087,32 @@ impl<B: Behaviour> NodeState<B> {
             }
         }
         self.publish_view();
+        self.update_route();
         if leader_changed || self.engine.leader().is_some() {
             self.flush_waiting().await;
         }
         self.schedule();
+    }
+
+    /// Publishes where direct calls go: the leader's connection, when this node follows.
+    fn update_route(&mut self) {
+        let me = self.me();
+        let want = self.engine.leader().filter(|l| l.node != me).and_then(|l| {
+            let c = self.peers[l.node.index()].conn.as_ref()?;
+            Some((l.node, l.term, c.id, c.tx.clone()))
+        });
+        let key = want.as_ref().map(|w| (w.0, w.1, w.2));
+        if key == self.route_key {
+            return;
+        }
+        self.route_key = key;
+        self.fast
+            .set_route(want.map(|(leader, term, conn, tx)| Route {
+                leader,
+                term,
+                conn,
+                tx,
+            }));
     }
 
     fn record(&mut self, event: &str, term: Term, leader: Option<NodeId>, reason: &str) {
@@ -1124,8 +1184,12 @@ impl<B: Behaviour> NodeState<B> {
         let ft = self.cfg.failure_timeout;
         let mut dead = Vec::new();
         let mut beat = Vec::new();
-        for (i, p) in self.peers.iter().enumerate() {
-            if let Some(c) = &p.conn {
+        for (i, p) in self.peers.iter_mut().enumerate() {
+            if let Some(c) = &mut p.conn {
+                // Replies to direct calls never reach the actor: the reader counts them. (A
+                // batch is then seen at most one tick late: failure detection may take up to
+                // heartbeat/2 longer while the only traffic is such replies.)
+                c.refresh(now);
                 if now.duration_since(c.last_recv) >= ft {
                     dead.push(NodeId(i as u32));
                 } else if now.duration_since(c.last_sent) >= hb {
@@ -1168,7 +1232,7 @@ impl<B: Behaviour> NodeState<B> {
                 self.after_engine().await;
             }
             Msg::LeaderCall { id, payload } => self.remote_leader_call(peer, id, payload).await,
-            Msg::Reply { id, term, result } => self.on_reply(peer, id, term, result),
+            Msg::Reply { id, term, result } => self.on_reply(peer, conn, id, term, result),
             Msg::LeaderCast { payload } => {
                 if !self.engine.is_leader() {
                     // Sent to us as leader, but we no longer lead: lost, as in gen_leader
@@ -1368,8 +1432,12 @@ impl<B: Behaviour> NodeState<B> {
         self.finish_leader_call(origin, r).await;
     }
 
-    fn on_reply(&mut self, peer: NodeId, id: u64, term: Term, result: ReplyResult) {
+    fn on_reply(&mut self, peer: NodeId, conn: u64, id: u64, term: Term, result: ReplyResult) {
         let Some(entry) = self.calls.get_mut(&id) else {
+            // A direct call whose reply came after a broadcast, in order, through the actor.
+            if let Some(p) = self.fast.take_reply(conn, id, term) {
+                resolve_direct(p, id, result, &self.myself);
+            }
             return;
         };
         let CallState::Sent {
@@ -1398,6 +1466,10 @@ impl<B: Behaviour> NodeState<B> {
     /// The connection to `node` is gone or it stopped leading: calls in flight to it fail
     /// with `LeaderDown` now rather than at their deadline.
     fn fail_calls_to(&mut self, node: NodeId) {
+        if self.route_key.is_some_and(|r| r.0 == node) {
+            self.route_key = None;
+        }
+        self.fast.fail_leader(node, self.cfg.members().name(node));
         let ids: Vec<(u64, Term)> = self
             .calls
             .iter()
@@ -1507,7 +1579,7 @@ impl<B: Behaviour> NodeState<B> {
 
     fn stats(&self) -> NodeStats {
         NodeStats {
-            pending_calls: self.calls.len(),
+            pending_calls: self.calls.len() + self.fast.len(),
             waiting_calls: self.waiting.len(),
             held_casts: self.held_casts.len(),
             connected: self.peers.iter().filter(|p| p.conn.is_some()).count(),
@@ -1533,6 +1605,8 @@ impl<B: Behaviour> NodeState<B> {
         for (_, e) in self.calls.drain() {
             let _ = e.reply.send(Err(CallError::Stopped));
         }
+        self.fast.fail_all();
+        self.route_key = None;
         self.waiting.clear();
         self.held_casts.clear();
         for t in self.tasks.drain(..) {
@@ -1547,6 +1621,62 @@ impl<B: Behaviour> NodeState<B> {
             }
         }
     }
+}
+
+/// Hands the replies to direct calls (see `fastpath`) in a batch read from connection `conn`
+/// straight to their callers, and returns the rest for the actor. Only while nothing received
+/// earlier on this connection waits at the actor (all of `window` is free) and up to the first
+/// other message: a reply never overtakes a broadcast the leader sent before it.
+fn direct_replies<B: Behaviour>(
+    msgs: Vec<Msg>,
+    fast: &FastPath<B::Reply>,
+    actor: &ActorRef<NodeMsg<B>>,
+    window: &Semaphore,
+    conn: u64,
+) -> Vec<Msg> {
+    let mut in_order = window.available_permits() == INBOUND_WINDOW;
+    if !in_order || fast.is_empty() {
+        return msgs;
+    }
+    let mut rest = Vec::new();
+    for m in msgs {
+        match m {
+            Msg::Reply { id, term, result } if in_order => match fast.take_reply(conn, id, term) {
+                Some(p) => resolve_direct(p, id, result, actor),
+                None => rest.push(Msg::Reply { id, term, result }),
+            },
+            other => {
+                in_order = false;
+                rest.push(other);
+            }
+        }
+    }
+    rest
+}
+
+fn resolve_direct<B: Behaviour>(
+    p: Pending<B::Reply>,
+    id: u64,
+    result: ReplyResult,
+    actor: &ActorRef<NodeMsg<B>>,
+) {
+    let r = match result {
+        // Decoded by the caller's task.
+        ReplyResult::Ok(b) => Ok(ReplyBody::Encoded(b)),
+        ReplyResult::Error(e) => Err(CallError::Remote(e)),
+        ReplyResult::NotLeader => {
+            // Not executed: the actor sends it again once it knows the leader. (If the actor
+            // is gone, dropping the reply sender resolves the call with `Stopped`.)
+            let _ = actor.cast(NodeMsg::LeaderCall {
+                id,
+                request: CallReq::Frame(p.frame),
+                deadline: p.deadline,
+                reply: p.reply,
+            });
+            return;
+        }
+    };
+    let _ = p.reply.send(r);
 }
 
 fn reason_str(r: LossReason) -> &'static str {

@@ -2,6 +2,7 @@
 //! the connections, and is the only place that reads the clock.
 
 mod actor;
+mod fastpath;
 mod storage;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +22,8 @@ use crate::types::{NodeName, Term};
 use crate::wire::codec;
 
 pub(crate) use actor::NodeMsg;
-use actor::{encode_call_frame, CallReq, NodeActor, NodeArgs, ReplyBody};
+use actor::{encode_call_frame, CallReq, NodeActor, NodeArgs, ReplyBody, MAX_CALLS};
+use fastpath::FastPath;
 
 /// A snapshot of this node's view of the cluster, published on every change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,8 +131,10 @@ impl Node {
         });
         let local_addr = listener.local_addr();
         let call_ids = Arc::new(AtomicU64::new(1));
+        let fast = Arc::new(FastPath::new(MAX_CALLS));
         let args = NodeArgs {
             call_ids: call_ids.clone(),
+            fast: fast.clone(),
             config: config.clone(),
             behaviour,
             listener: Box::new(listener),
@@ -163,6 +167,7 @@ impl Node {
                 config,
                 local_addr,
                 call_ids,
+                fast,
                 join: Mutex::new(Some(join)),
             }),
         })
@@ -176,6 +181,8 @@ struct HandleInner<B: Behaviour> {
     local_addr: Option<std::net::SocketAddr>,
     /// Ids of this node's `leader_call`s (shared by every handle of the node).
     call_ids: Arc<AtomicU64>,
+    /// Where this node's calls to the leader go without crossing the node's actor.
+    fast: Arc<FastPath<B::Reply>>,
     join: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -209,6 +216,7 @@ impl<B: Behaviour> LeaderHandle<B> {
         config: Arc<Config>,
         local_addr: Option<std::net::SocketAddr>,
         call_ids: Arc<AtomicU64>,
+        fast: Arc<FastPath<B::Reply>>,
     ) -> Self {
         LeaderHandle {
             inner: Arc::new(HandleInner {
@@ -217,6 +225,7 @@ impl<B: Behaviour> LeaderHandle<B> {
                 config,
                 local_addr,
                 call_ids,
+                fast,
                 join: Mutex::new(None),
             }),
         }
@@ -237,37 +246,62 @@ impl<B: Behaviour> LeaderHandle<B> {
     ) -> Result<B::Reply, CallError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let id = self.inner.call_ids.fetch_add(1, Ordering::Relaxed);
-        // Encode here, in the caller's task, unless this node leads (then it serves the call
-        // itself): the node's actor, shared by every caller, only forwards the frame.
-        let request = if self.is_leader() {
-            CallReq::Value(request)
+        let (tx, mut rx) = oneshot::channel();
+        // A follower encodes the call here, in the caller's task, and (when the route to the
+        // leader is up) queues it on the leader's connection itself: the reply comes back from
+        // the connection's reader without crossing the node's actor, which every caller of the
+        // node shares. The leader serves its own calls in its actor.
+        let to_actor = if self.is_leader() {
+            Some((CallReq::Value(request), tx))
         } else {
-            CallReq::Frame(encode_call_frame(id, &request).map_err(CallError::Codec)?)
+            let frame = encode_call_frame(id, &request).map_err(CallError::Codec)?;
+            match self.inner.fast.send(id, frame, deadline, tx) {
+                Ok(()) => None,
+                Err(back) => Some((CallReq::Frame(back.frame), back.reply)),
+            }
         };
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .actor
-            .cast(NodeMsg::LeaderCall {
-                id,
-                request,
-                deadline,
-                reply: tx,
-            })
-            .map_err(|_| CallError::Stopped)?;
+        if let Some((request, reply)) = to_actor {
+            self.inner
+                .actor
+                .cast(NodeMsg::LeaderCall {
+                    id,
+                    request,
+                    deadline,
+                    reply,
+                })
+                .map_err(|_| CallError::Stopped)?;
+        } else {
+            // On the direct path the caller enforces its own deadline.
+            match tokio::time::timeout_at(deadline, &mut rx).await {
+                Ok(r) => return Self::finish_call(r),
+                Err(_) if self.inner.fast.cancel(id) => return Err(CallError::Timeout),
+                // Resolved meanwhile, or handed to the actor (the leader answered that it no
+                // longer leads): wait for that below.
+                Err(_) => {}
+            }
+        }
         // The node resolves the call at its deadline with the precise error; this timer is
         // only the backstop, a little later.
         match tokio::time::timeout_at(deadline + Duration::from_millis(50), rx).await {
-            Ok(Ok(Ok(ReplyBody::Value(r)))) => Ok(r),
-            Ok(Ok(Ok(ReplyBody::Encoded(b)))) => {
-                codec::decode_payload(&b).map_err(|e| CallError::Codec(e.to_string()))
-            }
-            Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(_)) => Err(CallError::Stopped),
+            Ok(r) => Self::finish_call(r),
             Err(_) => Err(if self.leader().is_some() {
                 CallError::Timeout
             } else {
                 CallError::NoLeader
             }),
+        }
+    }
+
+    fn finish_call(
+        r: Result<Result<ReplyBody<B::Reply>, CallError>, oneshot::error::RecvError>,
+    ) -> Result<B::Reply, CallError> {
+        match r {
+            Ok(Ok(ReplyBody::Value(r))) => Ok(r),
+            Ok(Ok(ReplyBody::Encoded(b))) => {
+                codec::decode_payload(&b).map_err(|e| CallError::Codec(e.to_string()))
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(CallError::Stopped),
         }
     }
 

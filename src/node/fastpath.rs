@@ -1,0 +1,299 @@
+//! The direct path of a follower's `leader_call`s: the caller's task writes the request
+//! straight into the leader connection's send queue, and the connection's reader task hands the
+//! reply straight back to the caller. The node actor, shared by every caller of the node, only
+//! publishes the route (leader, term, connection) and fails the calls in flight when that
+//! route dies; it no longer touches each call twice.
+//!
+//! Every call still resolves exactly once: whoever removes its entry from the table (the
+//! reader with the reply, the caller at its deadline, the actor when the leader is lost or the
+//! node stops) is the one that resolves it. The route and the table share one lock, so a call
+//! cannot be registered on a route the actor has already torn down.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+
+use super::actor::ReplyBody;
+use crate::error::CallError;
+use crate::types::{NodeId, NodeName, Term};
+
+/// Where a follower's calls go: the leader and the connection to it.
+pub(crate) struct Route {
+    pub leader: NodeId,
+    pub term: Term,
+    pub conn: u64,
+    pub tx: mpsc::Sender<Bytes>,
+}
+
+/// What resolves a call.
+pub(crate) type ReplySender<R> = oneshot::Sender<Result<ReplyBody<R>, CallError>>;
+
+/// A call sent on the direct path, waiting for its reply.
+pub(crate) struct Pending<R> {
+    pub leader: NodeId,
+    pub term: Term,
+    pub conn: u64,
+    /// Kept to send the call again if the leader answers `NotLeader` (it did not run it).
+    pub frame: Bytes,
+    pub deadline: Instant,
+    pub reply: ReplySender<R>,
+}
+
+struct Inner<R> {
+    route: Option<Route>,
+    pending: HashMap<u64, Pending<R>>,
+}
+
+/// The route and the calls in flight on it, shared by the handles, the actor and the readers.
+pub(crate) struct FastPath<R> {
+    inner: Mutex<Inner<R>>,
+    /// The spin mode's notifier, if it is on: the direct path is activity too.
+    spin: OnceLock<Arc<Notify>>,
+    max_pending: usize,
+}
+
+/// Why [`FastPath::send`] did not take a call: it goes through the actor instead.
+pub(crate) struct NotTaken<R> {
+    pub frame: Bytes,
+    pub reply: ReplySender<R>,
+}
+
+impl<R> FastPath<R> {
+    pub(crate) fn new(max_pending: usize) -> Self {
+        FastPath {
+            inner: Mutex::new(Inner {
+                route: None,
+                pending: HashMap::new(),
+            }),
+            spin: OnceLock::new(),
+            max_pending,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<R>> {
+        // The critical sections below cannot panic half-way; a poisoned lock still holds a
+        // consistent table.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_spin(&self, n: Arc<Notify>) {
+        let _ = self.spin.set(n);
+    }
+
+    /// Registers call `id` and queues its frame on the route. Without a route, with a full
+    /// queue or too many calls in flight, hands the call back for the actor to handle.
+    pub(crate) fn send(
+        &self,
+        id: u64,
+        frame: Bytes,
+        deadline: Instant,
+        reply: ReplySender<R>,
+    ) -> Result<(), NotTaken<R>> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let Some(route) = &inner.route else {
+            return Err(NotTaken { frame, reply });
+        };
+        if inner.pending.len() >= self.max_pending {
+            return Err(NotTaken { frame, reply });
+        }
+        if let Err(e) = route.tx.try_send(frame.clone()) {
+            // Full: the actor decides (it disconnects a peer that stopped reading).
+            // Closed: the connection is going; the actor learns it from the reader.
+            let _ = e;
+            return Err(NotTaken { frame, reply });
+        }
+        inner.pending.insert(
+            id,
+            Pending {
+                leader: route.leader,
+                term: route.term,
+                conn: route.conn,
+                frame,
+                deadline,
+                reply,
+            },
+        );
+        drop(g);
+        if let Some(n) = self.spin.get() {
+            n.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Takes call `id` if it was sent on connection `conn` at a term not newer than `term`
+    /// (the term of the reply): the reply is for it.
+    pub(crate) fn take_reply(&self, conn: u64, id: u64, term: Term) -> Option<Pending<R>> {
+        let mut g = self.lock();
+        match g.pending.get(&id) {
+            Some(p) if p.conn == conn && p.term <= term => g.pending.remove(&id),
+            _ => None,
+        }
+    }
+
+    /// Whether no call is in flight on the direct path.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().pending.is_empty()
+    }
+
+    /// Removes call `id` (its caller gave up at the deadline). False if someone else already
+    /// resolved it (or is about to: the caller then waits for that).
+    pub(crate) fn cancel(&self, id: u64) -> bool {
+        self.lock().pending.remove(&id).is_some()
+    }
+
+    /// The route as the actor last set it: (leader, term, connection).
+    #[cfg(test)]
+    pub(crate) fn route_key(&self) -> Option<(NodeId, Term, u64)> {
+        self.lock()
+            .route
+            .as_ref()
+            .map(|r| (r.leader, r.term, r.conn))
+    }
+
+    /// Sets (or clears) the route. Calls in flight on another connection to the same leader
+    /// are not touched: the actor fails them when it drops that connection.
+    pub(crate) fn set_route(&self, route: Option<Route>) {
+        self.lock().route = route;
+    }
+
+    /// `node` is lost as leader (or as a peer): clears the route if it leads there and fails
+    /// every call in flight to it with `LeaderDown`, in one critical section so that no call
+    /// can be registered on the dead route afterwards.
+    pub(crate) fn fail_leader(&self, node: NodeId, name: &NodeName) {
+        let failed: Vec<Pending<R>> = {
+            let mut g = self.lock();
+            if g.route.as_ref().is_some_and(|r| r.leader == node) {
+                g.route = None;
+            }
+            let ids: Vec<u64> = g
+                .pending
+                .iter()
+                .filter(|(_, p)| p.leader == node)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| g.pending.remove(id)).collect()
+        };
+        for p in failed {
+            let _ = p.reply.send(Err(CallError::LeaderDown {
+                leader: name.clone(),
+                term: p.term,
+            }));
+        }
+    }
+
+    /// The node stops: clears the route and fails every call in flight with `Stopped`.
+    pub(crate) fn fail_all(&self) {
+        let failed: Vec<Pending<R>> = {
+            let mut g = self.lock();
+            g.route = None;
+            g.pending.drain().map(|(_, p)| p).collect()
+        };
+        for p in failed {
+            let _ = p.reply.send(Err(CallError::Stopped));
+        }
+    }
+
+    /// Calls in flight on the direct path.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(tx: mpsc::Sender<Bytes>, conn: u64, term: u64) -> Route {
+        Route {
+            leader: NodeId(0),
+            term: Term(term),
+            conn,
+            tx,
+        }
+    }
+
+    fn call(fp: &FastPath<u8>, id: u64) -> oneshot::Receiver<Result<ReplyBody<u8>, CallError>> {
+        let (tx, rx) = oneshot::channel();
+        assert!(fp
+            .send(id, Bytes::from_static(b"f"), Instant::now(), tx)
+            .is_ok());
+        rx
+    }
+
+    #[tokio::test]
+    async fn without_a_route_calls_go_through_the_actor() {
+        let fp = FastPath::<u8>::new(10);
+        let (tx, _rx) = oneshot::channel();
+        assert!(fp
+            .send(1, Bytes::from_static(b"f"), Instant::now(), tx)
+            .is_err());
+        assert_eq!(fp.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reply_resolves_its_call_once_and_only_from_its_connection_and_term() {
+        let fp = FastPath::<u8>::new(10);
+        let (qtx, mut qrx) = mpsc::channel(8);
+        fp.set_route(Some(route(qtx, 7, 5)));
+        let _rx = call(&fp, 1);
+        assert_eq!(qrx.recv().await.as_deref(), Some(&b"f"[..]));
+        assert!(fp.take_reply(8, 1, Term(5)).is_none(), "other connection");
+        assert!(fp.take_reply(7, 1, Term(4)).is_none(), "older term");
+        assert!(fp.take_reply(7, 1, Term(6)).is_some());
+        assert!(fp.take_reply(7, 1, Term(6)).is_none(), "taken once");
+        assert!(!fp.cancel(1));
+    }
+
+    #[tokio::test]
+    async fn losing_the_leader_fails_its_calls_and_closes_the_route() {
+        let fp = FastPath::<u8>::new(10);
+        let (qtx, _qrx) = mpsc::channel(8);
+        fp.set_route(Some(route(qtx, 7, 5)));
+        let rx = call(&fp, 1);
+        fp.fail_leader(NodeId(0), &"a@h:1".parse().unwrap());
+        assert!(matches!(
+            rx.await.unwrap(),
+            Err(CallError::LeaderDown { term: Term(5), .. })
+        ));
+        assert!(fp.route_key().is_none());
+        let (tx, _rx) = oneshot::channel();
+        assert!(fp
+            .send(2, Bytes::from_static(b"f"), Instant::now(), tx)
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_or_too_many_calls_hand_the_call_back() {
+        let fp = FastPath::<u8>::new(2);
+        let (qtx, _qrx) = mpsc::channel(1);
+        fp.set_route(Some(route(qtx, 7, 5)));
+        let _a = call(&fp, 1);
+        let (tx, _rx) = oneshot::channel();
+        assert!(fp
+            .send(2, Bytes::from_static(b"f"), Instant::now(), tx)
+            .is_err());
+        let fp = FastPath::<u8>::new(1);
+        let (qtx, _qrx) = mpsc::channel(8);
+        fp.set_route(Some(route(qtx, 7, 5)));
+        let _a = call(&fp, 1);
+        let (tx, _rx) = oneshot::channel();
+        assert!(fp
+            .send(2, Bytes::from_static(b"f"), Instant::now(), tx)
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn stopping_fails_everything() {
+        let fp = FastPath::<u8>::new(10);
+        let (qtx, _qrx) = mpsc::channel(8);
+        fp.set_route(Some(route(qtx, 7, 5)));
+        let rx = call(&fp, 1);
+        fp.fail_all();
+        assert!(matches!(rx.await.unwrap(), Err(CallError::Stopped)));
+        assert_eq!(fp.len(), 0);
+    }
+}
