@@ -8,7 +8,9 @@
 //!
 //! See `docs/benchmarks.md` for what each figure means and measured results. Experiment
 //! knobs: `BENCH_WORKERS=N` (child runtime workers, `0` = current-thread),
-//! `BENCH_DATA_DIRS=0` (no data directories), `BENCH_LOG=<filter>` (logs).
+//! `BENCH_DATA_DIRS=0` (no data directories), `BENCH_LOG=<filter>` (logs),
+//! `BENCH_CONC=64` (only these concurrency levels, comma-separated), `BENCH_SEQ_N=N`
+//! (sequential calls per round).
 //!
 //! Sections (`--only` takes a comma-separated list of them):
 //!
@@ -65,6 +67,11 @@ const ELECTION_GIVE_UP: Duration = Duration::from_secs(10);
 
 /// Wall-clock nanoseconds: comparable between processes (CLOCK_REALTIME), used only for
 /// cross-process intervals (failover, broadcast); in-process figures use `Instant`.
+/// An unsigned integer from the environment, if set and valid.
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
 fn wall_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1660,7 +1667,7 @@ fn sec_calls(p: &Params, rep: &mut Report) {
     );
 
     // Sequential: rounds alternate raw and library.
-    let n = p.seq_n;
+    let n = env_u64("BENCH_SEQ_N").unwrap_or(p.seq_n).max(10);
     let seq_t = Duration::from_secs(60) + Duration::from_millis(n * 2);
     let mut raw_s = Vec::new();
     let mut lib_s = Vec::new();
@@ -1701,7 +1708,12 @@ fn sec_calls(p: &Params, rep: &mut Report) {
         )
     };
     let mut conc = Vec::new();
-    for c in [1u64, 4, 16, 64] {
+    let levels: Vec<u64> = std::env::var("BENCH_CONC")
+        .ok()
+        .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .filter(|l: &Vec<u64>| !l.is_empty())
+        .unwrap_or_else(|| vec![1, 4, 16, 64]);
+    for c in levels {
         let raw_v = pipe(&mut client, c);
         let v = cl.procs[follower].request(
             json!({"cmd": "call_conc", "c": c, "secs": p.conc_secs, "warm_secs": p.warm_secs, "size": PAYLOAD}),
@@ -1776,8 +1788,14 @@ fn sec_calls(p: &Params, rep: &mut Report) {
         .baseline(fmt_us(raw_p99), Some(lib_p99 / raw_p99))
         .reference("62–65 µs"),
     );
-    let refs = ["31–37 k/s", "42–50 k/s", "54–61 k/s", "56–87 k/s"];
-    for ((c, v, raw_v), r) in conc.iter().zip(refs) {
+    for (c, v, raw_v) in &conc {
+        let r = match c {
+            1 => "31–37 k/s",
+            4 => "42–50 k/s",
+            16 => "54–61 k/s",
+            64 => "56–87 k/s",
+            _ => "—",
+        };
         let rate = f(v, "per_sec");
         let raw_rate = if *c == 64 {
             raw_pipe

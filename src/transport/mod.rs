@@ -92,16 +92,31 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Bytes>,
 ) -> io::Result<()> {
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Frames the last write carried.
+    let mut last = 0usize;
     while let Some(first) = rx.recv().await {
+        if last >= BUSY_FRAMES {
+            // Under load (the last write carried many frames), let the tasks that are ready
+            // to run go first: they queue more frames, and one syscall carries them all. With
+            // few producers a frame is written at once: waiting would only add latency.
+            tokio::task::yield_now().await;
+        }
         match rx.try_recv() {
-            Err(_) => w.write_all(&first).await?,
+            Err(_) => {
+                last = 1;
+                w.write_all(&first).await?
+            }
             Ok(second) => {
                 buf.clear();
                 buf.extend_from_slice(&first);
                 buf.extend_from_slice(&second);
+                last = 2;
                 while buf.len() < WRITE_BATCH {
                     match rx.try_recv() {
-                        Ok(b) => buf.extend_from_slice(&b),
+                        Ok(b) => {
+                            buf.extend_from_slice(&b);
+                            last += 1;
+                        }
                         Err(_) => break,
                     }
                 }
@@ -127,6 +142,10 @@ pub enum ReadEnd {
     #[error("node stopped")]
     Stopped,
 }
+
+/// A write of at least this many frames means the connection is busy: the writer then yields
+/// once before its next write so that more frames share it.
+const BUSY_FRAMES: usize = 4;
 
 /// Most messages handed to the sink at once.
 pub const READ_BATCH: usize = 64;
