@@ -208,6 +208,9 @@ pub(crate) enum CallReq<C> {
 pub(crate) enum ReplyBody<R> {
     Value(R),
     Encoded(Vec<u8>),
+    /// A direct call reached a node that no longer leads, which did not run it: the caller
+    /// sends it again through the actor.
+    Retry,
 }
 
 enum CallState {
@@ -876,7 +879,7 @@ impl<B: Behaviour> NodeState<B> {
         let reader = tokio::spawn(async move {
             let end = transport::read_loop(frames, read_buf, |msgs| {
                 counter.fetch_add(1, Ordering::Relaxed);
-                let msgs = direct_replies(msgs, &fast, &actor, &window, id);
+                let msgs = direct_replies(msgs, &fast, &window, id);
                 let actor = actor.clone();
                 let window = window.clone();
                 async move {
@@ -1384,12 +1387,19 @@ impl<B: Behaviour> NodeState<B> {
         match to {
             Origin::Local(id) => self.resolve(id, Ok(ReplyBody::Value(reply))),
             Origin::Remote { peer, id } => {
-                let result = match codec::encode_payload(&reply) {
-                    Ok(b) => ReplyResult::Ok(b),
-                    Err(e) => ReplyResult::Error(format!("cannot encode the reply: {e}")),
-                };
                 let term = self.engine.term();
-                self.send(peer, &Msg::Reply { id, term, result });
+                let ok = Msg::Reply {
+                    id,
+                    term,
+                    result: ReplyResult::Ok(Vec::new()),
+                };
+                match codec::encode_frame_with_payload(&ok, &reply) {
+                    Ok(frame) => self.send_frame(peer, frame),
+                    Err(e) => {
+                        let result = ReplyResult::Error(format!("cannot encode the reply: {e}"));
+                        self.send(peer, &Msg::Reply { id, term, result });
+                    }
+                }
             }
         }
     }
@@ -1436,7 +1446,7 @@ impl<B: Behaviour> NodeState<B> {
         let Some(entry) = self.calls.get_mut(&id) else {
             // A direct call whose reply came after a broadcast, in order, through the actor.
             if let Some(p) = self.fast.take_reply(conn, id, term) {
-                resolve_direct(p, id, result, &self.myself);
+                resolve_direct(p, result);
             }
             return;
         };
@@ -1530,10 +1540,15 @@ impl<B: Behaviour> NodeState<B> {
                     self.broadcast(b).await;
                 }
             }
-            Some(l) => match codec::encode_payload(&m) {
-                Ok(payload) => self.send(l.node, &Msg::LeaderCast { payload }),
-                Err(e) => warn!(error = %e, "cannot encode a leader_cast"),
-            },
+            Some(l) => {
+                let empty = Msg::LeaderCast {
+                    payload: Vec::new(),
+                };
+                match codec::encode_frame_with_payload(&empty, &m) {
+                    Ok(frame) => self.send_frame(l.node, frame),
+                    Err(e) => warn!(error = %e, "cannot encode a leader_cast"),
+                }
+            }
             None => {
                 if self.held_casts.len() >= MAX_HELD_CASTS {
                     warn!(node = %self.name(self.me()), "no leader and too many casts held: cast dropped");
@@ -1554,8 +1569,13 @@ impl<B: Behaviour> NodeState<B> {
         if !self.engine.is_leader() {
             return;
         }
-        let payload = match codec::encode_payload(&b) {
-            Ok(p) => p,
+        let empty = Msg::Broadcast {
+            term: self.engine.term(),
+            seq: self.bcast_seq + 1,
+            payload: Vec::new(),
+        };
+        let frame = match codec::encode_frame_with_payload(&empty, &b) {
+            Ok(f) => f,
             Err(e) => {
                 warn!(error = %e, "cannot encode a broadcast");
                 return;
@@ -1563,14 +1583,6 @@ impl<B: Behaviour> NodeState<B> {
         };
         self.bcast_seq += 1;
         self.counters.broadcasts_sent += 1;
-        let msg = Msg::Broadcast {
-            term: self.engine.term(),
-            seq: self.bcast_seq,
-            payload,
-        };
-        let Ok(frame) = codec::encode_frame(&msg) else {
-            return;
-        };
         let followers: Vec<NodeId> = self.engine.followers().iter().copied().collect();
         for f in followers {
             self.send_frame_or_wait(f, frame.clone()).await;
@@ -1627,10 +1639,9 @@ impl<B: Behaviour> NodeState<B> {
 /// straight to their callers, and returns the rest for the actor. Only while nothing received
 /// earlier on this connection waits at the actor (all of `window` is free) and up to the first
 /// other message: a reply never overtakes a broadcast the leader sent before it.
-fn direct_replies<B: Behaviour>(
+fn direct_replies<R>(
     msgs: Vec<Msg>,
-    fast: &FastPath<B::Reply>,
-    actor: &ActorRef<NodeMsg<B>>,
+    fast: &FastPath<R>,
     window: &Semaphore,
     conn: u64,
 ) -> Vec<Msg> {
@@ -1642,7 +1653,7 @@ fn direct_replies<B: Behaviour>(
     for m in msgs {
         match m {
             Msg::Reply { id, term, result } if in_order => match fast.take_reply(conn, id, term) {
-                Some(p) => resolve_direct(p, id, result, actor),
+                Some(p) => resolve_direct(p, result),
                 None => rest.push(Msg::Reply { id, term, result }),
             },
             other => {
@@ -1654,27 +1665,13 @@ fn direct_replies<B: Behaviour>(
     rest
 }
 
-fn resolve_direct<B: Behaviour>(
-    p: Pending<B::Reply>,
-    id: u64,
-    result: ReplyResult,
-    actor: &ActorRef<NodeMsg<B>>,
-) {
+fn resolve_direct<R>(p: Pending<R>, result: ReplyResult) {
     let r = match result {
         // Decoded by the caller's task.
         ReplyResult::Ok(b) => Ok(ReplyBody::Encoded(b)),
         ReplyResult::Error(e) => Err(CallError::Remote(e)),
-        ReplyResult::NotLeader => {
-            // Not executed: the actor sends it again once it knows the leader. (If the actor
-            // is gone, dropping the reply sender resolves the call with `Stopped`.)
-            let _ = actor.cast(NodeMsg::LeaderCall {
-                id,
-                request: CallReq::Frame(p.frame),
-                deadline: p.deadline,
-                reply: p.reply,
-            });
-            return;
-        }
+        // Not executed: the caller sends it again through the actor, which waits for a leader.
+        ReplyResult::NotLeader => Ok(ReplyBody::Retry),
     };
     let _ = p.reply.send(r);
 }
@@ -1692,8 +1689,11 @@ pub(crate) fn encode_call_frame<C: serde::Serialize>(
     id: u64,
     request: &C,
 ) -> Result<Bytes, String> {
-    let payload = codec::encode_payload(request).map_err(|e| e.to_string())?;
-    codec::encode_frame(&Msg::LeaderCall { id, payload }).map_err(|e| e.to_string())
+    let empty = Msg::LeaderCall {
+        id,
+        payload: Vec::new(),
+    };
+    codec::encode_frame_with_payload(&empty, request).map_err(|e| e.to_string())
 }
 
 /// The request inside a frame made by [`encode_call_frame`] (when this node became the leader

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::time::Instant;
 
 use super::actor::ReplyBody;
 use crate::error::CallError;
@@ -36,9 +35,6 @@ pub(crate) struct Pending<R> {
     pub leader: NodeId,
     pub term: Term,
     pub conn: u64,
-    /// Kept to send the call again if the leader answers `NotLeader` (it did not run it).
-    pub frame: Bytes,
-    pub deadline: Instant,
     pub reply: ReplySender<R>,
 }
 
@@ -89,7 +85,6 @@ impl<R> FastPath<R> {
         &self,
         id: u64,
         frame: Bytes,
-        deadline: Instant,
         reply: ReplySender<R>,
     ) -> Result<(), NotTaken<R>> {
         let mut g = self.lock();
@@ -100,10 +95,12 @@ impl<R> FastPath<R> {
         if inner.pending.len() >= self.max_pending {
             return Err(NotTaken { frame, reply });
         }
-        if let Err(e) = route.tx.try_send(frame.clone()) {
+        if let Err(e) = route.tx.try_send(frame) {
             // Full: the actor decides (it disconnects a peer that stopped reading).
             // Closed: the connection is going; the actor learns it from the reader.
-            let _ = e;
+            let frame = match e {
+                mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f) => f,
+            };
             return Err(NotTaken { frame, reply });
         }
         inner.pending.insert(
@@ -112,8 +109,6 @@ impl<R> FastPath<R> {
                 leader: route.leader,
                 term: route.term,
                 conn: route.conn,
-                frame,
-                deadline,
                 reply,
             },
         );
@@ -218,9 +213,7 @@ mod tests {
 
     fn call(fp: &FastPath<u8>, id: u64) -> oneshot::Receiver<Result<ReplyBody<u8>, CallError>> {
         let (tx, rx) = oneshot::channel();
-        assert!(fp
-            .send(id, Bytes::from_static(b"f"), Instant::now(), tx)
-            .is_ok());
+        assert!(fp.send(id, Bytes::from_static(b"f"), tx).is_ok());
         rx
     }
 
@@ -228,9 +221,7 @@ mod tests {
     async fn without_a_route_calls_go_through_the_actor() {
         let fp = FastPath::<u8>::new(10);
         let (tx, _rx) = oneshot::channel();
-        assert!(fp
-            .send(1, Bytes::from_static(b"f"), Instant::now(), tx)
-            .is_err());
+        assert!(fp.send(1, Bytes::from_static(b"f"), tx).is_err());
         assert_eq!(fp.len(), 0);
     }
 
@@ -261,9 +252,7 @@ mod tests {
         ));
         assert!(fp.route_key().is_none());
         let (tx, _rx) = oneshot::channel();
-        assert!(fp
-            .send(2, Bytes::from_static(b"f"), Instant::now(), tx)
-            .is_err());
+        assert!(fp.send(2, Bytes::from_static(b"f"), tx).is_err());
     }
 
     #[tokio::test]
@@ -273,17 +262,13 @@ mod tests {
         fp.set_route(Some(route(qtx, 7, 5)));
         let _a = call(&fp, 1);
         let (tx, _rx) = oneshot::channel();
-        assert!(fp
-            .send(2, Bytes::from_static(b"f"), Instant::now(), tx)
-            .is_err());
+        assert!(fp.send(2, Bytes::from_static(b"f"), tx).is_err());
         let fp = FastPath::<u8>::new(1);
         let (qtx, _qrx) = mpsc::channel(8);
         fp.set_route(Some(route(qtx, 7, 5)));
         let _a = call(&fp, 1);
         let (tx, _rx) = oneshot::channel();
-        assert!(fp
-            .send(2, Bytes::from_static(b"f"), Instant::now(), tx)
-            .is_err());
+        assert!(fp.send(2, Bytes::from_static(b"f"), tx).is_err());
     }
 
     #[tokio::test]

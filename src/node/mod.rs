@@ -251,35 +251,40 @@ impl<B: Behaviour> LeaderHandle<B> {
         // leader is up) queues it on the leader's connection itself: the reply comes back from
         // the connection's reader without crossing the node's actor, which every caller of the
         // node shares. The leader serves its own calls in its actor.
-        let to_actor = if self.is_leader() {
-            Some((CallReq::Value(request), tx))
+        let (request, reply) = if self.is_leader() {
+            (CallReq::Value(request), tx)
         } else {
             let frame = encode_call_frame(id, &request).map_err(CallError::Codec)?;
-            match self.inner.fast.send(id, frame, deadline, tx) {
-                Ok(()) => None,
-                Err(back) => Some((CallReq::Frame(back.frame), back.reply)),
+            match self.inner.fast.send(id, frame, tx) {
+                Err(back) => (CallReq::Frame(back.frame), back.reply),
+                Ok(()) => {
+                    // On the direct path the caller enforces its own deadline.
+                    let r = match tokio::time::timeout_at(deadline, &mut rx).await {
+                        Ok(r) => r,
+                        Err(_) if self.inner.fast.cancel(id) => return Err(CallError::Timeout),
+                        // Resolved at the deadline by someone else: the result is on its way.
+                        Err(_) => rx.await,
+                    };
+                    if !matches!(r, Ok(Ok(ReplyBody::Retry))) {
+                        return Self::finish_call(r);
+                    }
+                    // The node we sent it to no longer leads and did not run it: go through
+                    // the actor, which waits for the next leader.
+                    let (tx, again) = oneshot::channel();
+                    rx = again;
+                    (CallReq::Value(request), tx)
+                }
             }
         };
-        if let Some((request, reply)) = to_actor {
-            self.inner
-                .actor
-                .cast(NodeMsg::LeaderCall {
-                    id,
-                    request,
-                    deadline,
-                    reply,
-                })
-                .map_err(|_| CallError::Stopped)?;
-        } else {
-            // On the direct path the caller enforces its own deadline.
-            match tokio::time::timeout_at(deadline, &mut rx).await {
-                Ok(r) => return Self::finish_call(r),
-                Err(_) if self.inner.fast.cancel(id) => return Err(CallError::Timeout),
-                // Resolved meanwhile, or handed to the actor (the leader answered that it no
-                // longer leads): wait for that below.
-                Err(_) => {}
-            }
-        }
+        self.inner
+            .actor
+            .cast(NodeMsg::LeaderCall {
+                id,
+                request,
+                deadline,
+                reply,
+            })
+            .map_err(|_| CallError::Stopped)?;
         // The node resolves the call at its deadline with the precise error; this timer is
         // only the backstop, a little later.
         match tokio::time::timeout_at(deadline + Duration::from_millis(50), rx).await {
@@ -300,6 +305,10 @@ impl<B: Behaviour> LeaderHandle<B> {
             Ok(Ok(ReplyBody::Encoded(b))) => {
                 codec::decode_payload(&b).map_err(|e| CallError::Codec(e.to_string()))
             }
+            // Only the direct path asks for a retry, and it handles that itself.
+            Ok(Ok(ReplyBody::Retry)) => Err(CallError::Remote(
+                "internal: unexpected retry request".into(),
+            )),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(CallError::Stopped),
         }

@@ -218,6 +218,67 @@ pub fn encode_frame_into<T: Serialize + ?Sized>(
     Ok(())
 }
 
+/// Builds the frame of `msg` whose last field is a byte payload holding `payload` encoded with
+/// [`encode_payload`], without encoding the payload into a buffer of its own first: the bytes
+/// are exactly those of `encode_frame(msg with its payload set to encode_payload(payload))`.
+///
+/// `msg` must carry an empty payload as its very last encoded field (as
+/// `Msg::LeaderCall`, `Msg::Reply` with `ReplyResult::Ok`, `Msg::Broadcast` and
+/// `Msg::LeaderCast` do); [`CodecError::Encode`] otherwise.
+pub fn encode_frame_with_payload<M, T>(msg: &M, payload: &T) -> Result<Bytes, CodecError>
+where
+    M: Serialize + ?Sized,
+    T: Serialize + ?Sized,
+{
+    // The message with an empty payload ends with that payload's length, a one-byte varint 0.
+    let mut buf = BytesMut::with_capacity(128);
+    encode_frame_into(msg, &mut buf)?;
+    if buf.last() != Some(&0) {
+        return Err(CodecError::Encode(
+            "the message does not end with an empty payload".into(),
+        ));
+    }
+    buf.truncate(buf.len() - 1);
+    let prefix = buf.len();
+    // Room for the payload's length (a varint of at most 9 bytes for a u64), then the payload.
+    buf.put_bytes(0, MAX_VARINT);
+    let start = buf.len();
+    let mut writer = (&mut buf).writer();
+    bincode::serde::encode_into_std_write(payload, &mut writer, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    let n = buf.len() - start;
+    if n > DEFAULT_MAX_FRAME_LEN {
+        return Err(CodecError::FrameTooLarge {
+            len: n,
+            max: DEFAULT_MAX_FRAME_LEN,
+        });
+    }
+    let mut varint = [0u8; MAX_VARINT];
+    let vlen = bincode::encode_into_slice(n as u64, &mut varint, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    // Close the gap: the length goes right before the payload, and the frame's first `prefix`
+    // bytes move up against it; the frame then starts `gap` bytes into the buffer.
+    let gap = MAX_VARINT - vlen;
+    buf[start - vlen..start].copy_from_slice(&varint[..vlen]);
+    buf.copy_within(0..prefix, gap);
+    buf.advance(gap);
+    let body = buf.len() - LEN_HEADER;
+    let len = match u32::try_from(body) {
+        Ok(len) if body <= DEFAULT_MAX_FRAME_LEN => len,
+        _ => {
+            return Err(CodecError::FrameTooLarge {
+                len: body,
+                max: DEFAULT_MAX_FRAME_LEN,
+            })
+        }
+    };
+    buf[..LEN_HEADER].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// The longest bincode varint of a `u64`: a marker byte and 8 bytes.
+const MAX_VARINT: usize = 9;
+
 /// Decodes a frame body (as yielded by [`FrameCodec`]) into a message.
 ///
 /// Decoding is limited to [`DEFAULT_MAX_FRAME_LEN`] bytes of claimed
@@ -263,6 +324,60 @@ fn config() -> bincode::config::Configuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_inlined_frames_equal_the_two_step_encoding() {
+        use crate::types::Term;
+        use crate::wire::{Msg, ReplyResult};
+        for size in [0usize, 1, 7, 250, 251, 252, 300, 65_535, 65_536, 70_000] {
+            let value: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            for id in [0u64, 1, 250, 251, 65_536, u64::MAX] {
+                let two_step = encode_frame(&Msg::LeaderCall {
+                    id,
+                    payload: encode_payload(&value).unwrap(),
+                })
+                .unwrap();
+                let inlined = encode_frame_with_payload(
+                    &Msg::LeaderCall {
+                        id,
+                        payload: Vec::new(),
+                    },
+                    &value,
+                )
+                .unwrap();
+                assert_eq!(inlined, two_step, "size {size} id {id}");
+                let two_step = encode_frame(&Msg::Reply {
+                    id,
+                    term: Term(id / 3),
+                    result: ReplyResult::Ok(encode_payload(&value).unwrap()),
+                })
+                .unwrap();
+                let inlined = encode_frame_with_payload(
+                    &Msg::Reply {
+                        id,
+                        term: Term(id / 3),
+                        result: ReplyResult::Ok(Vec::new()),
+                    },
+                    &value,
+                )
+                .unwrap();
+                assert_eq!(inlined, two_step, "reply: size {size} id {id}");
+            }
+        }
+        // Not ending with an empty payload: refused.
+        assert!(encode_frame_with_payload(&Msg::Heartbeat, &1u8).is_err());
+        // Too large a payload: refused.
+        let big = vec![0u8; DEFAULT_MAX_FRAME_LEN + 1];
+        assert!(matches!(
+            encode_frame_with_payload(
+                &Msg::LeaderCast {
+                    payload: Vec::new()
+                },
+                &big
+            ),
+            Err(CodecError::FrameTooLarge { .. })
+        ));
+    }
     use rand::{Rng, SeedableRng};
     use serde::Deserialize;
 
