@@ -1,7 +1,7 @@
 //! Cluster benchmark: gen-leader against a raw-TCP baseline measured in the same run.
 //!
 //! ```text
-//! cargo bench --bench cluster                 # full run (about 70 s)
+//! cargo bench --bench cluster                 # full run (about 2 min)
 //! cargo bench --bench cluster -- --quick      # smoke run for CI (about 12 s)
 //! cargo bench --bench cluster -- --only calls,failover
 //! ```
@@ -18,6 +18,8 @@
 //!   `leader_call` from a follower process of a 3-process cluster (sequential, and 1/4/16/64
 //!   concurrent callers), and on the leader itself. Sequential rounds alternate raw and
 //!   library so that machine noise hits both alike.
+//! * `calls-ct`: the same with every child (nodes and raw pair) on a tokio current-thread
+//!   runtime, the better choice when node processes share a small machine.
 //! * `bcast`: `leader_cast` on the leader, broadcast to 2 and to 8 follower processes.
 //! * `failover`: SIGKILL and SIGSTOP of the leader process (then SIGCONT).
 //! * `election`: last node up → all agree, 3 to 33 in-process nodes.
@@ -1041,7 +1043,11 @@ impl Proc {
         let exe = std::env::current_exe().expect("current_exe");
         let logf = File::create(&log)
             .unwrap_or_else(|e| panic!("cannot create log file {}: {e}", log.display()));
-        let mut child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        if let Some(w) = *lock(&CHILD_WORKERS) {
+            cmd.env("BENCH_WORKERS", w);
+        }
+        let mut child = cmd
             .arg(role)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -1491,7 +1497,7 @@ impl Report {
 // Parent: options and parameters
 // ===========================================================================================
 
-const SECTIONS: [&str; 5] = ["calls", "bcast", "failover", "election", "idle"];
+const SECTIONS: [&str; 6] = ["calls", "calls-ct", "bcast", "failover", "election", "idle"];
 
 struct Opts {
     quick: bool,
@@ -1648,8 +1654,30 @@ fn f(v: &Value, k: &str) -> f64 {
 // Sections
 // ===========================================================================================
 
+/// `BENCH_WORKERS` for the children spawned from now on (`None`: inherited).
+static CHILD_WORKERS: Mutex<Option<&'static str>> = Mutex::new(None);
+
 /// Raw TCP baseline and `leader_call` latency/throughput.
 fn sec_calls(p: &Params, rep: &mut Report) {
+    calls(p, rep, "calls", "");
+}
+
+/// The same figures with every child process (the three nodes and the raw pair) on a tokio
+/// current-thread runtime: what co-located node processes should use on a small machine.
+fn sec_calls_ct(p: &Params, rep: &mut Report) {
+    *lock(&CHILD_WORKERS) = Some("0");
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        calls(p, rep, "calls-ct", ", current-thread runtimes")
+    }));
+    *lock(&CHILD_WORKERS) = None;
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// The calls section; `tag` names it in the output, `suffix` ends its row labels.
+fn calls(p: &Params, rep: &mut Report, tag: &str, suffix: &str) {
+    let ct = !suffix.is_empty();
     let dir = tempdir("raw");
     let mut client = Proc::spawn("__raw", "raw/client", dir.path().join("client.log"));
     let server = Proc::spawn("__raw", "raw/echo", dir.path().join("echo.log"));
@@ -1657,13 +1685,13 @@ fn sec_calls(p: &Params, rep: &mut Report) {
         .as_u64()
         .unwrap_or(0);
     client.wait(0, T_START, "the raw client to start", |v| ev(v) == "bound");
-    let mut cl = Cluster::start(3, "calls");
+    let mut cl = Cluster::start(3, tag);
     let (leader_name, _) = cl.agreed(&[0, 1, 2]).expect("agreed");
     let leader = cl.index_of(&leader_name);
     // The lowest-priority node: a follower whatever happens.
     let follower = (0..3).rev().find(|&i| i != leader).expect("a follower");
     println!(
-        "[calls] 3 node processes, leader {leader_name}, caller n{follower}; raw echo on port {port}"
+        "[{tag}] 3 node processes, leader {leader_name}, caller n{follower}; raw echo on port {port}"
     );
 
     // Sequential: rounds alternate raw and library.
@@ -1685,7 +1713,7 @@ fn sec_calls(p: &Params, rep: &mut Report) {
         );
         lib_s.extend(samples(&v));
         println!(
-            "[calls] sequential round {} of {} done",
+            "[{tag}] sequential round {} of {} done",
             r + 1,
             p.seq_rounds
         );
@@ -1694,8 +1722,10 @@ fn sec_calls(p: &Params, rep: &mut Report) {
     let lib = lat_summary(lib_s);
     let (raw_p50, raw_p99) = (f(&raw, "p50_us"), f(&raw, "p99_us"));
     let (lib_p50, lib_p99) = (f(&lib, "p50_us"), f(&lib, "p99_us"));
-    rep.raw_p50 = Some(raw_p50);
-    rep.raw_p99 = Some(raw_p99);
+    if !ct {
+        rep.raw_p50 = Some(raw_p50);
+        rep.raw_p99 = Some(raw_p99);
+    }
 
     // Throughput: for each level, raw pipelined echo with as many messages in flight, then
     // the library; raw 64 once more at the end (its baseline is the mean of both).
@@ -1721,7 +1751,7 @@ fn sec_calls(p: &Params, rep: &mut Report) {
             &format!("{c} concurrent leader_call callers"),
         );
         println!(
-            "[calls] {c:>2} in flight: raw {}; leader_call {} (p50 {}, p99 {})",
+            "[{tag}] {c:>2} in flight: raw {}; leader_call {} (p50 {}, p99 {})",
             fmt_rate(f(&raw_v, "per_sec")),
             fmt_rate(f(&v, "per_sec")),
             fmt_us(f(&v, "p50_us")),
@@ -1732,7 +1762,9 @@ fn sec_calls(p: &Params, rep: &mut Report) {
     let pipe_again = pipe(&mut client, 64);
     let pipe_first = conc.last().map(|x| f(&x.2, "per_sec")).unwrap_or(f64::NAN);
     let raw_pipe = (pipe_first + f(&pipe_again, "per_sec")) / 2.0;
-    rep.raw_pipe = Some(raw_pipe);
+    if !ct {
+        rep.raw_pipe = Some(raw_pipe);
+    }
 
     // On the leader itself.
     let v = cl.procs[leader].request(
@@ -1743,7 +1775,7 @@ fn sec_calls(p: &Params, rep: &mut Report) {
     let local = lat_summary(samples(&v));
 
     rep.data.insert(
-        "calls".into(),
+        tag.into(),
         json!({
             "raw_pingpong": raw, "leader_call_follower_seq": lib,
             "raw_pipelined_64_again": pipe_again,
@@ -1754,13 +1786,13 @@ fn sec_calls(p: &Params, rep: &mut Report) {
 
     rep.rows.push(
         Row::new(
-            format!("raw TCP ping-pong RTT, {PAYLOAD} B, 2 processes (p50 / p99)"),
+            format!("raw TCP ping-pong RTT, {PAYLOAD} B, 2 processes (p50 / p99){suffix}"),
             format!("{} / {}", fmt_us(raw_p50), fmt_us(raw_p99)),
         )
         .reference("≈ 78 µs blocking C ping-pong (DESIGN §6 note)"),
     );
     rep.rows.push(Row::new(
-        format!("raw TCP pipelined echo, 64 in flight, {PAYLOAD} B"),
+        format!("raw TCP pipelined echo, 64 in flight, {PAYLOAD} B{suffix}"),
         format!(
             "{} (runs: {}, {})",
             fmt_rate(raw_pipe),
@@ -1770,7 +1802,7 @@ fn sec_calls(p: &Params, rep: &mut Report) {
     ));
     rep.rows.push(
         Row::new(
-            "leader_call from a follower process, sequential p50",
+            format!("leader_call from a follower process, sequential p50{suffix}"),
             fmt_us(lib_p50),
         )
         .baseline(fmt_us(raw_p50), Some(lib_p50 / raw_p50))
@@ -1782,7 +1814,7 @@ fn sec_calls(p: &Params, rep: &mut Report) {
     );
     rep.rows.push(
         Row::new(
-            "leader_call from a follower process, sequential p99",
+            format!("leader_call from a follower process, sequential p99{suffix}"),
             fmt_us(lib_p99),
         )
         .baseline(fmt_us(raw_p99), Some(lib_p99 / raw_p99))
@@ -1803,7 +1835,7 @@ fn sec_calls(p: &Params, rep: &mut Report) {
             f(raw_v, "per_sec")
         };
         let mut row = Row::new(
-            format!("leader_call throughput, {c} concurrent caller(s) (p50 / p99)"),
+            format!("leader_call throughput, {c} concurrent caller(s) (p50 / p99){suffix}"),
             format!(
                 "{} ({} / {})",
                 fmt_rate(rate),
@@ -1823,7 +1855,7 @@ fn sec_calls(p: &Params, rep: &mut Report) {
     }
     rep.rows.push(
         Row::new(
-            "leader_call on the leader itself (p50 / p99)",
+            format!("leader_call on the leader itself (p50 / p99){suffix}"),
             format!(
                 "{} / {}",
                 fmt_us(f(&local, "p50_us")),
@@ -2640,8 +2672,9 @@ fn run(opts: &Opts) -> i32 {
         }
     );
     type Section = fn(&Params, &mut Report);
-    let sections: [(&str, Section); 5] = [
+    let sections: [(&str, Section); 6] = [
         ("calls", sec_calls),
+        ("calls-ct", sec_calls_ct),
         ("bcast", sec_bcast),
         ("failover", sec_failover),
         ("election", sec_election),
