@@ -153,12 +153,14 @@ struct Conn {
 }
 
 impl Conn {
-    /// Moves `last_recv` to `now` if the reader received anything since the last look.
-    fn refresh(&mut self, now: Instant) {
+    /// If the reader received anything since the actor last looked (at `since`), the peer
+    /// was alive after `since`: moves `last_recv` there. (The earlier bound, not the time of
+    /// this look: a frozen peer is then still declared DOWN within the failure timeout.)
+    fn refresh(&mut self, since: Instant) {
         let n = self.recv_count.load(Ordering::Relaxed);
         if n != self.recv_seen {
             self.recv_seen = n;
-            self.last_recv = now;
+            self.last_recv = self.last_recv.max(since);
         }
     }
 }
@@ -242,6 +244,8 @@ pub(crate) struct NodeState<B: Behaviour> {
     /// Follower calls on the direct path (see `fastpath`), and the route last published there.
     fast: Arc<FastPath<B::Reply>>,
     route_key: Option<(NodeId, Term, u64)>,
+    /// When the actor last looked at the readers' counts (see `Conn::refresh`).
+    last_tick: Instant,
     waiting: VecDeque<u64>,
     next_sweep: Option<Instant>,
     held_casts: VecDeque<(Instant, B::Cast)>,
@@ -405,6 +409,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             calls: HashMap::new(),
             fast,
             route_key: None,
+            last_tick: now,
             waiting: VecDeque::new(),
             next_sweep: None,
             held_casts: VecDeque::new(),
@@ -839,8 +844,9 @@ impl<B: Behaviour> NodeState<B> {
         }
         let now = Instant::now();
         let hb = self.cfg.heartbeat;
+        let since = self.look_since(now);
         if let Some(c) = self.peers[peer.index()].conn.as_mut() {
-            c.refresh(now);
+            c.refresh(since);
         }
         let p = &self.peers[peer.index()];
         if p.reserved.is_some() {
@@ -1180,8 +1186,18 @@ impl<B: Behaviour> NodeState<B> {
         });
     }
 
+    /// The earliest time the readers' counts may be credited to at `now`: the previous tick
+    /// (when the actor last looked), but no earlier than half a heartbeat ago, so that a late
+    /// tick (a busy actor) cannot make a live peer look silent.
+    fn look_since(&self, now: Instant) -> Instant {
+        let floor = now.checked_sub(self.cfg.heartbeat / 2).unwrap_or(now);
+        self.last_tick.max(floor)
+    }
+
     async fn tick(&mut self) {
         let now = Instant::now();
+        let since = self.look_since(now);
+        self.last_tick = now;
         // Heartbeats and failure detection.
         let hb = self.cfg.heartbeat;
         let ft = self.cfg.failure_timeout;
@@ -1189,10 +1205,8 @@ impl<B: Behaviour> NodeState<B> {
         let mut beat = Vec::new();
         for (i, p) in self.peers.iter_mut().enumerate() {
             if let Some(c) = &mut p.conn {
-                // Replies to direct calls never reach the actor: the reader counts them. (A
-                // batch is then seen at most one tick late: failure detection may take up to
-                // heartbeat/2 longer while the only traffic is such replies.)
-                c.refresh(now);
+                // Replies to direct calls never reach the actor: the reader counts them.
+                c.refresh(since);
                 if now.duration_since(c.last_recv) >= ft {
                     dead.push(NodeId(i as u32));
                 } else if now.duration_since(c.last_sent) >= hb {
