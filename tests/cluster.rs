@@ -25,17 +25,27 @@ async fn three_candidates_agree_on_the_first() {
         assert!(v.down.is_empty());
         assert_eq!(n.handle.candidates().len(), 3);
     }
+    eventually("the first's elected callback", || {
+        nodes[0]
+            .events()
+            .iter()
+            .any(|e| matches!(e, Ev::Elected { .. }))
+    })
+    .await;
     let elected: Vec<_> = nodes[0]
         .events()
         .into_iter()
         .filter(|e| matches!(e, Ev::Elected { joined: None, .. }))
         .collect();
     assert_eq!(elected.len(), 1, "{:?}", nodes[0].events());
+    // A view is published just before its callback runs: wait for the callbacks.
     for n in &nodes[1..] {
-        assert!(n
-            .events()
-            .iter()
-            .any(|e| matches!(e, Ev::Surrendered { leader, .. } if *leader == nodes[0].name)));
+        eventually("surrendered to the first", || {
+            n.events()
+                .iter()
+                .any(|e| matches!(e, Ev::Surrendered { leader, .. } if *leader == nodes[0].name))
+        })
+        .await;
     }
 }
 
@@ -209,11 +219,19 @@ async fn handle_view_is_current_inside_leadership_callbacks() {
         nodes[1].events().contains(&Ev::Down(nodes[0].name.clone()))
     })
     .await;
-    let mut callbacks = 0;
+    // The views are published before the callbacks run: wait for the last one.
+    let count = || {
+        nodes
+            .iter()
+            .flat_map(|n| n.events())
+            .filter(|e| matches!(e, Ev::Elected { .. } | Ev::Surrendered { .. }))
+            .count()
+    };
+    eventually("the failover's callbacks", || count() >= 5).await;
+    let callbacks = count();
     for n in &nodes {
         for e in n.events() {
             assert!(!matches!(e, Ev::ViewLag(_)), "{}: {e:?}", n.name);
-            callbacks += matches!(e, Ev::Elected { .. } | Ev::Surrendered { .. }) as usize;
         }
     }
     // Cold start: 1 win + 2 surrenders; failover: 1 win + 1 surrender.

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -873,8 +873,11 @@ impl<B: Behaviour> NodeState<B> {
         self.next_conn += 1;
         let (rd, wr) = tokio::io::split(stream);
         let (tx, rx) = mpsc::channel::<Bytes>(self.cfg.send_queue);
+        // The size of the last batch read on this connection: the writer's load signal.
+        let inbound = Arc::new(AtomicUsize::new(0));
+        let in_flight = inbound.clone();
         let writer = tokio::spawn(async move {
-            let _ = transport::write_loop(wr, rx).await;
+            let _ = transport::write_loop_with_load(wr, rx, Some(in_flight)).await;
         });
         let frames = FramedRead::new(rd, FrameCodec::new(self.cfg.max_frame_len));
         let actor = self.myself.clone();
@@ -885,6 +888,7 @@ impl<B: Behaviour> NodeState<B> {
         let reader = tokio::spawn(async move {
             let end = transport::read_loop(frames, read_buf, |msgs| {
                 counter.fetch_add(1, Ordering::Relaxed);
+                inbound.store(msgs.len(), Ordering::Relaxed);
                 let msgs = direct_replies(msgs, &fast, &window, id);
                 let actor = actor.clone();
                 let window = window.clone();
