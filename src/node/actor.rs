@@ -875,9 +875,9 @@ impl<B: Behaviour> NodeState<B> {
         let (tx, rx) = mpsc::channel::<Bytes>(self.cfg.send_queue);
         // The size of the last batch read on this connection: the writer's load signal.
         let inbound = Arc::new(AtomicUsize::new(0));
-        let in_flight = inbound.clone();
+        let load = inbound.clone();
         let writer = tokio::spawn(async move {
-            let _ = transport::write_loop_with_load(wr, rx, Some(in_flight)).await;
+            let _ = transport::write_loop_with_load(wr, rx, Some(load)).await;
         });
         let frames = FramedRead::new(rd, FrameCodec::new(self.cfg.max_frame_len));
         let actor = self.myself.clone();
