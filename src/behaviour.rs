@@ -103,8 +103,8 @@ pub struct ReplyTo<R> {
 pub(crate) enum Origin {
     /// A call made on this node, by id.
     Local(u64),
-    /// A call forwarded by `peer`, with that node's id for it.
-    Remote { peer: NodeId, id: u64 },
+    /// A call forwarded by `peer` over connection `conn`, with that node's id for it.
+    Remote { peer: NodeId, conn: u64, id: u64 },
 }
 
 impl<R> ReplyTo<R> {
@@ -120,7 +120,7 @@ impl<R> std::fmt::Debug for ReplyTo<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.origin {
             Origin::Local(id) => write!(f, "ReplyTo(local call {id})"),
-            Origin::Remote { peer, id } => write!(f, "ReplyTo({peer}, call {id})"),
+            Origin::Remote { peer, id, .. } => write!(f, "ReplyTo({peer}, call {id})"),
         }
     }
 }

@@ -242,6 +242,32 @@ async fn handle_view_is_current_inside_leadership_callbacks() {
     );
 }
 
+/// A caller that gives up on its own (drops the `leader_call` future) leaves nothing behind
+/// in the node's tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_calls_leave_no_entry() {
+    let nodes = cluster(3, 0).await;
+    agreed(&all(&nodes)).await;
+    for n in &nodes {
+        let r = tokio::time::timeout(
+            Duration::from_millis(50),
+            n.handle
+                .leader_call_timeout("defer-abandoned".into(), Duration::from_secs(60)),
+        )
+        .await;
+        assert!(r.is_err(), "the deferred call cannot have returned");
+    }
+    for n in &nodes[1..] {
+        // The follower's direct-path entry goes with the dropped future, at once.
+        assert_eq!(
+            n.handle.stats().await.unwrap().pending_calls,
+            0,
+            "{}",
+            n.name
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_in_flight_when_leader_dies_returns_leader_down_at_once() {
     let nodes = cluster(3, 0).await;

@@ -267,6 +267,9 @@ pub(crate) struct NodeState<B: Behaviour> {
 
 impl<B: Behaviour> Drop for NodeState<B> {
     fn drop(&mut self) {
+        // However the actor ended (even by a panic, where `post_stop` does not run), the
+        // direct calls fail now with `Stopped` rather than at their deadline.
+        self.fast.fail_all();
         for t in &self.tasks {
             t.abort();
         }
@@ -1213,7 +1216,11 @@ impl<B: Behaviour> NodeState<B> {
                 c.refresh(since);
                 if now.duration_since(c.last_recv) >= ft {
                     dead.push(NodeId(i as u32));
-                } else if now.duration_since(c.last_sent) >= hb {
+                } else if now.duration_since(c.last_sent) >= hb
+                    && c.tx.capacity() == c.tx.max_capacity()
+                {
+                    // (Frames still queued will prove us alive: no heartbeat, and no
+                    // disconnection of a peer whose queue the callers filled.)
                     beat.push(NodeId(i as u32));
                 }
             }
@@ -1252,7 +1259,9 @@ impl<B: Behaviour> NodeState<B> {
                     .handle_message(Instant::now().into_std(), peer, m);
                 self.after_engine().await;
             }
-            Msg::LeaderCall { id, payload } => self.remote_leader_call(peer, id, payload).await,
+            Msg::LeaderCall { id, payload } => {
+                self.remote_leader_call(peer, conn, id, payload).await
+            }
             Msg::Reply { id, term, result } => self.on_reply(peer, conn, id, term, result),
             Msg::LeaderCast { payload } => {
                 if !self.engine.is_leader() {
@@ -1304,6 +1313,12 @@ impl<B: Behaviour> NodeState<B> {
     ) {
         if self.calls.len() >= MAX_CALLS {
             let _ = reply.send(Err(CallError::Remote("too many calls in flight".into())));
+            return;
+        }
+        if deadline <= Instant::now() {
+            // Past its deadline already (a direct call sent back after `NotLeader`): it must
+            // not be sent anywhere now.
+            let _ = reply.send(Err(CallError::NoLeader));
             return;
         }
         self.calls.insert(
@@ -1404,7 +1419,18 @@ impl<B: Behaviour> NodeState<B> {
     fn deliver_reply(&mut self, to: Origin, reply: B::Reply) {
         match to {
             Origin::Local(id) => self.resolve(id, Ok(ReplyBody::Value(reply))),
-            Origin::Remote { peer, id } => {
+            Origin::Remote { peer, conn, id } => {
+                // The call came over a connection that is gone: its caller has already been
+                // told `LeaderDown`, and the ids of a reconnected (maybe restarted) node are
+                // not its ids.
+                if self.peers[peer.index()]
+                    .conn
+                    .as_ref()
+                    .is_none_or(|c| c.id != conn)
+                {
+                    debug!(node = %self.name(self.me()), peer = %self.name(peer), id, "reply for a closed connection dropped");
+                    return;
+                }
                 let term = self.engine.term();
                 let ok = Msg::Reply {
                     id,
@@ -1428,7 +1454,7 @@ impl<B: Behaviour> NodeState<B> {
         }
     }
 
-    async fn remote_leader_call(&mut self, peer: NodeId, id: u64, payload: Vec<u8>) {
+    async fn remote_leader_call(&mut self, peer: NodeId, conn: u64, id: u64, payload: Vec<u8>) {
         if !self.engine.is_leader() {
             let term = self.engine.term();
             self.send(
@@ -1450,7 +1476,7 @@ impl<B: Behaviour> NodeState<B> {
                 return;
             }
         };
-        let origin = Origin::Remote { peer, id };
+        let origin = Origin::Remote { peer, conn, id };
         self.counters.leader_calls_served += 1;
         let election = election!(self);
         let r = self
@@ -1625,6 +1651,9 @@ impl<B: Behaviour> NodeState<B> {
             return;
         }
         info!(node = %self.name(self.me()), ?reason, "node stopping");
+        // No direct call may follow the Goodbye: close the route and fail those in flight.
+        self.fast.fail_all();
+        self.route_key = None;
         if let Ok(f) = codec::encode_frame(&Msg::Goodbye) {
             for i in 0..self.peers.len() {
                 self.send_frame(NodeId(i as u32), f.clone());
@@ -1635,8 +1664,6 @@ impl<B: Behaviour> NodeState<B> {
         for (_, e) in self.calls.drain() {
             let _ = e.reply.send(Err(CallError::Stopped));
         }
-        self.fast.fail_all();
-        self.route_key = None;
         self.waiting.clear();
         self.held_casts.clear();
         for t in self.tasks.drain(..) {

@@ -79,14 +79,16 @@ impl<R> FastPath<R> {
         let _ = self.spin.set(n);
     }
 
-    /// Registers call `id` and queues its frame on the route. Without a route, with a full
-    /// queue or too many calls in flight, hands the call back for the actor to handle.
+    /// Registers call `id` and queues its frame on the route. `Ok(Some(..))`: registered, but
+    /// the connection's queue is full: the caller queues the frame itself when there is room
+    /// (a burst of callers must not look like a peer that stopped reading). Without a route,
+    /// or with too many calls in flight, hands the call back for the actor to handle.
     pub(crate) fn send(
         &self,
         id: u64,
         frame: Bytes,
         reply: ReplySender<R>,
-    ) -> Result<(), NotTaken<R>> {
+    ) -> Result<Option<(mpsc::Sender<Bytes>, Bytes)>, NotTaken<R>> {
         let mut g = self.lock();
         let inner = &mut *g;
         let Some(route) = &inner.route else {
@@ -95,14 +97,14 @@ impl<R> FastPath<R> {
         if inner.pending.len() >= self.max_pending {
             return Err(NotTaken { frame, reply });
         }
-        if let Err(e) = route.tx.try_send(frame) {
-            // Full: the actor decides (it disconnects a peer that stopped reading).
-            // Closed: the connection is going; the actor learns it from the reader.
-            let frame = match e {
-                mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f) => f,
-            };
-            return Err(NotTaken { frame, reply });
-        }
+        let wait = match route.tx.try_send(frame) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(f)) => Some((route.tx.clone(), f)),
+            // The connection is going; the actor learns it from the reader.
+            Err(mpsc::error::TrySendError::Closed(frame)) => {
+                return Err(NotTaken { frame, reply });
+            }
+        };
         inner.pending.insert(
             id,
             Pending {
@@ -116,7 +118,7 @@ impl<R> FastPath<R> {
         if let Some(n) = self.spin.get() {
             n.notify_one();
         }
-        Ok(())
+        Ok(wait)
     }
 
     /// Takes call `id` if it was sent on connection `conn` at a term not newer than `term`
@@ -213,7 +215,10 @@ mod tests {
 
     fn call(fp: &FastPath<u8>, id: u64) -> oneshot::Receiver<Result<ReplyBody<u8>, CallError>> {
         let (tx, rx) = oneshot::channel();
-        assert!(fp.send(id, Bytes::from_static(b"f"), tx).is_ok());
+        assert!(matches!(
+            fp.send(id, Bytes::from_static(b"f"), tx),
+            Ok(None)
+        ));
         rx
     }
 
@@ -256,13 +261,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_queue_or_too_many_calls_hand_the_call_back() {
+    async fn a_full_queue_leaves_the_frame_to_the_caller_and_too_many_calls_go_back() {
         let fp = FastPath::<u8>::new(2);
-        let (qtx, _qrx) = mpsc::channel(1);
+        let (qtx, mut qrx) = mpsc::channel(1);
         fp.set_route(Some(route(qtx, 7, 5)));
         let _a = call(&fp, 1);
         let (tx, _rx) = oneshot::channel();
-        assert!(fp.send(2, Bytes::from_static(b"f"), tx).is_err());
+        let Ok(Some((q, frame))) = fp.send(2, Bytes::from_static(b"g"), tx) else {
+            panic!("expected the frame back with the queue")
+        };
+        assert_eq!(fp.len(), 2, "registered all the same");
+        assert_eq!(qrx.recv().await.as_deref(), Some(&b"f"[..]));
+        q.send(frame).await.unwrap();
+        assert_eq!(qrx.recv().await.as_deref(), Some(&b"g"[..]));
         let fp = FastPath::<u8>::new(1);
         let (qtx, _qrx) = mpsc::channel(8);
         fp.set_route(Some(route(qtx, 7, 5)));

@@ -174,6 +174,21 @@ impl Node {
     }
 }
 
+/// Removes a direct call from the table if its caller gives up (drops the future) first.
+struct CancelOnDrop<'a, R> {
+    fast: &'a FastPath<R>,
+    id: u64,
+    armed: bool,
+}
+
+impl<R> Drop for CancelOnDrop<'_, R> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.fast.cancel(self.id);
+        }
+    }
+}
+
 struct HandleInner<B: Behaviour> {
     actor: ActorRef<NodeMsg<B>>,
     view: watch::Receiver<ClusterView>,
@@ -244,7 +259,11 @@ impl<B: Behaviour> LeaderHandle<B> {
         request: B::Call,
         timeout: Duration,
     ) -> Result<B::Reply, CallError> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        // (A timeout too large for the clock means: no deadline in practice.)
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
         let id = self.inner.call_ids.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = oneshot::channel();
         // A follower encodes the call here, in the caller's task, and (when the route to the
@@ -257,16 +276,40 @@ impl<B: Behaviour> LeaderHandle<B> {
             let frame = encode_call_frame(id, &request).map_err(CallError::Codec)?;
             match self.inner.fast.send(id, frame, tx) {
                 Err(back) => (CallReq::Frame(back.frame), back.reply),
-                Ok(()) => {
+                Ok(wait) => {
+                    // If this future is dropped before the call resolves, its entry goes too.
+                    let mut guard = CancelOnDrop {
+                        fast: &self.inner.fast,
+                        id,
+                        armed: true,
+                    };
+                    if let Some((queue, frame)) = wait {
+                        // The leader connection's queue is full: wait for room, up to the
+                        // deadline. (If the connection closes meanwhile, the node fails the
+                        // call with `LeaderDown`.)
+                        let room = tokio::time::timeout_at(deadline, queue.send(frame)).await;
+                        if !matches!(room, Ok(Ok(()))) && self.inner.fast.cancel(id) {
+                            guard.armed = false;
+                            return Err(CallError::Timeout);
+                        }
+                    }
                     // On the direct path the caller enforces its own deadline.
                     let r = match tokio::time::timeout_at(deadline, &mut rx).await {
                         Ok(r) => r,
-                        Err(_) if self.inner.fast.cancel(id) => return Err(CallError::Timeout),
+                        Err(_) if self.inner.fast.cancel(id) => {
+                            guard.armed = false;
+                            return Err(CallError::Timeout);
+                        }
                         // Resolved at the deadline by someone else: the result is on its way.
                         Err(_) => rx.await,
                     };
+                    guard.armed = false;
                     if !matches!(r, Ok(Ok(ReplyBody::Retry))) {
                         return Self::finish_call(r);
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        // Not executed, and no time left to find the next leader.
+                        return Err(CallError::NoLeader);
                     }
                     // The node we sent it to no longer leads and did not run it: go through
                     // the actor, which waits for the next leader.
@@ -287,7 +330,10 @@ impl<B: Behaviour> LeaderHandle<B> {
             .map_err(|_| CallError::Stopped)?;
         // The node resolves the call at its deadline with the precise error; this timer is
         // only the backstop, a little later.
-        match tokio::time::timeout_at(deadline + Duration::from_millis(50), rx).await {
+        let backstop = deadline
+            .checked_add(Duration::from_millis(50))
+            .unwrap_or(deadline);
+        match tokio::time::timeout_at(backstop, rx).await {
             Ok(r) => Self::finish_call(r),
             Err(_) => Err(if self.leader().is_some() {
                 CallError::Timeout
