@@ -268,6 +268,34 @@ async fn abandoned_calls_leave_no_entry() {
     }
 }
 
+/// Far more concurrent callers than the connection's send queue holds: the callers wait for
+/// room, every call succeeds, and the leader is not disconnected for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_larger_than_the_send_queue_is_served() {
+    let (ls, names) = bind(3).await;
+    let mut nodes = Vec::new();
+    for (name, l) in names.iter().zip(ls) {
+        nodes.push(start(config(name, &names, &[]).send_queue(16), l).await);
+    }
+    let leader = agreed(&all(&nodes)).await;
+    let term = nodes[2].handle.term();
+    let calls: Vec<_> = (0..2_000)
+        .map(|i| {
+            let h = nodes[2].handle.clone();
+            tokio::spawn(async move { h.leader_call(format!("b{i}")).await })
+        })
+        .collect();
+    for c in calls {
+        let r = c.await.unwrap();
+        assert!(r.as_ref().is_ok_and(|r| r.starts_with(&leader)), "{r:?}");
+    }
+    assert_eq!(nodes[2].handle.term(), term, "no new election");
+    assert_eq!(
+        nodes[2].handle.leader().map(|l| l.to_string()),
+        Some(leader)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_in_flight_when_leader_dies_returns_leader_down_at_once() {
     let nodes = cluster(3, 0).await;

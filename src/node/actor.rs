@@ -493,7 +493,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
                 let election = election!(state);
                 state.behaviour.handle_info(m, &election).await;
             }
-            NodeMsg::Reply { to, reply } => state.deliver_reply(to, reply),
+            NodeMsg::Reply { to, reply } => state.deliver_reply(to, reply).await,
             NodeMsg::Admit {
                 peer,
                 incarnation,
@@ -1407,16 +1407,18 @@ impl<B: Behaviour> NodeState<B> {
 
     async fn finish_leader_call(&mut self, origin: Origin, r: LeaderReply<B::Reply, B::Broadcast>) {
         match r {
-            LeaderReply::Reply(r) => self.deliver_reply(origin, r),
+            LeaderReply::Reply(r) => self.deliver_reply(origin, r).await,
             LeaderReply::ReplyAndBroadcast(r, b) => {
                 self.broadcast(b).await;
-                self.deliver_reply(origin, r);
+                self.deliver_reply(origin, r).await;
             }
             LeaderReply::NoReply => {}
         }
     }
 
-    fn deliver_reply(&mut self, to: Origin, reply: B::Reply) {
+    /// Delivers a reply: to the local caller, or on the caller's connection (waiting for room
+    /// in its queue, as broadcasts do: many callers must slow the leader down, not lose it).
+    async fn deliver_reply(&mut self, to: Origin, reply: B::Reply) {
         match to {
             Origin::Local(id) => self.resolve(id, Ok(ReplyBody::Value(reply))),
             Origin::Remote { peer, conn, id } => {
@@ -1438,7 +1440,7 @@ impl<B: Behaviour> NodeState<B> {
                     result: ReplyResult::Ok(Vec::new()),
                 };
                 match codec::encode_frame_with_payload(&ok, &reply) {
-                    Ok(frame) => self.send_frame(peer, frame),
+                    Ok(frame) => self.send_frame_or_wait(peer, frame).await,
                     Err(e) => {
                         let result = ReplyResult::Error(format!("cannot encode the reply: {e}"));
                         self.send(peer, &Msg::Reply { id, term, result });
