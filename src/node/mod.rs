@@ -174,6 +174,9 @@ impl Node {
     }
 }
 
+/// What a call's reply channel yields.
+type CallResult<R> = Result<Result<ReplyBody<R>, CallError>, oneshot::error::RecvError>;
+
 /// Removes a direct call from the table if its caller gives up (drops the future) first.
 struct CancelOnDrop<'a, R> {
     fast: &'a FastPath<R>,
@@ -277,33 +280,7 @@ impl<B: Behaviour> LeaderHandle<B> {
             match self.inner.fast.send(id, frame, tx) {
                 Err(back) => (CallReq::Frame(back.frame), back.reply),
                 Ok(wait) => {
-                    // If this future is dropped before the call resolves, its entry goes too.
-                    let mut guard = CancelOnDrop {
-                        fast: &self.inner.fast,
-                        id,
-                        armed: true,
-                    };
-                    if let Some((queue, frame)) = wait {
-                        // The leader connection's queue is full: wait for room, up to the
-                        // deadline. (If the connection closes meanwhile, the node fails the
-                        // call with `LeaderDown`.)
-                        let room = tokio::time::timeout_at(deadline, queue.send(frame)).await;
-                        if !matches!(room, Ok(Ok(()))) && self.inner.fast.cancel(id) {
-                            guard.armed = false;
-                            return Err(CallError::Timeout);
-                        }
-                    }
-                    // On the direct path the caller enforces its own deadline.
-                    let r = match tokio::time::timeout_at(deadline, &mut rx).await {
-                        Ok(r) => r,
-                        Err(_) if self.inner.fast.cancel(id) => {
-                            guard.armed = false;
-                            return Err(CallError::Timeout);
-                        }
-                        // Resolved at the deadline by someone else: the result is on its way.
-                        Err(_) => rx.await,
-                    };
-                    guard.armed = false;
+                    let r = self.await_direct(id, wait, deadline, &mut rx).await?;
                     if !matches!(r, Ok(Ok(ReplyBody::Retry))) {
                         return Self::finish_call(r);
                     }
@@ -343,9 +320,45 @@ impl<B: Behaviour> LeaderHandle<B> {
         }
     }
 
-    fn finish_call(
-        r: Result<Result<ReplyBody<B::Reply>, CallError>, oneshot::error::RecvError>,
-    ) -> Result<B::Reply, CallError> {
+    /// Waits for a call on the direct path: queues its frame first if the connection's queue
+    /// was full, then waits for the result, up to the deadline (`Timeout`). Dropping this
+    /// future removes the call from the table.
+    async fn await_direct(
+        &self,
+        id: u64,
+        wait: Option<(tokio::sync::mpsc::Sender<bytes::Bytes>, bytes::Bytes)>,
+        deadline: tokio::time::Instant,
+        rx: &mut oneshot::Receiver<Result<ReplyBody<B::Reply>, CallError>>,
+    ) -> Result<CallResult<B::Reply>, CallError> {
+        let mut guard = CancelOnDrop {
+            fast: &self.inner.fast,
+            id,
+            armed: true,
+        };
+        if let Some((queue, frame)) = wait {
+            // The leader connection's queue is full: wait for room, up to the deadline. (If
+            // the connection closes meanwhile, the node fails the call with `LeaderDown`.)
+            let room = tokio::time::timeout_at(deadline, queue.send(frame)).await;
+            if !matches!(room, Ok(Ok(()))) && self.inner.fast.cancel(id) {
+                guard.armed = false;
+                return Err(CallError::Timeout);
+            }
+        }
+        let r = match tokio::time::timeout_at(deadline, &mut *rx).await {
+            Ok(r) => r,
+            Err(_) if self.inner.fast.cancel(id) => {
+                guard.armed = false;
+                return Err(CallError::Timeout);
+            }
+            // Resolved at the deadline by someone else: the result is on its way.
+            Err(_) => rx.await,
+        };
+        // Whoever resolved it removed it.
+        guard.armed = false;
+        Ok(r)
+    }
+
+    fn finish_call(r: CallResult<B::Reply>) -> Result<B::Reply, CallError> {
         match r {
             Ok(Ok(ReplyBody::Value(r))) => Ok(r),
             Ok(Ok(ReplyBody::Encoded(b))) => {
