@@ -376,7 +376,7 @@ use proxy::{Net, Policy};
 // `datos_exe()`: the example binary (shared with the other multi-process test).
 #[path = "support/datos.rs"]
 mod datos_support;
-use datos_support::datos_exe;
+use datos_support::{agreement, datos_exe, last_view, Observed, View};
 
 /// One JSON event and when the test received it.
 #[derive(Debug, Clone)]
@@ -449,6 +449,17 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
+    }
+}
+
+impl Observed for Cluster {
+    /// Node `i`'s view: the leader and term of its last `leader` (or `ready`) event.
+    fn view(&self, i: usize) -> View {
+        view_at(&self.events(i), None)
+    }
+
+    fn report(&self) -> String {
+        self.history()
     }
 }
 
@@ -605,54 +616,6 @@ impl Cluster {
 
     fn has(&self, i: usize, pred: impl Fn(&Ev) -> bool) -> bool {
         self.procs[i].events.lock().unwrap().iter().any(pred)
-    }
-
-    /// Node `i`'s view: the leader and term of its last `leader` (or `ready`) event.
-    fn view(&self, i: usize) -> Option<(Option<String>, u64)> {
-        view_at(&self.events(i), None)
-    }
-
-    /// The leader and term every node of `nodes` reports, if they agree on one.
-    fn agreed(&self, nodes: &[usize]) -> Option<(String, u64)> {
-        let views: Vec<_> = nodes.iter().map(|&i| self.view(i)).collect();
-        agreement(&views)
-    }
-
-    fn wait_agreed(
-        &self,
-        timeout: Duration,
-        nodes: &[usize],
-        what: &str,
-        ok: impl Fn(&str, u64) -> bool,
-    ) -> (String, u64) {
-        let mut found = None;
-        self.wait_until(timeout, what, |c| {
-            found = c.agreed(nodes).filter(|(l, t)| ok(l, *t));
-            found.is_some()
-        });
-        found.expect("set when the wait succeeds")
-    }
-
-    /// Polls `cond` every 10 ms until it holds; panics with the history after `timeout`.
-    fn wait_until(
-        &self,
-        timeout: Duration,
-        what: &str,
-        mut cond: impl FnMut(&Self) -> bool,
-    ) -> Duration {
-        let start = Instant::now();
-        loop {
-            if cond(self) {
-                return start.elapsed();
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "timed out after {timeout:?} waiting for: {what}\n{}",
-                    self.history()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
     }
 
     fn type_line(&mut self, i: usize, line: &str) {
@@ -938,12 +901,12 @@ impl Figures {
 }
 
 /// A node's view at `t` (or at the end): its last `leader` or `ready` event by then.
-fn view_at(evs: &[Ev], t: Option<Instant>) -> Option<(Option<String>, u64)> {
-    evs.iter()
-        .rev()
-        .filter(|e| t.is_none_or(|t| e.at <= t))
-        .find(|e| matches!(e.event(), "leader" | "ready"))
-        .map(|e| (e.str("leader").map(str::to_string), e.term()))
+fn view_at(evs: &[Ev], t: Option<Instant>) -> View {
+    last_view(
+        evs.iter()
+            .filter(|e| t.is_none_or(|t| e.at <= t))
+            .map(|e| &e.v),
+    )
 }
 
 /// The first instant in `[from, until]` at which every node's view names the same leader
@@ -961,17 +924,6 @@ fn first_agreement(evs: &[Vec<Ev>], from: Instant, until: Instant) -> Option<Ins
         let views: Vec<_> = evs.iter().map(|node| view_at(node, Some(t))).collect();
         agreement(&views).is_some()
     })
-}
-
-/// The leader and term all `views` share, if they do.
-fn agreement(views: &[Option<(Option<String>, u64)>]) -> Option<(String, u64)> {
-    let (Some(leader), term) = views.first()?.clone()? else {
-        return None;
-    };
-    views
-        .iter()
-        .all(|v| v.as_ref() == Some(&(Some(leader.clone()), term)))
-        .then_some((leader, term))
 }
 
 /// Waits for agreement of all nodes from SETTLE after `healed_at` on, for QUIET after it,

@@ -22,7 +22,7 @@ const WAIT: Duration = Duration::from_secs(15);
 // `datos_exe()`: the example binary (shared with the other multi-process test).
 #[path = "support/datos.rs"]
 mod datos_support;
-use datos_support::datos_exe;
+use datos_support::{datos_exe, last_view, Observed, View};
 
 /// One JSON event, with when the test received it and which incarnation of the node
 /// printed it.
@@ -242,67 +242,6 @@ impl Cluster {
         self.events(i).iter().any(pred)
     }
 
-    /// Node `i`'s current view: the leader and term of its last `leader` (or `ready`) event.
-    fn view(&self, i: usize) -> Option<(Option<String>, u64)> {
-        self.events(i)
-            .iter()
-            .rev()
-            .find(|e| matches!(e.event(), "leader" | "ready"))
-            .map(|e| (e.str("leader").map(str::to_string), e.term()))
-    }
-
-    /// The leader and term every node of `nodes` reports, if they agree on one.
-    fn agreed(&self, nodes: &[usize]) -> Option<(String, u64)> {
-        let views: Vec<_> = nodes.iter().map(|&i| self.view(i)).collect();
-        let (Some(leader), term) = views[0].clone()? else {
-            return None;
-        };
-        views
-            .iter()
-            .all(|v| v.as_ref() == Some(&(Some(leader.clone()), term)))
-            .then_some((leader, term))
-    }
-
-    /// Waits until `nodes` agree on a leader and term accepted by `ok`; panics after
-    /// `timeout`.
-    fn wait_agreed(
-        &self,
-        timeout: Duration,
-        nodes: &[usize],
-        what: &str,
-        ok: impl Fn(&str, u64) -> bool,
-    ) -> (String, u64) {
-        let mut found = None;
-        self.wait_until(timeout, what, |c| {
-            found = c.agreed(nodes).filter(|(l, t)| ok(l, *t));
-            found.is_some()
-        });
-        found.expect("set when the wait succeeds")
-    }
-
-    /// Polls `cond` every 10 ms until it holds; panics with every node's state after
-    /// `timeout`. Returns how long it took.
-    fn wait_until(
-        &self,
-        timeout: Duration,
-        what: &str,
-        mut cond: impl FnMut(&Self) -> bool,
-    ) -> Duration {
-        let start = Instant::now();
-        loop {
-            if cond(self) {
-                return start.elapsed();
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "timed out after {timeout:?} waiting for: {what}\n{}",
-                    self.dump()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     /// Every node's view, recent events and stderr tail, for failure messages.
     fn dump(&self) -> String {
         let mut s = String::new();
@@ -393,6 +332,18 @@ impl Cluster {
                 p.short
             );
         }
+    }
+}
+
+impl Observed for Cluster {
+    /// Node `i`'s current view: the leader and term of its last `leader` (or `ready`) event.
+    fn view(&self, i: usize) -> View {
+        let evs = self.events(i);
+        last_view(evs.iter().map(|e| &e.v))
+    }
+
+    fn report(&self) -> String {
+        self.dump()
     }
 }
 

@@ -1,6 +1,11 @@
-//! Shared by the tests that run the `datos` example as OS processes.
+//! Shared by the tests that run the `datos` example as OS processes: where the binary is, and
+//! how a test reads the nodes' views from their JSON events and waits on them.
+#![allow(dead_code)] // each test uses its own part
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// The `datos` example binary, next to this test's `deps` directory.
 pub fn datos_exe() -> PathBuf {
@@ -19,4 +24,85 @@ pub fn datos_exe() -> PathBuf {
         exe.display()
     );
     exe
+}
+
+/// A node's view: the leader (if any) and the term.
+pub type View = Option<(Option<String>, u64)>;
+
+/// The view in a node's events (oldest first): its last `leader` or `ready` event.
+pub fn last_view<'a>(events: impl DoubleEndedIterator<Item = &'a Value>) -> View {
+    events
+        .rev()
+        .find(|v| matches!(v["event"].as_str(), Some("leader" | "ready")))
+        .map(|v| {
+            (
+                v["leader"].as_str().map(str::to_string),
+                v["term"].as_u64().unwrap_or(0),
+            )
+        })
+}
+
+/// The leader and term all `views` share, if they do.
+pub fn agreement(views: &[View]) -> Option<(String, u64)> {
+    let (Some(leader), term) = views.first()?.clone()? else {
+        return None;
+    };
+    views
+        .iter()
+        .all(|v| v.as_ref() == Some(&(Some(leader.clone()), term)))
+        .then_some((leader, term))
+}
+
+/// A cluster of `datos` processes a test observes.
+pub trait Observed: Sized {
+    /// Node `i`'s current view.
+    fn view(&self, i: usize) -> View;
+    /// Everything worth printing when a wait fails.
+    fn report(&self) -> String;
+
+    /// The leader and term every node of `nodes` reports, if they agree on one.
+    fn agreed(&self, nodes: &[usize]) -> Option<(String, u64)> {
+        let views: Vec<View> = nodes.iter().map(|&i| self.view(i)).collect();
+        agreement(&views)
+    }
+
+    /// Polls `cond` every 10 ms until it holds; panics with the report after `timeout`.
+    /// Returns how long it took.
+    fn wait_until(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut cond: impl FnMut(&Self) -> bool,
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            if cond(self) {
+                return start.elapsed();
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for: {what}\n{}",
+                    self.report()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until `nodes` agree on a leader and term accepted by `ok`; panics after
+    /// `timeout`.
+    fn wait_agreed(
+        &self,
+        timeout: Duration,
+        nodes: &[usize],
+        what: &str,
+        ok: impl Fn(&str, u64) -> bool,
+    ) -> (String, u64) {
+        let mut found = None;
+        self.wait_until(timeout, what, |c| {
+            found = c.agreed(nodes).filter(|(l, t)| ok(l, *t));
+            found.is_some()
+        });
+        found.expect("set when the wait succeeds")
+    }
 }
