@@ -296,15 +296,12 @@ impl<B: Behaviour> LeaderHandle<B> {
                 }
             }
         };
-        self.inner
-            .actor
-            .cast(NodeMsg::LeaderCall {
-                id,
-                request,
-                deadline,
-                reply,
-            })
-            .map_err(|_| CallError::Stopped)?;
+        self.tell(NodeMsg::LeaderCall {
+            id,
+            request,
+            deadline,
+            reply,
+        })?;
         // The node resolves the call at its deadline with the precise error; this timer is
         // only the backstop, a little later.
         let backstop = deadline
@@ -358,6 +355,11 @@ impl<B: Behaviour> LeaderHandle<B> {
         Ok(r)
     }
 
+    /// Sends `msg` to this node's actor; `Stopped` if it is gone.
+    fn tell(&self, msg: NodeMsg<B>) -> Result<(), CallError> {
+        self.inner.actor.cast(msg).map_err(|_| CallError::Stopped)
+    }
+
     fn finish_call(r: CallResult<B::Reply>) -> Result<B::Reply, CallError> {
         match r {
             Ok(Ok(ReplyBody::Value(r))) => Ok(r),
@@ -376,19 +378,13 @@ impl<B: Behaviour> LeaderHandle<B> {
     /// Sends `message` to the leader without waiting (gen_leader's `leader_cast`). Held while
     /// no leader is known (up to the call timeout); lost if the leader dies with it in flight.
     pub fn leader_cast(&self, message: B::Cast) -> Result<(), CallError> {
-        self.inner
-            .actor
-            .cast(NodeMsg::LeaderCast(message))
-            .map_err(|_| CallError::Stopped)
+        self.tell(NodeMsg::LeaderCast(message))
     }
 
     /// A call to this node's own `handle_call` (gen_leader's `call/2`).
     pub async fn call(&self, request: B::Call) -> Result<B::Reply, CallError> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .actor
-            .cast(NodeMsg::Call { request, reply: tx })
-            .map_err(|_| CallError::Stopped)?;
+        self.tell(NodeMsg::Call { request, reply: tx })?;
         match tokio::time::timeout(self.inner.config.call_timeout, rx).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(_)) => Err(CallError::Stopped),
@@ -398,30 +394,21 @@ impl<B: Behaviour> LeaderHandle<B> {
 
     /// A cast to this node's own `handle_cast` (gen_leader's `cast/2`).
     pub fn cast(&self, message: B::Cast) -> Result<(), CallError> {
-        self.inner
-            .actor
-            .cast(NodeMsg::Cast(message))
-            .map_err(|_| CallError::Stopped)
+        self.tell(NodeMsg::Cast(message))
     }
 
     /// Sends a local message to this node's `handle_info`.
     pub fn info(&self, message: B::Info) -> Result<(), CallError> {
-        self.inner
-            .actor
-            .cast(NodeMsg::Info(message))
-            .map_err(|_| CallError::Stopped)
+        self.tell(NodeMsg::Info(message))
     }
 
     /// Answers a `leader_call` that `handle_leader_call` deferred with
     /// [`LeaderReply::NoReply`](crate::LeaderReply::NoReply) (gen_leader's `reply/2`).
     pub fn reply(&self, to: ReplyTo<B::Reply>, reply: B::Reply) -> Result<(), CallError> {
-        self.inner
-            .actor
-            .cast(NodeMsg::Reply {
-                to: to.origin,
-                reply,
-            })
-            .map_err(|_| CallError::Stopped)
+        self.tell(NodeMsg::Reply {
+            to: to.origin,
+            reply,
+        })
     }
 
     /// This node's name.
@@ -500,10 +487,7 @@ impl<B: Behaviour> LeaderHandle<B> {
     /// Counters: calls in flight, casts held, connections, work done as leader.
     pub async fn stats(&self) -> Result<NodeStats, CallError> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .actor
-            .cast(NodeMsg::Stats(tx))
-            .map_err(|_| CallError::Stopped)?;
+        self.tell(NodeMsg::Stats(tx))?;
         rx.await.map_err(|_| CallError::Stopped)
     }
 
