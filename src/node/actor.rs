@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tracing::{debug, info, warn};
 
-use super::fastpath::{FastPath, Pending, Route};
+use super::fastpath::{self, FastPath, Route};
 use super::storage::{AuditEvent, AuditLog, TermStore};
 use super::{ClusterView, LeaderHandle, NodeStats};
 use crate::behaviour::{Behaviour, Election, LeaderReply, Origin, ReplyTo, StopReason};
@@ -1492,7 +1492,7 @@ impl<B: Behaviour> NodeState<B> {
         let Some(entry) = self.calls.get_mut(&id) else {
             // A direct call whose reply came after a broadcast, in order, through the actor.
             if let Some(p) = self.fast.take_reply(conn, id, term) {
-                resolve_direct(p, result);
+                fastpath::resolve(p, result);
             }
             return;
         };
@@ -1687,40 +1687,36 @@ impl<B: Behaviour> NodeState<B> {
 /// earlier on this connection waits at the actor (all of `window` is free) and up to the first
 /// other message: a reply never overtakes a broadcast the leader sent before it.
 fn direct_replies<R>(
-    msgs: Vec<Msg>,
+    mut msgs: Vec<Msg>,
     fast: &FastPath<R>,
     window: &Semaphore,
     conn: u64,
 ) -> Vec<Msg> {
-    let mut in_order = window.available_permits() == INBOUND_WINDOW;
-    if !in_order || fast.is_empty() {
+    if window.available_permits() != INBOUND_WINDOW {
         return msgs;
     }
-    let mut rest = Vec::new();
-    for m in msgs {
-        match m {
-            Msg::Reply { id, term, result } if in_order => match fast.take_reply(conn, id, term) {
-                Some(p) => resolve_direct(p, result),
-                None => rest.push(Msg::Reply { id, term, result }),
-            },
-            other => {
-                in_order = false;
-                rest.push(other);
-            }
-        }
+    let prefix = msgs
+        .iter()
+        .position(|m| !matches!(m, Msg::Reply { .. }))
+        .unwrap_or(msgs.len());
+    if prefix == 0 {
+        return msgs;
     }
+    let later = msgs.split_off(prefix);
+    let replies = msgs
+        .into_iter()
+        .filter_map(|m| match m {
+            Msg::Reply { id, term, result } => Some((id, term, result)),
+            _ => None,
+        })
+        .collect();
+    let mut rest: Vec<Msg> = fast
+        .resolve_replies(conn, replies)
+        .into_iter()
+        .map(|(id, term, result)| Msg::Reply { id, term, result })
+        .collect();
+    rest.extend(later);
     rest
-}
-
-fn resolve_direct<R>(p: Pending<R>, result: ReplyResult) {
-    let r = match result {
-        // Decoded by the caller's task.
-        ReplyResult::Ok(b) => Ok(ReplyBody::Encoded(b)),
-        ReplyResult::Error(e) => Err(CallError::Remote(e)),
-        // Not executed: the caller sends it again through the actor, which waits for a leader.
-        ReplyResult::NotLeader => Ok(ReplyBody::Retry),
-    };
-    let _ = p.reply.send(r);
 }
 
 fn reason_str(r: LossReason) -> &'static str {

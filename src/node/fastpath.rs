@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::actor::ReplyBody;
 use crate::error::CallError;
 use crate::types::{NodeId, NodeName, Term};
+use crate::wire::ReplyResult;
 
 /// Where a follower's calls go: the leader and the connection to it.
 pub(crate) struct Route {
@@ -125,15 +126,41 @@ impl<R> FastPath<R> {
     /// (the term of the reply): the reply is for it.
     pub(crate) fn take_reply(&self, conn: u64, id: u64, term: Term) -> Option<Pending<R>> {
         let mut g = self.lock();
+        Self::take(&mut g, conn, id, term)
+    }
+
+    fn take(g: &mut Inner<R>, conn: u64, id: u64, term: Term) -> Option<Pending<R>> {
         match g.pending.get(&id) {
             Some(p) if p.conn == conn && p.term <= term => g.pending.remove(&id),
             _ => None,
         }
     }
 
-    /// Whether no call is in flight on the direct path.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.lock().pending.is_empty()
+    /// Hands the replies that are for direct calls of connection `conn` to their callers,
+    /// under one lock for the whole batch; returns the others.
+    pub(crate) fn resolve_replies(
+        &self,
+        conn: u64,
+        replies: Vec<(u64, Term, ReplyResult)>,
+    ) -> Vec<(u64, Term, ReplyResult)> {
+        let mut rest = Vec::new();
+        let mut done = Vec::with_capacity(replies.len());
+        {
+            let mut g = self.lock();
+            if g.pending.is_empty() {
+                return replies;
+            }
+            for (id, term, result) in replies {
+                match Self::take(&mut g, conn, id, term) {
+                    Some(p) => done.push((p, result)),
+                    None => rest.push((id, term, result)),
+                }
+            }
+        }
+        for (p, result) in done {
+            resolve(p, result);
+        }
+        rest
     }
 
     /// Removes call `id` (its caller gave up at the deadline). False if someone else already
@@ -200,6 +227,17 @@ impl<R> FastPath<R> {
     }
 }
 
+/// Hands a reply to its caller (which decodes it).
+pub(crate) fn resolve<R>(p: Pending<R>, result: ReplyResult) {
+    let r = match result {
+        ReplyResult::Ok(b) => Ok(ReplyBody::Encoded(b)),
+        ReplyResult::Error(e) => Err(CallError::Remote(e)),
+        // Not executed: the caller sends it again through the actor, which waits for a leader.
+        ReplyResult::NotLeader => Ok(ReplyBody::Retry),
+    };
+    let _ = p.reply.send(r);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +280,28 @@ mod tests {
         assert!(fp.take_reply(7, 1, Term(6)).is_some());
         assert!(fp.take_reply(7, 1, Term(6)).is_none(), "taken once");
         assert!(!fp.cancel(1));
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_replies_resolves_ours_and_returns_the_rest() {
+        let fp = FastPath::<u8>::new(10);
+        let (qtx, _qrx) = mpsc::channel(8);
+        fp.set_route(Some(route(qtx, 7, 5)));
+        let a = call(&fp, 1);
+        let b = call(&fp, 2);
+        let rest = fp.resolve_replies(
+            7,
+            vec![
+                (1, Term(5), ReplyResult::Ok(vec![1])),
+                (9, Term(5), ReplyResult::Ok(vec![9])),
+                (2, Term(5), ReplyResult::NotLeader),
+            ],
+        );
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].0, 9);
+        assert!(matches!(a.await.unwrap(), Ok(ReplyBody::Encoded(v)) if v == vec![1]));
+        assert!(matches!(b.await.unwrap(), Ok(ReplyBody::Retry)));
+        assert_eq!(fp.len(), 0);
     }
 
     #[tokio::test]
