@@ -904,31 +904,33 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn wrong_frame_version_from_dialer() {
-        let ca = cfg(A, 1);
+    /// B, sent `first` as the dialer's first bytes, answers `Refuse(expected)` and fails
+    /// with it.
+    async fn acceptor_refuses(first: &[u8], expected: Refusal) {
         let cb = cfg(B, 2);
         let (mut d, a) = duplex(4096);
         let script = async {
-            d.write_all(&frame_with_version(&hello(&ca, B), 2))
-                .await
-                .unwrap();
+            d.write_all(first).await.unwrap();
             read_msg(&mut d).await
         };
         let (reply, res) = tokio::join!(script, accept(a, &cb, known, admit_all));
-        let expected = Refusal::Version {
-            ours: PROTOCOL_VERSION,
-            theirs: 2,
-        };
         assert_eq!(reply, Msg::Refuse(expected.clone()));
         assert!(matches!(res, Err(HandshakeError::Rejected(r)) if r == expected));
     }
 
     #[tokio::test]
+    async fn wrong_frame_version_from_dialer() {
+        let ca = cfg(A, 1);
+        let expected = Refusal::Version {
+            ours: PROTOCOL_VERSION,
+            theirs: 2,
+        };
+        acceptor_refuses(&frame_with_version(&hello(&ca, B), 2), expected).await;
+    }
+
+    #[tokio::test]
     async fn wrong_hello_version_field() {
         let ca = cfg(A, 1);
-        let cb = cfg(B, 2);
-        let (mut d, a) = duplex(4096);
         let Msg::Hello {
             cluster,
             from,
@@ -950,17 +952,11 @@ mod tests {
             members_digest,
             nonce,
         };
-        let script = async {
-            d.write_all(&encode_frame(&h).unwrap()).await.unwrap();
-            read_msg(&mut d).await
-        };
-        let (reply, res) = tokio::join!(script, accept(a, &cb, known, admit_all));
         let expected = Refusal::Version {
             ours: PROTOCOL_VERSION,
             theirs: 9,
         };
-        assert_eq!(reply, Msg::Refuse(expected.clone()));
-        assert!(matches!(res, Err(HandshakeError::Rejected(r)) if r == expected));
+        acceptor_refuses(&encode_frame(&h).unwrap(), expected).await;
     }
 
     #[tokio::test]
