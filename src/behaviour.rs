@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -9,6 +10,7 @@ use serde::Serialize;
 use crate::config::Members;
 use crate::election::{Engine, Role};
 use crate::node::LeaderHandle;
+use crate::error::BoxError;
 use crate::types::{NodeId, NodeName, Term};
 
 /// A type that can travel between nodes.
@@ -99,7 +101,7 @@ pub struct ReplyTo<R> {
     pub(crate) _reply: PhantomData<fn() -> R>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Origin {
     /// A call made on this node, by id.
     Local(u64),
@@ -138,13 +140,33 @@ pub enum LeaderReply<R, B> {
 }
 
 /// Why a node stops (passed to [`Behaviour::terminate`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum StopReason {
     /// [`LeaderHandle::shutdown`] was called.
     Shutdown,
-    /// The node actor failed.
-    Error(String),
+    /// Every [`LeaderHandle`] was dropped (or the node actor ended some other way).
+    ActorStopped,
+    /// The node could not persist a term it needed (`<data_dir>/term`): it stopped rather
+    /// than send messages that depend on that term, since a restart could reuse it.
+    TermNotPersisted {
+        /// The term that could not be persisted.
+        term: Term,
+        /// The I/O error.
+        source: Arc<std::io::Error>,
+    },
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::Shutdown => f.write_str("shut down"),
+            StopReason::ActorStopped => f.write_str("the node actor stopped"),
+            StopReason::TermNotPersisted { term, source } => {
+                write!(f, "cannot persist term {term}: {source}")
+            }
+        }
+    }
 }
 
 /// gen_leader's callback module. The implementing struct is the state; every callback is
@@ -176,7 +198,7 @@ pub trait Behaviour: Send + Sized + 'static {
     fn init(
         &mut self,
         handle: LeaderHandle<Self>,
-    ) -> impl Future<Output = Result<(), String>> + Send {
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = handle;
         async { Ok(()) }
     }

@@ -25,6 +25,25 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 /// Default per-connection send queue length, in frames.
 pub const DEFAULT_SEND_QUEUE: usize = 4096;
+/// Default bound of a node's mailbox: messages from its handles (`leader_cast`, `cast`,
+/// `info`, calls through the node) not yet handled.
+pub const DEFAULT_MAILBOX: usize = 4096;
+
+/// A secret (the cookie): compared and hashed, never shown. Its `Debug` prints `<redacted>`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct Secret(Vec<u8>);
+
+impl Secret {
+    pub(crate) fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
 
 /// The cluster's member list: candidates (in priority order) then workers. Identical on every
 /// node (the handshake checks a digest of it).
@@ -107,7 +126,7 @@ pub struct Config {
     pub(crate) my_id: NodeId,
     pub(crate) members: Members,
     pub(crate) cluster: String,
-    pub(crate) cookie: Vec<u8>,
+    pub(crate) cookie: Secret,
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) heartbeat: Duration,
     pub(crate) failure_timeout: Duration,
@@ -118,6 +137,7 @@ pub struct Config {
     pub(crate) preempt: bool,
     pub(crate) max_frame_len: usize,
     pub(crate) send_queue: usize,
+    pub(crate) mailbox: usize,
     pub(crate) seed: Option<u64>,
     pub(crate) listen: Option<String>,
     pub(crate) dial_addrs: HashMap<NodeId, String>,
@@ -125,6 +145,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// The shared secret, for the handshake.
+    pub(crate) fn cookie(&self) -> &[u8] {
+        self.cookie.expose()
+    }
+
     /// Starts a builder for the node called `me` (`name@host:port`).
     pub fn builder(me: impl AsRef<str>) -> ConfigBuilder {
         ConfigBuilder {
@@ -143,6 +168,7 @@ impl Config {
             preempt: false,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             send_queue: DEFAULT_SEND_QUEUE,
+            mailbox: DEFAULT_MAILBOX,
             seed: None,
             listen: None,
             dial_addrs: Vec::new(),
@@ -233,7 +259,7 @@ pub struct ConfigBuilder {
     candidates: Vec<String>,
     workers: Vec<String>,
     cluster: String,
-    cookie: Option<Vec<u8>>,
+    cookie: Option<Secret>,
     data_dir: Option<PathBuf>,
     heartbeat: Duration,
     failure_timeout: Option<Duration>,
@@ -244,6 +270,7 @@ pub struct ConfigBuilder {
     preempt: bool,
     max_frame_len: usize,
     send_queue: usize,
+    mailbox: usize,
     seed: Option<u64>,
     listen: Option<String>,
     dial_addrs: Vec<(String, String)>,
@@ -280,7 +307,7 @@ impl ConfigBuilder {
 
     /// The shared secret that authenticates connections (required).
     pub fn cookie(mut self, cookie: impl AsRef<[u8]>) -> Self {
-        self.cookie = Some(cookie.as_ref().to_vec());
+        self.cookie = Some(Secret(cookie.as_ref().to_vec()));
         self
     }
 
@@ -345,6 +372,17 @@ impl ConfigBuilder {
     /// disconnected.
     pub fn send_queue(mut self, n: usize) -> Self {
         self.send_queue = n;
+        self
+    }
+
+    /// Bound of the node's mailbox (default 4096 messages): `leader_cast`, `cast`, `info`,
+    /// `stats` and calls that go through the node wait for room (async calls, up to their
+    /// timeout) or fail with [`CallError::Overloaded`](crate::CallError::Overloaded)
+    /// (non-async sends) while this many are queued, instead of queueing without limit.
+    /// Deferred replies ([`LeaderHandle::reply`](crate::LeaderHandle::reply)) are not counted:
+    /// they are bounded by the calls in flight.
+    pub fn mailbox(mut self, n: usize) -> Self {
+        self.mailbox = n;
         self
     }
 
@@ -434,7 +472,7 @@ impl ConfigBuilder {
             });
         }
         let cookie = self.cookie.unwrap_or_default();
-        if cookie.is_empty() {
+        if cookie.expose().is_empty() {
             return Err(ConfigError::EmptyCookie);
         }
         if self.cluster.is_empty() {
@@ -445,6 +483,9 @@ impl ConfigBuilder {
         }
         if !(16..=1 << 20).contains(&self.send_queue) {
             return Err(ConfigError::OutOfRange("send_queue (16 to 1048576 frames)"));
+        }
+        if !(1..=1 << 20).contains(&self.mailbox) {
+            return Err(ConfigError::OutOfRange("mailbox (1 to 1048576 messages)"));
         }
         if self
             .spin
@@ -476,6 +517,7 @@ impl ConfigBuilder {
             preempt: self.preempt,
             max_frame_len: self.max_frame_len,
             send_queue: self.send_queue,
+            mailbox: self.mailbox,
             seed: self.seed,
             listen: self.listen,
             dial_addrs,

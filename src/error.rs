@@ -2,6 +2,9 @@
 
 use crate::types::{NodeName, NodeNameError, Term};
 
+/// A boxed error from user code or a dependency, kept as the typed source of ours.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a `leader_call` (or a local `call`) did not return a reply. Every call resolves
 /// exactly once: with the reply or with one of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +29,11 @@ pub enum CallError {
     /// The node is stopped (or stopping).
     #[error("the node is stopped")]
     Stopped,
+    /// The node's mailbox is full (see
+    /// [`ConfigBuilder::mailbox`](crate::ConfigBuilder::mailbox)): the message was not sent.
+    /// Only non-async sends return it; async calls wait for room instead.
+    #[error("the node is overloaded: its mailbox is full")]
+    Overloaded,
     /// The request or reply could not be encoded or decoded.
     #[error("codec error: {0}")]
     Codec(String),
@@ -88,17 +96,26 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The data directory could not be used.
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {}: {source}", path.display())]
     DataDir {
         /// The directory.
-        path: String,
+        path: std::path::PathBuf,
         /// The OS error.
+        #[source]
         source: std::io::Error,
     },
-    /// The behaviour's `init` failed.
-    #[error("init failed: {0}")]
-    Init(String),
+    /// The behaviour's `init` failed; the source is the behaviour's own error.
+    #[error("init failed")]
+    Init {
+        /// What `init` returned.
+        #[source]
+        source: BoxError,
+    },
     /// The node actor could not be spawned.
-    #[error("cannot spawn the node actor: {0}")]
-    Spawn(String),
+    #[error("cannot spawn the node actor")]
+    Spawn {
+        /// ractor's error.
+        #[source]
+        source: BoxError,
+    },
 }

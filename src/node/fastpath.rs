@@ -13,9 +13,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 
-use super::actor::ReplyBody;
+pub(crate) use super::calls::ReplySender;
+use super::calls::{outcome, Outcome, ReplyBody};
 use crate::error::CallError;
 use crate::types::{NodeId, NodeName, Term};
 use crate::wire::ReplyResult;
@@ -29,7 +30,6 @@ pub(crate) struct Route {
 }
 
 /// What resolves a call.
-pub(crate) type ReplySender<R> = oneshot::Sender<Result<ReplyBody<R>, CallError>>;
 
 /// A call sent on the direct path, waiting for its reply.
 pub(crate) struct Pending<R> {
@@ -229,17 +229,18 @@ impl<R> FastPath<R> {
 
 /// Hands a reply to its caller (which decodes it).
 pub(crate) fn resolve<R>(p: Pending<R>, result: ReplyResult) {
-    let r = match result {
-        ReplyResult::Ok(b) => Ok(ReplyBody::Encoded(b)),
-        ReplyResult::Error(e) => Err(CallError::Remote(e)),
+    let r = match outcome(result) {
+        Outcome::Done(r) => r,
         // Not executed: the caller sends it again through the actor, which waits for a leader.
-        ReplyResult::NotLeader => Ok(ReplyBody::Retry),
+        Outcome::NotExecuted => Ok(ReplyBody::Retry),
     };
     let _ = p.reply.send(r);
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::oneshot;
+
     use super::*;
 
     fn route(tx: mpsc::Sender<Bytes>, conn: u64, term: u64) -> Route {

@@ -14,22 +14,31 @@ use crate::types::Term;
 /// up to this much per restart.
 pub(crate) const TERM_RESERVATION: u64 = 64;
 
+/// Where a node keeps the highest term it has proposed or accepted. Behind a trait so that a
+/// test can make the write fail: a node that cannot persist a term must stop before it sends
+/// anything that depends on it (raft-rs keeps its storage behind a trait for the same reason).
+pub(crate) trait TermStore: Send + 'static {
+    /// Makes sure `term` is durably covered before it is used.
+    fn store(&mut self, term: Term) -> io::Result<()>;
+}
+
 /// The persisted term high-water mark: `<data_dir>/term`, replaced atomically (write, fsync,
 /// rename, fsync of the directory). It holds a term at least as high as any this node has
-/// proposed or accepted.
+/// proposed or accepted. Without a data directory nothing is written (and a restart may reuse
+/// a term: the node warns at start).
 #[derive(Debug)]
-pub(crate) struct TermStore {
+pub(crate) struct FileTermStore {
     dir: Option<PathBuf>,
     reserved: Term,
 }
 
-impl TermStore {
+impl FileTermStore {
     /// Opens (creating the directory), reads the stored term (0 if none), which the node must
     /// start from, and reserves the next [`TERM_RESERVATION`] terms on disk.
     pub(crate) fn open(dir: Option<&Path>) -> io::Result<(Self, Term)> {
         let Some(dir) = dir else {
             return Ok((
-                TermStore {
+                FileTermStore {
                     dir: None,
                     reserved: Term(u64::MAX),
                 },
@@ -58,21 +67,12 @@ impl TermStore {
                 ),
             ));
         }
-        let mut store = TermStore {
+        let mut store = FileTermStore {
             dir: Some(dir.to_path_buf()),
             reserved: term,
         };
         store.reserve(term)?;
         Ok((store, term))
-    }
-
-    /// Makes sure `term` is durably covered before it is used: a disk write only when it is
-    /// beyond the current reservation.
-    pub(crate) fn store(&mut self, term: Term) -> io::Result<()> {
-        if term <= self.reserved {
-            return Ok(());
-        }
-        self.reserve(term)
     }
 
     fn reserve(&mut self, term: Term) -> io::Result<()> {
@@ -97,8 +97,18 @@ impl TermStore {
     }
 }
 
+impl TermStore for FileTermStore {
+    /// A disk write only when `term` is beyond the current reservation.
+    fn store(&mut self, term: Term) -> io::Result<()> {
+        if term <= self.reserved {
+            return Ok(());
+        }
+        self.reserve(term)
+    }
+}
+
 /// One leadership change, as written to the audit trail.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct AuditEvent<'a> {
     pub node: &'a str,
     pub event: &'a str,
@@ -106,6 +116,18 @@ pub(crate) struct AuditEvent<'a> {
     pub leader: Option<&'a str>,
     pub reason: &'a str,
     pub mono_ms: u128,
+}
+
+/// A line of `audit.jsonl`: the event with the wall-clock time it was written.
+#[derive(serde::Serialize)]
+struct AuditLine<'a> {
+    wall_ms: u128,
+    mono_ms: u128,
+    node: &'a str,
+    event: &'a str,
+    term: u64,
+    leader: Option<&'a str>,
+    reason: &'a str,
 }
 
 /// The audit trail: `<data_dir>/audit.jsonl`, one JSON object per leadership change, with
@@ -135,33 +157,27 @@ impl AuditLog {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
-        let leader = ev
-            .leader
-            .map(|l| format!("\"{}\"", escape(l)))
-            .unwrap_or_else(|| "null".to_string());
-        let line = format!(
-            "{{\"wall_ms\":{wall_ms},\"mono_ms\":{},\"node\":\"{}\",\"event\":\"{}\",\"term\":{},\"leader\":{leader},\"reason\":\"{}\"}}\n",
-            ev.mono_ms,
-            escape(ev.node),
-            escape(ev.event),
-            ev.term.0,
-            escape(ev.reason),
-        );
-        if let Err(e) = f.write_all(line.as_bytes()) {
+        let line = AuditLine {
+            wall_ms,
+            mono_ms: ev.mono_ms,
+            node: ev.node,
+            event: ev.event,
+            term: ev.term.0,
+            leader: ev.leader,
+            reason: ev.reason,
+        };
+        let mut bytes = match serde_json::to_vec(&line) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode an audit event");
+                return;
+            }
+        };
+        bytes.push(b'\n');
+        if let Err(e) = f.write_all(&bytes) {
             tracing::warn!(error = %e, "cannot append to the audit trail");
         }
     }
-}
-
-fn escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| match c {
-            '"' => vec!['\\', '"'],
-            '\\' => vec!['\\', '\\'],
-            c if c.is_control() => format!("\\u{:04x}", c as u32).chars().collect(),
-            c => vec![c],
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -171,16 +187,16 @@ mod tests {
     #[test]
     fn a_reopened_store_starts_above_every_term_used() {
         let d = tempfile::tempdir().unwrap();
-        let (mut s, t) = TermStore::open(Some(d.path())).unwrap();
+        let (mut s, t) = FileTermStore::open(Some(d.path())).unwrap();
         assert_eq!(t, Term(0));
         // Within the reservation: no write needed, still covered after a restart.
         s.store(Term(42)).unwrap();
-        let (mut s, t) = TermStore::open(Some(d.path())).unwrap();
+        let (mut s, t) = FileTermStore::open(Some(d.path())).unwrap();
         assert!(t >= Term(42), "{t:?}");
         assert_eq!(t, Term(TERM_RESERVATION));
         // Beyond it: a new reservation.
         s.store(Term(500)).unwrap();
-        let (_, t) = TermStore::open(Some(d.path())).unwrap();
+        let (_, t) = FileTermStore::open(Some(d.path())).unwrap();
         assert_eq!(t, Term(500 + TERM_RESERVATION));
     }
 
@@ -188,7 +204,7 @@ mod tests {
     fn corrupt_term_file_is_an_error_not_zero() {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("term"), "garbage").unwrap();
-        assert!(TermStore::open(Some(d.path())).is_err());
+        assert!(FileTermStore::open(Some(d.path())).is_err());
     }
 
     #[test]

@@ -20,6 +20,9 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, FramedRead};
 
 use crate::wire::codec::{decode_body, CodecError, FrameCodec};
+
+pub(crate) mod liveness;
+pub(crate) mod peers;
 use crate::wire::Msg;
 
 /// A byte stream between two nodes.
@@ -77,6 +80,7 @@ impl Listener for TcpListener {
     }
 }
 
+#[doc(hidden)]
 /// Exponential backoff with jitter for redials: `base * 2^attempt`, capped, then scaled by a
 /// factor in `[0.75, 1.25)` drawn from `jitter` (a uniform number in `[0, 1)`).
 pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Duration {
@@ -87,12 +91,14 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter: f64) -> Dura
 /// Largest batch the writer gathers into one write.
 const WRITE_BATCH: usize = 256 * 1024;
 
+#[doc(hidden)]
 /// Writes queued frames, gathering whatever is queued into one buffer per write. Ends when
 /// the queue is closed (Ok) or on a write error.
 pub async fn write_loop<W: AsyncWrite + Unpin>(w: W, rx: mpsc::Receiver<Bytes>) -> io::Result<()> {
     write_loop_with_load(w, rx, None).await
 }
 
+#[doc(hidden)]
 /// [`write_loop`], told how many messages the last batch read from the same connection held
 /// (`inbound`, kept by its reader): when 8 or more arrive at once, or a write carried 8 frames
 /// or more, the connection is busy, and for its next 16 writes the writer lets the tasks that
@@ -104,6 +110,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(w: W, rx: mpsc::Receiver<Bytes>) 
 /// (on a 2-vCPU machine, 64 concurrent `leader_call`s went from about 215 k/s to about 300 k/s;
 /// single-frame writes had been 86 % of a follower's writes).
 /// With few requests in flight a frame is written at once: waiting would only add latency.
+#[doc(hidden)]
 pub async fn write_loop_with_load<W: AsyncWrite + Unpin>(
     mut w: W,
     mut rx: mpsc::Receiver<Bytes>,
@@ -154,7 +161,9 @@ pub async fn write_loop_with_load<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
+#[doc(hidden)]
 /// Why a connection's reader stopped.
+#[doc(hidden)]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadEnd {
@@ -179,14 +188,17 @@ const BUSY_WRITES: usize = 16;
 /// Messages read at once from which a connection counts as busy.
 const BUSY_INBOUND: usize = 8;
 
+#[doc(hidden)]
 /// Most messages handed to the sink at once.
 pub const READ_BATCH: usize = 64;
 
+#[doc(hidden)]
 /// Reads frames, decodes them into [`Msg`]s and hands them to `sink` in batches (every frame
 /// already received, up to [`READ_BATCH`], so that a busy connection costs one hand-off per
 /// batch, not per message); `sink` returns `false` to stop. `pending` holds bytes already read
 /// from the stream (what the handshake read past its last message): its frames are delivered
 /// first, without waiting for the stream to become readable again. Returns why it stopped.
+#[doc(hidden)]
 pub async fn read_loop<R, F, Fut>(
     mut frames: FramedRead<R, FrameCodec>,
     mut pending: BytesMut,

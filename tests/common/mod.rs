@@ -85,7 +85,10 @@ impl Behaviour for Recorder {
     type Broadcast = String;
     type Info = ();
 
-    async fn init(&mut self, handle: LeaderHandle<Self>) -> Result<(), String> {
+    async fn init(
+        &mut self,
+        handle: LeaderHandle<Self>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         self.handle = Some(handle);
         Ok(())
     }

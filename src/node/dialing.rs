@@ -1,0 +1,321 @@
+//! Opening connections: the dial tasks this node runs to its peers, and the accept loop with
+//! its admission of inbound connections. The rules (who dials, backoff, when a peer is
+//! unreachable, who is admitted) are in `transport::peers`; this file only runs them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rand::Rng;
+use ractor::ActorRef;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::actor::NodeMsg;
+use super::state::NodeState;
+use crate::behaviour::Behaviour;
+use crate::config::Config;
+use crate::transport::peers::{self, Admission, DialResult, Existing};
+use crate::transport::{BoxStream, Listener};
+use crate::types::NodeId;
+use crate::wire::handshake::{self, HandshakeConfig, HandshakeError, Refusal};
+
+/// Concurrent inbound handshakes; more connections wait in the accept backlog.
+const MAX_HANDSHAKES: usize = 64;
+
+/// How a dial task ended.
+pub(crate) enum DialOutcome {
+    /// Could not open a connection at all.
+    Unreachable(String),
+    /// The peer refused the handshake, or it failed.
+    Failed(String),
+    /// The peer asked us to wait for its dial (we are the larger id).
+    CallBackRequested,
+    /// Handshake done: the connection is ours.
+    Connected {
+        incarnation: u64,
+        stream: BoxStream,
+        read_buf: BytesMut,
+    },
+}
+
+impl<B: Behaviour> NodeState<B> {
+    /// Starts one dial of `peer` after `delay`, unless connected or dialing already. Lower ids
+    /// dial higher ids; a higher id's dial only asks the lower one to dial back.
+    pub(super) fn dial(&mut self, peer: NodeId, delay: Duration) {
+        if self.stopping {
+            return;
+        }
+        let p = &mut self.peers[peer.index()];
+        if p.conn.is_some() || p.dial.dialing() {
+            return;
+        }
+        let gen = p.dial.start(Instant::now().into_std(), delay);
+        let myself = self.myself.clone();
+        let connector = self.connector.clone();
+        let hs = self.hs.clone();
+        let name = self.cfg.members().name(peer).to_string();
+        let addr = self.cfg.dial_addr(peer);
+        p.dialer = Some(tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let outcome = match connector.connect(addr).await {
+                Err(e) => DialOutcome::Unreachable(e.to_string()),
+                Ok(stream) => match handshake::dial(stream, &hs, &name).await {
+                    Ok(ok) => DialOutcome::Connected {
+                        incarnation: ok.peer.incarnation,
+                        stream: ok.stream,
+                        read_buf: ok.read_buf,
+                    },
+                    Err(HandshakeError::Refused(Refusal::CallBack)) => {
+                        DialOutcome::CallBackRequested
+                    }
+                    Err(e) => DialOutcome::Failed(e.to_string()),
+                },
+            };
+            let _ = myself.cast(NodeMsg::DialDone { peer, gen, outcome });
+        }));
+    }
+
+    /// A dial of `peer` (generation `gen`) ended.
+    pub(super) fn dial_done(&mut self, peer: NodeId, gen: u64, outcome: DialOutcome) {
+        if !self.peers[peer.index()].dial.is_current(gen) {
+            // A dial we abandoned finished anyway: ignore its result (dropping a connection
+            // it made closes it).
+            return;
+        }
+        self.peers[peer.index()].dialer = None;
+        let (result, error) = match outcome {
+            DialOutcome::Connected {
+                incarnation,
+                stream,
+                read_buf,
+            } => {
+                if self.peers[peer.index()].conn.is_some() {
+                    // Only lower ids dial, so this is a reconnect racing a close.
+                    self.drop_conn(peer, "replaced by a new connection");
+                }
+                self.peers[peer.index()]
+                    .dial
+                    .finished(DialResult::Connected, 0.0);
+                self.install(peer, incarnation, stream, read_buf);
+                return;
+            }
+            DialOutcome::CallBackRequested => (DialResult::CallBack, None),
+            DialOutcome::Unreachable(e) => (DialResult::Unreachable, Some(e)),
+            DialOutcome::Failed(e) => (DialResult::Refused, Some(e)),
+        };
+        let jitter = self.rng.random::<f64>();
+        let after = self.peers[peer.index()].dial.finished(result, jitter);
+        if let Some(e) = error {
+            let (node, to) = (self.name(self.me()), self.name(peer));
+            if after.warn {
+                // The peer is up but refuses us (wrong cookie, version, configuration): say so
+                // loudly, but not at every retry.
+                warn!(node = %node, peer = %to, reason = %e, "connection refused by peer");
+            } else {
+                debug!(node = %node, peer = %to, error = %e, "dial failed");
+            }
+        }
+        if after.unreachable {
+            self.engine
+                .handle_peer_unreachable(Instant::now().into_std(), peer);
+            self.dirty = true;
+        }
+        if let Some(d) = after.redial {
+            self.dial(peer, d);
+        }
+    }
+
+    /// An authenticated inbound handshake from `peer` asks to be admitted: the connection id
+    /// to use, or why not.
+    pub(super) fn admit(&mut self, peer: NodeId, incarnation: u64) -> Result<u64, Refusal> {
+        let now = Instant::now();
+        let since = crate::transport::liveness::look_since(
+            self.last_tick.into_std(),
+            now.into_std(),
+            self.cfg.heartbeat,
+        );
+        let hb = self.cfg.heartbeat;
+        let me = self.me();
+        let p = &mut self.peers[peer.index()];
+        let existing = p.conn.as_mut().map(|c| {
+            c.refresh(tokio::time::Instant::from_std(since));
+            Existing {
+                incarnation: c.incarnation,
+                healthy: c.live.heard_within(now.into_std(), hb),
+            }
+        });
+        match peers::admit(
+            me,
+            peer,
+            incarnation,
+            existing,
+            p.reserved.is_some(),
+        ) {
+            Admission::RefuseSelf => Err(Refusal::Duplicate(self.name(self.me()).to_string())),
+            Admission::RefuseDuplicate => Err(Refusal::Duplicate(self.name(peer).to_string())),
+            Admission::RefuseBusy => Err(Refusal::Other(
+                "a handshake with this node is in progress".into(),
+            )),
+            Admission::CallBack {
+                drop_existing,
+                dial,
+            } => {
+                if drop_existing {
+                    // It restarted: the connection we hold is dead.
+                    self.drop_conn(peer, "peer restarted");
+                }
+                if dial {
+                    let p = &mut self.peers[peer.index()];
+                    if p.dial.asked_to_dial(now.into_std()) {
+                        // Asleep in its backoff: dial now instead.
+                        if let Some(d) = p.dialer.take() {
+                            d.abort();
+                        }
+                        p.dial.abandon();
+                    }
+                    self.dial(peer, Duration::ZERO);
+                }
+                Err(Refusal::CallBack)
+            }
+            Admission::Admit { drop_existing } => {
+                if drop_existing {
+                    // The peer restarted or redialed: its old connection is dead.
+                    self.drop_conn(peer, "peer reconnected");
+                }
+                let id = self.next_conn;
+                self.next_conn += 1;
+                self.peers[peer.index()].reserved = Some((id, incarnation));
+                Ok(id)
+            }
+        }
+    }
+
+    /// An admitted inbound handshake completed (`Some`) or failed (`None`).
+    pub(super) fn admitted(&mut self, peer: NodeId, conn: u64, done: Option<Connected>) {
+        let p = &mut self.peers[peer.index()];
+        if p.reserved.map(|r| r.0) != Some(conn) {
+            return;
+        }
+        p.reserved = None;
+        if let Some(c) = done {
+            self.install(peer, c.incarnation, c.stream, c.read_buf);
+        }
+    }
+}
+
+/// A completed inbound handshake.
+pub(crate) struct Connected {
+    pub incarnation: u64,
+    pub stream: BoxStream,
+    pub read_buf: BytesMut,
+}
+
+/// The accept loop: at most [`MAX_HANDSHAKES`] inbound handshakes at once.
+pub(super) async fn accept_loop<B: Behaviour>(
+    mut listener: Box<dyn Listener>,
+    myself: ActorRef<NodeMsg<B>>,
+    hs: Arc<HandshakeConfig>,
+    config: Arc<Config>,
+    refused: Arc<AtomicU64>,
+) {
+    let sem = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let Ok(permit) = sem.clone().acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, from)) => {
+                let refused = refused.clone();
+                let myself = myself.clone();
+                let hs = hs.clone();
+                let config = config.clone();
+                tokio::spawn(async move {
+                    accept_one(stream, from, myself, hs, config, refused).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                warn!(node = %config.me(), error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn accept_one<B: Behaviour>(
+    stream: BoxStream,
+    from: String,
+    myself: ActorRef<NodeMsg<B>>,
+    hs: Arc<HandshakeConfig>,
+    config: Arc<Config>,
+    refused: Arc<AtomicU64>,
+) {
+    let members = config.members();
+    let admitted: std::sync::Mutex<Option<(NodeId, u64)>> = std::sync::Mutex::new(None);
+    let result = handshake::accept(
+        stream,
+        &hs,
+        |name| members.id_of_str(name).is_some(),
+        |hello| {
+            let myself = myself.clone();
+            let admitted = &admitted;
+            async move {
+                let Some(peer) = members.id_of_str(&hello.name) else {
+                    return Err(Refusal::Unknown(hello.name));
+                };
+                let (tx, rx) = oneshot::channel();
+                myself
+                    .cast(NodeMsg::Admit {
+                        peer,
+                        incarnation: hello.incarnation,
+                        reply: tx,
+                    })
+                    .map_err(|_| Refusal::ShuttingDown)?;
+                let conn = rx.await.map_err(|_| Refusal::ShuttingDown)??;
+                if let Ok(mut a) = admitted.lock() {
+                    *a = Some((peer, conn));
+                }
+                Ok(())
+            }
+        },
+    )
+    .await;
+    let admitted = admitted.lock().ok().and_then(|a| *a);
+    match (result, admitted) {
+        (Ok(ok), Some((peer, conn))) => {
+            let _ = myself.cast(NodeMsg::Admitted {
+                peer,
+                conn,
+                done: Some(Connected {
+                    incarnation: ok.peer.incarnation,
+                    stream: ok.stream,
+                    read_buf: ok.read_buf,
+                }),
+            });
+        }
+        (Ok(_), None) => {}
+        (Err(e), admitted) => {
+            if let Some((peer, conn)) = admitted {
+                let _ = myself.cast(NodeMsg::Admitted {
+                    peer,
+                    conn,
+                    done: None,
+                });
+            }
+            match &e {
+                HandshakeError::Rejected(Refusal::CallBack) => {
+                    debug!(node = %config.me(), %from, "peer asked us to dial it")
+                }
+                _ => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    warn!(node = %config.me(), %from, reason = %e, "inbound connection refused")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The drain: every input to the node ends here, once (str0m's rule: every mutation is
+//! followed by a full drain of the output).
+//!
+//! [`NodeState::drive`] applies every output of the engine in order — persisting a term
+//! *before* the messages that depend on it leave, sending, running the leadership callbacks —
+//! then publishes the view and the direct-call route, dispatches calls and casts that were
+//! waiting for a leader, and hands the timer its next deadline. Because it is the only place
+//! outputs are applied, no handler can forget to, and nothing waits for the next tick.
+//!
+//! A term that cannot be persisted stops the node: the outputs still queued (the messages that
+//! depend on it) are dropped, and the actor stops with [`StopReason::TermNotPersisted`].
+
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+
+use super::fastpath::Route;
+use super::state::{election, NodeState};
+use super::view;
+use crate::behaviour::{Behaviour, StopReason};
+use crate::election::{LossReason, Output};
+use crate::wire::codec;
+use crate::wire::Msg;
+
+impl<B: Behaviour> NodeState<B> {
+    /// Applies every engine output, then republishes the view and the route, dispatches
+    /// what waited for a leader and reschedules the timer.
+    ///
+    /// The view is also published before the first leadership callback runs, so that what a
+    /// handle shows is never older than what a callback has been told.
+    pub(super) async fn drive(&mut self) {
+        if self.stopping {
+            return;
+        }
+        let mut published = false;
+        while let Some(out) = self.engine.poll_output() {
+            self.dirty = true;
+            if !published
+                && matches!(
+                    out,
+                    Output::Elected { .. } | Output::Surrendered { .. } | Output::Down { .. }
+                )
+            {
+                view::publish(&self.view_tx, &self.engine, self.cfg.members());
+                published = true;
+            }
+            self.apply(out).await;
+            if self.fatal.is_some() {
+                // Nothing that depends on the unpersisted term may leave.
+                while self.engine.poll_output().is_some() {}
+                return;
+            }
+        }
+        if self.dirty {
+            self.dirty = false;
+            view::publish(&self.view_tx, &self.engine, self.cfg.members());
+            self.update_route();
+        }
+        self.flush_waiting().await;
+        self.schedule();
+    }
+
+    /// Applies one engine output.
+    async fn apply(&mut self, out: Output) {
+        match out {
+            Output::Send { to, msg } => self.send(to, &Msg::Election(msg)).await,
+            Output::PersistTerm(t) => {
+                if let Err(e) = self.terms.store(t) {
+                    error!(node = %self.name(self.me()), term = %t, error = %e,
+                        "cannot persist the term: stopping rather than risk reusing it");
+                    self.fatal = Some(StopReason::TermNotPersisted {
+                        term: t,
+                        source: Arc::new(e),
+                    });
+                }
+            }
+            Output::Elected { term, joined } => {
+                let joined_name = joined.map(|j| self.name(j).clone());
+                if joined.is_none() {
+                    self.seq.elected();
+                    self.record("elected", term, Some(self.me()), "won the election");
+                } else {
+                    info!(node = %self.name(self.me()), %term,
+                        joined = %joined_name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                        "node joined");
+                }
+                let election = election!(self);
+                let synch = self
+                    .behaviour
+                    .elected(&election, joined_name.as_ref())
+                    .await;
+                match codec::encode_payload(&synch) {
+                    Ok(bytes) => self.engine.provide_synch(joined, bytes),
+                    Err(e) => error!(node = %self.name(self.me()), error = %e, "cannot encode the Synch"),
+                }
+            }
+            Output::Surrendered {
+                leader,
+                term,
+                synch,
+            } => {
+                self.seq.surrendered();
+                self.record("surrendered", term, Some(leader), "accepted a leader");
+                match codec::decode_payload::<B::Synch>(&synch) {
+                    Ok(s) => {
+                        let election = election!(self);
+                        self.behaviour.surrendered(s, &election).await;
+                    }
+                    Err(e) => {
+                        warn!(node = %self.name(self.me()), error = %e, "bad Synch from leader")
+                    }
+                }
+            }
+            Output::LeadershipLost { term, reason } => {
+                self.record("lost", term, None, reason_str(reason));
+                let me = self.name(self.me()).clone();
+                self.calls.leadership_lost(&me);
+            }
+            Output::LeaderLost {
+                leader,
+                term,
+                reason,
+            } => {
+                self.fail_calls_to(leader);
+                self.record("leader_lost", term, Some(leader), reason_str(reason));
+            }
+            Output::Down { node } => {
+                if self.engine.is_leader() {
+                    let name = self.name(node).clone();
+                    let election = election!(self);
+                    if let Some(b) = self.behaviour.handle_down(&name, &election).await {
+                        self.broadcast(b).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes where direct calls go: the leader's connection, when this node follows.
+    fn update_route(&mut self) {
+        let me = self.me();
+        let want = self.engine.leader().filter(|l| l.node != me).and_then(|l| {
+            let c = self.peers[l.node.index()].conn.as_ref()?;
+            Some((l.node, l.term, c.id, c.tx.clone()))
+        });
+        let key = want.as_ref().map(|w| (w.0, w.1, w.2));
+        if key == self.route_key {
+            return;
+        }
+        self.route_key = key;
+        self.fast
+            .set_route(want.map(|(leader, term, conn, tx)| Route {
+                leader,
+                term,
+                conn,
+                tx,
+            }));
+    }
+
+    /// Hands the timer the earliest deadline: the engine's, a call's or a held cast's.
+    fn schedule(&mut self) {
+        let engine = self.engine.poll_timeout().map(tokio::time::Instant::from_std);
+        let calls = self
+            .calls
+            .next_deadline()
+            .map(tokio::time::Instant::from_std);
+        let held = self.held.next_deadline().map(tokio::time::Instant::from_std);
+        let want = [engine, calls, held].into_iter().flatten().min();
+        if want == self.scheduled {
+            return;
+        }
+        self.scheduled = want;
+        self.timer_tx.send_if_modified(|v| {
+            if *v != want {
+                *v = want;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+fn reason_str(r: LossReason) -> &'static str {
+    match r {
+        LossReason::LeaderDown => "leader down",
+        LossReason::TakenOver => "taken over by a higher-priority leader",
+        LossReason::NewerTerm => "newer term",
+    }
+}

@@ -1,0 +1,296 @@
+//! Calls and casts to the leader, and what the leader does with them: a `leader_call` that
+//! crosses the actor is taken into the call table (`calls`), dispatched to the leader (or
+//! served here), and resolved by the leader's answer, the leader's loss or its deadline; the
+//! leader runs `handle_leader_call`/`handle_leader_cast`, replies (a deferred reply carries the
+//! term the call was served in), and broadcasts in order (`broadcast`).
+//!
+//! Follower calls normally skip this file: see `fastpath` for the direct path.
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::calls::{CallReq, Dispatch, Refused, ReplyBody, ReplySender};
+use super::fastpath;
+use super::state::{election, NodeState};
+use crate::behaviour::{Behaviour, LeaderReply, Origin, ReplyTo};
+use crate::error::CallError;
+use crate::types::{NodeId, Term};
+use crate::wire::codec;
+use crate::wire::{Msg, ReplyResult};
+
+impl<B: Behaviour> NodeState<B> {
+    /// A `leader_call` made on this node that goes through the actor.
+    pub(super) fn leader_call(
+        &mut self,
+        id: u64,
+        request: CallReq<B::Call>,
+        deadline: Instant,
+        reply: ReplySender<B::Reply>,
+    ) {
+        let now = Instant::now();
+        if let Err((why, reply)) =
+            self.calls
+                .insert(id, request, deadline.into_std(), reply, now.into_std())
+        {
+            let _ = reply.send(Err(match why {
+                Refused::TooMany => CallError::Overloaded,
+                Refused::PastDeadline => CallError::NoLeader,
+            }));
+        }
+        // Dispatched by the drain that ends this input, if a leader is known.
+    }
+
+    /// Dispatches the calls waiting for a leader and releases the held casts, if a leader is
+    /// known.
+    pub(super) async fn flush_waiting(&mut self) {
+        if self.engine.leader().is_none() {
+            return;
+        }
+        if self.calls.waiting() > 0 {
+            for id in self.calls.take_waiting() {
+                // Read again for each: a send that drops a connection can lose the leader.
+                match self.engine.leader() {
+                    Some(l) => self.dispatch(id, l.node, l.term).await,
+                    None => self.calls.requeue(id),
+                }
+            }
+        }
+        if self.held.len() > 0 && self.engine.leader().is_some() {
+            for c in self.held.release() {
+                self.leader_cast(c).await;
+            }
+        }
+    }
+
+    /// Sends call `id` to `leader` at `term`, or serves it if this node leads.
+    async fn dispatch(&mut self, id: u64, leader: NodeId, term: Term) {
+        let me = self.me();
+        match self.calls.dispatch(id, me, leader, term) {
+            None => {}
+            Some(Dispatch::Serve(req)) => {
+                let req = match req {
+                    CallReq::Value(v) => v,
+                    CallReq::Frame(f) => match decode_call_frame::<B::Call>(&f) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.calls.resolve(id, Err(CallError::Codec(e)));
+                            return;
+                        }
+                    },
+                };
+                self.counters.leader_calls_served += 1;
+                let election = election!(self);
+                let r = self
+                    .behaviour
+                    .handle_leader_call(req, ReplyTo::new(Origin::Local(id)), &election)
+                    .await;
+                self.finish_leader_call(Origin::Local(id), r).await;
+            }
+            Some(Dispatch::Send(req)) => {
+                let frame = match req {
+                    CallReq::Frame(f) => f,
+                    CallReq::Value(v) => match encode_call_frame(id, &v) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            self.calls.resolve(id, Err(CallError::Codec(e)));
+                            return;
+                        }
+                    },
+                };
+                self.calls.keep_frame(id, frame.clone());
+                self.push(leader, frame).await;
+            }
+        }
+    }
+
+    async fn finish_leader_call(&mut self, origin: Origin, r: LeaderReply<B::Reply, B::Broadcast>) {
+        match r {
+            LeaderReply::Reply(r) => self.deliver_reply(origin, r).await,
+            LeaderReply::ReplyAndBroadcast(r, b) => {
+                self.broadcast(b).await;
+                self.deliver_reply(origin, r).await;
+            }
+            LeaderReply::NoReply => {}
+        }
+    }
+
+    /// Delivers a reply to a call this node served as leader: to the local caller, or on the
+    /// caller's connection, with the term the call was served in. A reply to a call that no
+    /// longer counts (leadership lost since, or its connection gone) is dropped: its caller has
+    /// been told.
+    pub(super) async fn deliver_reply(&mut self, to: Origin, reply: B::Reply) {
+        let Some(term) = self.calls.served(to) else {
+            debug!(node = %self.name(self.me()), ?to, "reply to a call that no longer counts dropped");
+            return;
+        };
+        match to {
+            Origin::Local(id) => self.calls.resolve(id, Ok(ReplyBody::Value(reply))),
+            Origin::Remote { peer, conn, id } => {
+                if !self.is_current(peer, conn) {
+                    return;
+                }
+                let ok = Msg::Reply {
+                    id,
+                    term,
+                    result: ReplyResult::Ok(Vec::new()),
+                };
+                match codec::encode_frame_with_payload(&ok, &reply) {
+                    Ok(frame) => self.push(peer, frame).await,
+                    Err(e) => {
+                        let result = ReplyResult::Error(format!("cannot encode the reply: {e}"));
+                        self.send(peer, &Msg::Reply { id, term, result }).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A `leader_call` forwarded by `peer`.
+    pub(super) async fn remote_leader_call(
+        &mut self,
+        peer: NodeId,
+        conn: u64,
+        id: u64,
+        payload: Vec<u8>,
+    ) {
+        let term = self.engine.term();
+        if !self.engine.is_leader() {
+            let result = ReplyResult::NotLeader;
+            self.send(peer, &Msg::Reply { id, term, result }).await;
+            return;
+        }
+        let req = match codec::decode_payload::<B::Call>(&payload) {
+            Ok(r) => r,
+            Err(e) => {
+                let result = ReplyResult::Error(format!("cannot decode the request: {e}"));
+                self.send(peer, &Msg::Reply { id, term, result }).await;
+                return;
+            }
+        };
+        let origin = Origin::Remote { peer, conn, id };
+        self.calls.serving(origin, term);
+        self.counters.leader_calls_served += 1;
+        let election = election!(self);
+        let r = self
+            .behaviour
+            .handle_leader_call(req, ReplyTo::new(origin), &election)
+            .await;
+        self.finish_leader_call(origin, r).await;
+    }
+
+    /// The leader's answer to one of this node's calls, through the actor.
+    pub(super) fn on_reply(
+        &mut self,
+        peer: NodeId,
+        conn: u64,
+        id: u64,
+        term: Term,
+        result: ReplyResult,
+    ) {
+        if !self.calls.contains(id) {
+            // A direct call whose reply came after a broadcast, in order, through the actor.
+            if let Some(p) = self.fast.take_reply(conn, id, term) {
+                fastpath::resolve(p, result);
+            }
+            return;
+        }
+        if !self.calls.answer(id, peer, term, result) {
+            debug!(node = %self.name(self.me()), %term, "stale reply dropped");
+        }
+    }
+
+    /// The connection to `node` is gone or it stopped leading: calls in flight to it fail
+    /// with `LeaderDown` now rather than at their deadline.
+    pub(super) fn fail_calls_to(&mut self, node: NodeId) {
+        if self.route_key.is_some_and(|r| r.0 == node) {
+            self.route_key = None;
+        }
+        let name = self.cfg.members().name(node).clone();
+        self.fast.fail_leader(node, &name);
+        self.calls.fail_sent_to(node, &name);
+    }
+
+    /// A `leader_cast`: handled here if this node leads, sent to the leader, or held until one
+    /// is known.
+    pub(super) async fn leader_cast(&mut self, m: B::Cast) {
+        match self.engine.leader() {
+            Some(l) if l.node == self.me() => {
+                let election = election!(self);
+                if let Some(b) = self.behaviour.handle_leader_cast(m, &election).await {
+                    self.broadcast(b).await;
+                }
+            }
+            Some(l) => {
+                let empty = Msg::LeaderCast {
+                    payload: Vec::new(),
+                };
+                match codec::encode_frame_with_payload(&empty, &m) {
+                    Ok(frame) => self.push(l.node, frame).await,
+                    Err(e) => warn!(error = %e, "cannot encode a leader_cast"),
+                }
+            }
+            None => {
+                let d = Instant::now() + self.cfg.call_timeout;
+                if self.held.hold(m, d.into_std()).is_err() {
+                    warn!(node = %self.name(self.me()), "no leader and too many casts held: cast dropped");
+                }
+            }
+        }
+    }
+
+    /// Sends `b` to every follower: encoded once, in order, numbered within the term.
+    pub(super) async fn broadcast(&mut self, b: B::Broadcast) {
+        if !self.engine.is_leader() {
+            return;
+        }
+        let empty = Msg::Broadcast {
+            term: self.engine.term(),
+            seq: self.seq.next(),
+            payload: Vec::new(),
+        };
+        let frame = match codec::encode_frame_with_payload(&empty, &b) {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "cannot encode a broadcast");
+                return;
+            }
+        };
+        self.seq.used();
+        self.counters.broadcasts_sent += 1;
+        let followers: Vec<NodeId> = self.engine.followers().iter().copied().collect();
+        for f in followers {
+            self.push(f, frame.clone()).await;
+        }
+    }
+
+    /// Fails the calls and held casts past their deadline at `now`.
+    pub(super) fn sweep(&mut self, now: Instant) {
+        self.calls.sweep(now.into_std());
+        self.held.expire(now.into_std());
+    }
+}
+
+/// The frame of a forwarded `leader_call`: encoded once, by the caller's task.
+pub(crate) fn encode_call_frame<C: serde::Serialize>(
+    id: u64,
+    request: &C,
+) -> Result<Bytes, String> {
+    let empty = Msg::LeaderCall {
+        id,
+        payload: Vec::new(),
+    };
+    codec::encode_frame_with_payload(&empty, request).map_err(|e| e.to_string())
+}
+
+/// The request inside a frame made by [`encode_call_frame`] (when this node became the leader
+/// before it could forward the call).
+fn decode_call_frame<C: serde::de::DeserializeOwned>(frame: &[u8]) -> Result<C, String> {
+    let body = frame.get(5..).ok_or("short frame")?;
+    match codec::decode_body::<Msg>(body).map_err(|e| e.to_string())? {
+        Msg::LeaderCall { payload, .. } => {
+            codec::decode_payload(&payload).map_err(|e| e.to_string())
+        }
+        _ => Err("not a leader_call frame".into()),
+    }
+}

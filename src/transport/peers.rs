@@ -1,0 +1,388 @@
+//! Who dials whom, when to dial again, when a peer counts as unreachable, and whether an
+//! inbound connection claiming a member is admitted.
+//!
+//! One connection per pair, deterministically: the member with the lower id dials the higher.
+//! A higher id that starts (or loses its connection) dials the lower one only to ask for a
+//! call back; the lower one answers `CallBack` and dials at once. So two nodes never race two
+//! connections, and a restarted node still rejoins in milliseconds.
+//!
+//! Pure state fed `now` and a jitter sample (no clock, no RNG, no sockets): the node's async
+//! shell starts and aborts the dial tasks this module asks for, and its unit tests pin every
+//! rule.
+
+use std::time::{Duration, Instant};
+
+use crate::types::NodeId;
+
+/// First retry delay after a failed dial, doubled per attempt up to [`BACKOFF_CAP`].
+pub(crate) const BACKOFF_BASE: Duration = Duration::from_millis(20);
+/// Longest delay between two dials of the same peer.
+pub(crate) const BACKOFF_CAP: Duration = Duration::from_millis(500);
+/// A higher id asks a lower one again this soon after its first refused dial.
+pub(crate) const ASK_AGAIN: Duration = Duration::from_millis(25);
+/// After a connection is lost, the next dial starts this soon.
+pub(crate) const REDIAL: Duration = Duration::from_millis(5);
+/// Of the refusals by a running peer (wrong cookie, version, configuration), one in this many
+/// is logged at WARN; the others at DEBUG.
+const WARN_EVERY: u32 = 10;
+
+/// How a dial ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DialResult {
+    /// The handshake completed: the connection is ours.
+    Connected,
+    /// The peer asked us to wait for its dial (it has the lower id).
+    CallBack,
+    /// No connection could be opened (nobody listening, unreachable, unresolvable).
+    Unreachable,
+    /// The peer is up but refused the handshake, or the handshake failed.
+    Refused,
+}
+
+/// What the node should do after a dial failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AfterFailure {
+    /// Tell the engine the peer is unreachable.
+    pub unreachable: bool,
+    /// Dial again after this delay.
+    pub redial: Option<Duration>,
+    /// Log the failure at WARN (else DEBUG).
+    pub warn: bool,
+}
+
+/// Dial bookkeeping for one peer.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerDial {
+    me: NodeId,
+    peer: NodeId,
+    /// When the current dial starts connecting (after its backoff).
+    dial_at: Instant,
+    /// Failed dials in a row (backoff exponent).
+    attempt: u32,
+    /// Dials refused or unreachable in a row.
+    refusals: u32,
+    /// Generation of the current dial: results of older dials are ignored.
+    gen: u64,
+    dialing: bool,
+}
+
+impl PeerDial {
+    pub(crate) fn new(me: NodeId, peer: NodeId, now: Instant) -> Self {
+        PeerDial {
+            me,
+            peer,
+            dial_at: now,
+            attempt: 0,
+            refusals: 0,
+            gen: 0,
+            dialing: false,
+        }
+    }
+
+    /// Whether a dial task is running (sleeping in its backoff or connecting).
+    pub(crate) fn dialing(&self) -> bool {
+        self.dialing
+    }
+
+    /// Starts a dial after `delay`; returns its generation.
+    pub(crate) fn start(&mut self, now: Instant, delay: Duration) -> u64 {
+        self.dial_at = now + delay;
+        self.gen += 1;
+        self.dialing = true;
+        self.gen
+    }
+
+    /// Whether a finished dial of generation `gen` is the current one (else it was
+    /// abandoned and its result is ignored).
+    pub(crate) fn is_current(&self, gen: u64) -> bool {
+        self.dialing && gen == self.gen
+    }
+
+    /// The current dial was abandoned (its task aborted).
+    pub(crate) fn abandon(&mut self) {
+        self.dialing = false;
+    }
+
+    /// A connection was lost: dial again soon, from the first backoff step.
+    pub(crate) fn lost(&mut self) -> Duration {
+        self.attempt = 0;
+        REDIAL
+    }
+
+    /// The peer asked us (the lower id) to dial it: whether the current dial is asleep in its
+    /// backoff and must be replaced by one that starts now. Resets the backoff either way.
+    pub(crate) fn asked_to_dial(&mut self, now: Instant) -> bool {
+        self.attempt = 0;
+        self.dialing && self.dial_at > now
+    }
+
+    /// The current dial ended with `result`; `jitter` is a sample in `[0, 1)`.
+    pub(crate) fn finished(&mut self, result: DialResult, jitter: f64) -> AfterFailure {
+        self.dialing = false;
+        let ok = AfterFailure {
+            unreachable: false,
+            redial: None,
+            warn: false,
+        };
+        match result {
+            DialResult::Connected => {
+                self.attempt = 0;
+                self.refusals = 0;
+                ok
+            }
+            DialResult::CallBack => {
+                self.refusals = 0;
+                ok
+            }
+            DialResult::Unreachable | DialResult::Refused => {
+                let refused = result == DialResult::Refused;
+                let warn = refused && self.attempt % WARN_EVERY == 0;
+                // A refused connection right at startup often means the peer is starting too
+                // and not listening yet: only the second failure in a row (tens of ms later)
+                // makes it unreachable, so that simultaneous starts elect by priority. A
+                // peer that is up but refuses the handshake is unreachable at once.
+                self.refusals = self.refusals.saturating_add(1);
+                let unreachable = refused || self.refusals >= 2;
+                let redial = if self.me < self.peer {
+                    let a = self.attempt;
+                    self.attempt = a.saturating_add(1);
+                    Some(super::backoff(a, BACKOFF_BASE, BACKOFF_CAP, jitter))
+                } else if !unreachable {
+                    // We only ask lower ids to dial us: ask once more.
+                    Some(ASK_AGAIN)
+                } else {
+                    None
+                };
+                AfterFailure {
+                    unreachable,
+                    redial,
+                    warn,
+                }
+            }
+        }
+    }
+}
+
+/// What the node knows of its current connection to a peer, for admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Existing {
+    pub incarnation: u64,
+    /// Heard from within a heartbeat interval.
+    pub healthy: bool,
+}
+
+/// The decision on an inbound handshake from `peer` (authenticated, asking to be admitted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// The peer claims this node's own name.
+    RefuseSelf,
+    /// A live connection from another incarnation of that name exists: a duplicate.
+    RefuseDuplicate,
+    /// A handshake with that peer is already finishing.
+    RefuseBusy,
+    /// We have the lower id: we dial. `drop_existing` says the connection we hold is from an
+    /// earlier incarnation (the peer restarted) and is dead; `dial` says to start our dial.
+    CallBack { drop_existing: bool, dial: bool },
+    /// Admit the connection; `drop_existing` replaces the one we hold (the peer restarted or
+    /// redialed: it is dead).
+    Admit { drop_existing: bool },
+}
+
+/// Decides on an inbound connection from `peer` with `incarnation`.
+pub(crate) fn admit(
+    me: NodeId,
+    peer: NodeId,
+    incarnation: u64,
+    existing: Option<Existing>,
+    handshake_in_progress: bool,
+) -> Admission {
+    if peer == me {
+        return Admission::RefuseSelf;
+    }
+    if peer > me {
+        // We dial higher ids. A request from the incarnation we are connected to raced with
+        // our own dial: nothing to do but tell it to wait.
+        return match existing {
+            Some(c) if c.incarnation == incarnation => Admission::CallBack {
+                drop_existing: false,
+                dial: false,
+            },
+            Some(_) => Admission::CallBack {
+                drop_existing: true,
+                dial: true,
+            },
+            None => Admission::CallBack {
+                drop_existing: false,
+                dial: true,
+            },
+        };
+    }
+    if handshake_in_progress {
+        return Admission::RefuseBusy;
+    }
+    match existing {
+        Some(c) if c.incarnation != incarnation && c.healthy => Admission::RefuseDuplicate,
+        Some(_) => Admission::Admit {
+            drop_existing: true,
+        },
+        None => Admission::Admit {
+            drop_existing: false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_lower_id_backs_off_and_keeps_dialing() {
+        let t0 = Instant::now();
+        let mut d = PeerDial::new(NodeId(0), NodeId(1), t0);
+        d.start(t0, Duration::ZERO);
+        let a = d.finished(DialResult::Unreachable, 0.0);
+        assert_eq!(
+            a,
+            AfterFailure {
+                unreachable: false,
+                redial: Some(super::super::backoff(0, BACKOFF_BASE, BACKOFF_CAP, 0.0)),
+                warn: false
+            }
+        );
+        d.start(t0, a.redial.unwrap());
+        let b = d.finished(DialResult::Unreachable, 0.0);
+        assert!(b.unreachable, "second failure in a row");
+        assert_eq!(
+            b.redial,
+            Some(super::super::backoff(1, BACKOFF_BASE, BACKOFF_CAP, 0.0))
+        );
+        // Connected: the backoff starts over.
+        d.start(t0, Duration::ZERO);
+        d.finished(DialResult::Connected, 0.0);
+        d.start(t0, Duration::ZERO);
+        let c = d.finished(DialResult::Unreachable, 0.0);
+        assert!(!c.unreachable);
+        assert_eq!(
+            c.redial,
+            Some(super::super::backoff(0, BACKOFF_BASE, BACKOFF_CAP, 0.0))
+        );
+    }
+
+    #[test]
+    fn the_higher_id_asks_twice_then_waits() {
+        let t0 = Instant::now();
+        let mut d = PeerDial::new(NodeId(2), NodeId(1), t0);
+        d.start(t0, Duration::ZERO);
+        assert_eq!(
+            d.finished(DialResult::Unreachable, 0.5),
+            AfterFailure {
+                unreachable: false,
+                redial: Some(ASK_AGAIN),
+                warn: false
+            }
+        );
+        d.start(t0, ASK_AGAIN);
+        assert_eq!(
+            d.finished(DialResult::Unreachable, 0.5),
+            AfterFailure {
+                unreachable: true,
+                redial: None,
+                warn: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_refusing_peer_is_unreachable_at_once_and_warned_about_sometimes() {
+        let t0 = Instant::now();
+        let mut d = PeerDial::new(NodeId(0), NodeId(1), t0);
+        let mut warns = 0;
+        for _ in 0..20 {
+            d.start(t0, Duration::ZERO);
+            let a = d.finished(DialResult::Refused, 0.0);
+            assert!(a.unreachable);
+            warns += a.warn as u32;
+        }
+        assert_eq!(warns, 2, "one WARN in {WARN_EVERY}");
+    }
+
+    #[test]
+    fn stale_dials_are_ignored() {
+        let t0 = Instant::now();
+        let mut d = PeerDial::new(NodeId(0), NodeId(1), t0);
+        let g1 = d.start(t0, ms(100));
+        assert!(d.is_current(g1));
+        // Asked to dial now while asleep in the backoff: replace the dial.
+        assert!(d.asked_to_dial(t0 + ms(10)));
+        d.abandon();
+        let g2 = d.start(t0 + ms(10), Duration::ZERO);
+        assert!(!d.is_current(g1));
+        assert!(d.is_current(g2));
+        assert!(!d.asked_to_dial(t0 + ms(10)), "already dialing now");
+    }
+
+    #[test]
+    fn admission_rules() {
+        let (lo, me, hi) = (NodeId(0), NodeId(1), NodeId(2));
+        let live = |inc| {
+            Some(Existing {
+                incarnation: inc,
+                healthy: true,
+            })
+        };
+        let silent = |inc| {
+            Some(Existing {
+                incarnation: inc,
+                healthy: false,
+            })
+        };
+        assert_eq!(admit(me, me, 1, None, false), Admission::RefuseSelf);
+        // Higher ids are dialed by us.
+        assert_eq!(
+            admit(me, hi, 7, None, false),
+            Admission::CallBack {
+                drop_existing: false,
+                dial: true
+            }
+        );
+        assert_eq!(
+            admit(me, hi, 7, live(7), false),
+            Admission::CallBack {
+                drop_existing: false,
+                dial: false
+            }
+        );
+        assert_eq!(
+            admit(me, hi, 8, live(7), false),
+            Admission::CallBack {
+                drop_existing: true,
+                dial: true
+            }
+        );
+        // Lower ids dial us.
+        assert_eq!(
+            admit(me, lo, 7, None, false),
+            Admission::Admit {
+                drop_existing: false
+            }
+        );
+        assert_eq!(admit(me, lo, 7, None, true), Admission::RefuseBusy);
+        assert_eq!(admit(me, lo, 8, live(7), false), Admission::RefuseDuplicate);
+        assert_eq!(
+            admit(me, lo, 8, silent(7), false),
+            Admission::Admit {
+                drop_existing: true
+            }
+        );
+        assert_eq!(
+            admit(me, lo, 7, live(7), false),
+            Admission::Admit {
+                drop_existing: true
+            }
+        );
+    }
+}
