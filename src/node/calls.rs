@@ -415,6 +415,8 @@ mod tests {
         t.take_waiting();
         t.dispatch(1, NodeId(0), NodeId(1), Term(5));
         t.dispatch(2, NodeId(0), NodeId(1), Term(5));
+        // The runtime keeps the frame it sent, to send it again after `NotLeader`.
+        t.keep_frame(2, Bytes::from_static(b"frame"));
         // From another node, or an older term: dropped.
         assert!(!t.answer(1, NodeId(2), Term(5), ReplyResult::Ok(vec![1])));
         assert!(!t.answer(1, NodeId(1), Term(4), ReplyResult::Ok(vec![1])));
@@ -424,7 +426,10 @@ mod tests {
         assert!(t.answer(2, NodeId(1), Term(6), ReplyResult::NotLeader));
         assert!(b.try_recv().is_err());
         assert_eq!(t.take_waiting(), vec![2]);
-        t.dispatch(2, NodeId(0), NodeId(1), Term(6));
+        assert!(matches!(
+            t.dispatch(2, NodeId(0), NodeId(1), Term(6)),
+            Some(Dispatch::Send(CallReq::Frame(f))) if &f[..] == b"frame"
+        ));
         assert!(t.answer(2, NodeId(1), Term(6), ReplyResult::Error("boom".into())));
         assert_eq!(err(&mut b), CallError::Remote("boom".into()));
     }

@@ -112,8 +112,8 @@ mod tests {
         assert_eq!(l.verdict(t0 + ms(599), HB, FT, true), Verdict::Fine);
         assert_eq!(l.verdict(t0 + ms(600), HB, FT, true), Verdict::Dead);
         l.received(t0 + ms(300));
-        assert_eq!(l.verdict(t0 + ms(899), HB, FT, true), Verdict::Fine);
-        assert_eq!(l.verdict(t0 + ms(900), HB, FT, true), Verdict::Dead);
+        assert_eq!(l.verdict(t0 + ms(899), HB, FT, false), Verdict::Fine);
+        assert_eq!(l.verdict(t0 + ms(900), HB, FT, false), Verdict::Dead);
     }
 
     #[test]
