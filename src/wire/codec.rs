@@ -225,6 +225,10 @@ pub fn encode_frame_into<T: Serialize + ?Sized>(
 /// `msg` must carry an empty payload as its very last encoded field (as
 /// `Msg::LeaderCall`, `Msg::Reply` with `ReplyResult::Ok`, `Msg::Broadcast` and
 /// `Msg::LeaderCast` do); [`CodecError::Encode`] otherwise.
+///
+/// Hidden from the docs and outside the semver promise: the node runtime, tests and benches
+/// use it.
+#[doc(hidden)]
 pub fn encode_frame_with_payload<M, T>(msg: &M, payload: &T) -> Result<Bytes, CodecError>
 where
     M: Serialize + ?Sized,

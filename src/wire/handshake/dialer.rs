@@ -167,3 +167,240 @@ impl<'a> Dialer<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::super::HandshakeError;
+    use super::*;
+
+    fn dialer(c: &HandshakeConfig) -> Dialer<'_> {
+        Dialer::new(c, B, NONCE_D)
+    }
+
+    fn challenge_from(from: &str, mac: [u8; 32]) -> HandshakeMsg {
+        HandshakeMsg::Challenge {
+            from: from.into(),
+            incarnation: 22,
+            nonce: NONCE_A,
+            mac,
+        }
+    }
+
+    /// A dialer that got through to waiting for `Welcome`.
+    fn past_challenge(c: &HandshakeConfig) -> Dialer<'_> {
+        let mut d = dialer(c);
+        assert_eq!(drain(|| d.poll()), [S::Send(HELLO.into()), S::Receive]);
+        d.receive(&unhex(CHALLENGE));
+        assert_eq!(drain(|| d.poll()), [S::Send(AUTH.into()), S::Receive]);
+        d
+    }
+
+    #[test]
+    fn happy_path_pinned_bytes() {
+        let c = cfg(A, 11);
+        let mut d = past_challenge(&c);
+        let mut input = unhex(WELCOME);
+        input.extend_from_slice(b"next frames");
+        d.receive(&input);
+        assert_eq!(
+            drain(|| d.poll()),
+            [S::Done(B.into(), 22, hex(b"next frames"))]
+        );
+        // Polling past the end is answered, not a panic.
+        assert!(matches!(
+            d.poll(),
+            Step::Failed(HandshakeError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn happy_path_byte_by_byte() {
+        let c = cfg(A, 11);
+        let mut d = dialer(&c);
+        assert_eq!(drain(|| d.poll()), [S::Send(HELLO.into()), S::Receive]);
+        let challenge = unhex(CHALLENGE);
+        for (i, b) in challenge.iter().enumerate() {
+            d.receive(std::slice::from_ref(b));
+            let want = if i + 1 < challenge.len() {
+                vec![S::Receive]
+            } else {
+                vec![S::Send(AUTH.into()), S::Receive]
+            };
+            assert_eq!(drain(|| d.poll()), want, "after byte {i}");
+        }
+        for b in unhex(WELCOME).iter().take(5) {
+            d.receive(std::slice::from_ref(b));
+            assert_eq!(drain(|| d.poll()), [S::Receive]);
+        }
+        d.receive(&unhex(WELCOME)[5..]);
+        assert_eq!(drain(|| d.poll()), [S::Done(B.into(), 22, String::new())]);
+    }
+
+    #[test]
+    fn everything_in_one_chunk() {
+        // A peer may pipeline (a legitimate acceptor cannot, but the machine must not care):
+        // the Auth is still output before the end.
+        let c = cfg(A, 11);
+        let mut d = dialer(&c);
+        let mut input = unhex(CHALLENGE);
+        input.extend(unhex(WELCOME));
+        input.extend(unhex(WELCOME));
+        d.receive(&input);
+        assert_eq!(
+            drain(|| d.poll()),
+            [
+                S::Send(HELLO.into()),
+                S::Send(AUTH.into()),
+                S::Done(B.into(), 22, WELCOME.into())
+            ]
+        );
+    }
+
+    #[test]
+    fn challenge_from_another_node_is_refused() {
+        let c = cfg(A, 11);
+        let mut d = dialer(&c);
+        d.poll();
+        d.receive(&frame(&challenge_from(C, [0; 32])));
+        let r = Refusal::WrongNode {
+            expected: B.into(),
+            got: C.into(),
+        };
+        assert_eq!(
+            drain(|| d.poll()),
+            [S::SendRefusal(refuse_frame(r.clone())), rejected(r)]
+        );
+    }
+
+    #[test]
+    fn bad_acceptor_mac_is_refused() {
+        let c = cfg(A, 11);
+        let mut d = dialer(&c);
+        d.poll();
+        let mut challenge = unhex(CHALLENGE);
+        let last = challenge.len() - 1;
+        challenge[last] ^= 1; // one bit of the MAC
+        d.receive(&challenge);
+        assert_eq!(
+            drain(|| d.poll()),
+            [
+                S::SendRefusal(refuse_frame(Refusal::BadAuth)),
+                rejected(Refusal::BadAuth)
+            ]
+        );
+        // Another cookie: the pinned Challenge does not verify either.
+        let mut other = cfg(A, 11);
+        other.cookie = b"other".to_vec();
+        let mut d = dialer(&other);
+        d.poll();
+        d.receive(&unhex(CHALLENGE));
+        assert_eq!(
+            S::from(d.poll()),
+            S::SendRefusal(refuse_frame(Refusal::BadAuth))
+        );
+    }
+
+    #[test]
+    fn refusals_from_the_acceptor() {
+        let c = cfg(A, 11);
+        let mut d = dialer(&c);
+        d.poll();
+        d.receive(&frame(&HandshakeMsg::Refuse(Refusal::Members)));
+        assert_eq!(drain(|| d.poll()), [S::Refused(Refusal::Members)]);
+
+        let mut d = past_challenge(&c);
+        d.receive(&frame(&HandshakeMsg::Refuse(Refusal::CallBack)));
+        assert_eq!(drain(|| d.poll()), [S::Refused(Refusal::CallBack)]);
+    }
+
+    #[test]
+    fn unexpected_messages() {
+        let c = cfg(A, 11);
+        let mut d = dialer(&c);
+        d.poll();
+        d.receive(&frame(&HandshakeMsg::Welcome));
+        assert_eq!(
+            drain(|| d.poll()),
+            [S::Failed(
+                r#"Protocol("expected Challenge, got Welcome")"#.into()
+            )]
+        );
+
+        let mut d = past_challenge(&c);
+        d.receive(&unhex(CHALLENGE));
+        assert_eq!(
+            drain(|| d.poll()),
+            [S::Failed(
+                r#"Protocol("expected Welcome, got Challenge")"#.into()
+            )]
+        );
+    }
+
+    #[test]
+    fn foreign_version_is_refused_at_the_version_byte() {
+        let c = cfg(A, 11);
+        let mut d = dialer(&c);
+        d.poll();
+        let f = frame_with_version(&challenge_from(B, [0; 32]), 3);
+        d.receive(&f[..5]); // the rest never needs to arrive
+        let r = Refusal::Version {
+            ours: PROTOCOL_VERSION,
+            theirs: 3,
+        };
+        assert_eq!(
+            drain(|| d.poll()),
+            [S::SendRefusal(refuse_frame(r.clone())), rejected(r)]
+        );
+    }
+
+    #[test]
+    fn bad_input_fails() {
+        let c = cfg(A, 11);
+        let cases: [(&[u8], &str); 5] = [
+            (
+                &[0, 0, 0x10, 0x01],
+                "Codec(FrameTooLarge { len: 4097, max: 4096 })",
+            ),
+            (
+                &[0xff, 0xff, 0xff, 0xff, 1],
+                "Codec(FrameTooLarge { len: 4294967295, max: 4096 })",
+            ),
+            (&[0, 0, 0, 0], "Codec(EmptyFrame)"),
+            // A valid header and a body that is no handshake message.
+            (&[0, 0, 0, 2, PROTOCOL_VERSION, 0x77], "Codec(Decode("),
+            (
+                &[0, 0, 0, 3, PROTOCOL_VERSION, 3, 0],
+                "Codec(TrailingBytes)",
+            ),
+        ];
+        for (input, want) in cases {
+            let mut d = dialer(&c);
+            d.poll();
+            d.receive(input);
+            let steps = drain(|| d.poll());
+            assert!(
+                matches!(&steps[..], [S::Failed(e)] if e.starts_with(want)),
+                "{input:?}: {steps:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn end_of_stream() {
+        let c = cfg(A, 11);
+        let mut d = dialer(&c);
+        d.poll();
+        d.receive_eof();
+        assert_eq!(drain(|| d.poll()), [S::Failed("Closed".into())]);
+
+        let mut d = past_challenge(&c);
+        d.receive(&unhex(WELCOME)[..3]);
+        d.receive_eof();
+        let steps = drain(|| d.poll());
+        assert!(
+            matches!(&steps[..], [S::Failed(e)] if e.contains("bytes remaining on stream")),
+            "{steps:?}"
+        );
+    }
+}

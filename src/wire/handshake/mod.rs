@@ -45,6 +45,8 @@ mod machine;
 mod messages;
 
 #[cfg(test)]
+mod testkit;
+#[cfg(test)]
 mod tests;
 
 #[doc(hidden)]
