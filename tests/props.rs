@@ -533,6 +533,7 @@ fn hs_cfg() -> HandshakeConfig {
 
 /// The handshake's own message type, to build the frames a real dialer would send.
 use gen_leader::wire::handshake::HandshakeMsg as HsMsg;
+use gen_leader::wire::handshake::{Acceptor, Step};
 
 /// What the fake dialer does after writing its bytes.
 #[derive(Debug, Clone, Copy)]
@@ -728,6 +729,65 @@ proptest! {
             }
             Some(Err(_)) => {}
         }
+    }
+}
+
+/// Drives the sans-IO acceptor directly (no runtime, no pipe): `bytes` delivered in chunks of
+/// the given sizes (cycled), then end of stream. Returns the steps' names; panics if the
+/// acceptor asks to read after the end of stream or does not end.
+fn run_acceptor_machine(bytes: &[u8], chunks: &[usize]) -> Vec<&'static str> {
+    let cfg = hs_cfg();
+    let mut a = Acceptor::new(&cfg, |n: &str| n == A || n == B, [0xa5; 16]);
+    let mut rest = bytes;
+    let mut sizes = chunks.iter().cycle();
+    let mut closed = false;
+    let mut seen = Vec::new();
+    for _ in 0..bytes.len() + 16 {
+        let step = a.poll();
+        seen.push(match &step {
+            Step::Send(_) => "Send",
+            Step::SendRefusal(_) => "SendRefusal",
+            Step::Receive => "Receive",
+            Step::NeedsAdmission(_) => "NeedsAdmission",
+            Step::Done(..) => "Done",
+            Step::Refused(_) => "Refused",
+            Step::Failed(_) => "Failed",
+        });
+        match step {
+            Step::Receive if rest.is_empty() => {
+                assert!(!closed, "asked to read after the end of stream");
+                closed = true;
+                a.receive_eof();
+            }
+            Step::Receive => {
+                let n = sizes.next().copied().unwrap_or(1).clamp(1, rest.len());
+                a.receive(&rest[..n]);
+                rest = &rest[n..];
+            }
+            Step::NeedsAdmission(_) => a.admit(Ok(())),
+            Step::Send(_) | Step::SendRefusal(_) => {}
+            Step::Done(..) | Step::Refused(_) | Step::Failed(_) => return seen,
+        }
+    }
+    panic!("the acceptor did not end: {seen:?}");
+}
+
+proptest! {
+    #![proptest_config(cases(512))]
+
+    /// The acceptor state machine on valid-looking frames and garbage, cut into arbitrary
+    /// chunks: never a panic, never authenticated without the cookie, always an end.
+    #[test]
+    fn handshake_acceptor_machine_arbitrary_chunks(
+        pieces in proptest::collection::vec(hs_piece_strategy(), 0..6),
+        garbage in proptest::collection::vec(any::<u8>(), 0..256),
+        chunks in proptest::collection::vec(1usize..64, 1..8),
+    ) {
+        let mut bytes = render_hs(&pieces);
+        bytes.extend_from_slice(&garbage);
+        let seen = run_acceptor_machine(&bytes, &chunks);
+        prop_assert!(!seen.contains(&"NeedsAdmission"), "{seen:?}");
+        prop_assert!(!seen.contains(&"Done"), "{seen:?}");
     }
 }
 

@@ -74,13 +74,39 @@ pub enum CodecError {
     },
     /// A message could not be serialized.
     #[error("could not encode message: {0}")]
-    Encode(String),
+    Encode(#[source] BincodeError),
     /// A frame body or payload is not a valid encoding of the expected type.
     #[error("could not decode message: {0}")]
-    Decode(String),
+    Decode(#[source] BincodeError),
+    /// [`encode_frame_with_payload`] was given a message that does not end with an empty
+    /// payload.
+    #[error("could not encode message: the message does not end with an empty payload")]
+    NotAPayloadMessage,
     /// A body or payload decoded successfully but had bytes left over.
     #[error("malformed message: unexpected trailing bytes after the encoded value")]
     TrailingBytes,
+}
+
+/// Why bincode could not encode or decode a value. Opaque, so that the pinned bincode version
+/// stays out of this crate's public API; it displays as bincode's own message.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct BincodeError(Bincode);
+
+#[derive(Debug, thiserror::Error)]
+enum Bincode {
+    #[error(transparent)]
+    Encode(bincode::error::EncodeError),
+    #[error(transparent)]
+    Decode(bincode::error::DecodeError),
+}
+
+fn encode_error(e: bincode::error::EncodeError) -> CodecError {
+    CodecError::Encode(BincodeError(Bincode::Encode(e)))
+}
+
+fn decode_error(e: bincode::error::DecodeError) -> CodecError {
+    CodecError::Decode(BincodeError(Bincode::Decode(e)))
 }
 
 /// Splits a byte stream into frame bodies and writes pre-encoded frames.
@@ -195,7 +221,7 @@ pub fn encode_frame_into<T: Serialize + ?Sized>(
     let mut writer = (&mut *buf).writer();
     if let Err(e) = bincode::serde::encode_into_std_write(msg, &mut writer, config()) {
         buf.truncate(start);
-        return Err(CodecError::Encode(e.to_string()));
+        return Err(encode_error(e));
     }
     let n = buf.len() - start - LEN_HEADER;
     let len = match u32::try_from(n) {
@@ -212,7 +238,9 @@ pub fn encode_frame_into<T: Serialize + ?Sized>(
         Some(header) => header.copy_from_slice(&len.to_be_bytes()),
         None => {
             buf.truncate(start);
-            return Err(CodecError::Encode("frame header vanished".into()));
+            return Err(encode_error(bincode::error::EncodeError::Other(
+                "frame header vanished",
+            )));
         }
     }
     Ok(())
@@ -224,7 +252,11 @@ pub fn encode_frame_into<T: Serialize + ?Sized>(
 ///
 /// `msg` must carry an empty payload as its very last encoded field (as
 /// `Msg::LeaderCall`, `Msg::Reply` with `ReplyResult::Ok`, `Msg::Broadcast` and
-/// `Msg::LeaderCast` do); [`CodecError::Encode`] otherwise.
+/// `Msg::LeaderCast` do); [`CodecError::NotAPayloadMessage`] otherwise.
+///
+/// Hidden from the docs and outside the semver promise: the node runtime, tests and benches
+/// use it.
+#[doc(hidden)]
 pub fn encode_frame_with_payload<M, T>(msg: &M, payload: &T) -> Result<Bytes, CodecError>
 where
     M: Serialize + ?Sized,
@@ -234,9 +266,7 @@ where
     let mut buf = BytesMut::with_capacity(128);
     encode_frame_into(msg, &mut buf)?;
     if buf.last() != Some(&0) {
-        return Err(CodecError::Encode(
-            "the message does not end with an empty payload".into(),
-        ));
+        return Err(CodecError::NotAPayloadMessage);
     }
     buf.truncate(buf.len() - 1);
     let prefix = buf.len();
@@ -244,8 +274,7 @@ where
     buf.put_bytes(0, MAX_VARINT);
     let start = buf.len();
     let mut writer = (&mut buf).writer();
-    bincode::serde::encode_into_std_write(payload, &mut writer, config())
-        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    bincode::serde::encode_into_std_write(payload, &mut writer, config()).map_err(encode_error)?;
     let n = buf.len() - start;
     if n > DEFAULT_MAX_FRAME_LEN {
         return Err(CodecError::FrameTooLarge {
@@ -254,8 +283,7 @@ where
         });
     }
     let mut varint = [0u8; MAX_VARINT];
-    let vlen = bincode::encode_into_slice(n as u64, &mut varint, config())
-        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    let vlen = bincode::encode_into_slice(n as u64, &mut varint, config()).map_err(encode_error)?;
     // Close the gap: the length goes right before the payload, and the frame's first `prefix`
     // bytes move up against it; the frame then starts `gap` bytes into the buffer.
     let gap = MAX_VARINT - vlen;
@@ -287,7 +315,7 @@ const MAX_VARINT: usize = 9;
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     let (value, used) =
         bincode::serde::decode_from_slice(body, config().with_limit::<DEFAULT_MAX_FRAME_LEN>())
-            .map_err(|e| CodecError::Decode(e.to_string()))?;
+            .map_err(decode_error)?;
     if used != body.len() {
         return Err(CodecError::TrailingBytes);
     }
@@ -299,8 +327,7 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
 /// Fails with [`CodecError::FrameTooLarge`] if the result exceeds
 /// [`DEFAULT_MAX_FRAME_LEN`], since it could never be sent.
 pub fn encode_payload<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>, CodecError> {
-    let bytes = bincode::serde::encode_to_vec(v, config())
-        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    let bytes = bincode::serde::encode_to_vec(v, config()).map_err(encode_error)?;
     if bytes.len() > DEFAULT_MAX_FRAME_LEN {
         return Err(CodecError::FrameTooLarge {
             len: bytes.len(),
@@ -365,7 +392,10 @@ mod tests {
             }
         }
         // Not ending with an empty payload: refused.
-        assert!(encode_frame_with_payload(&Msg::Heartbeat, &1u8).is_err());
+        assert!(matches!(
+            encode_frame_with_payload(&Msg::Heartbeat, &1u8),
+            Err(CodecError::NotAPayloadMessage)
+        ));
         // Too large a payload: refused.
         let big = vec![0u8; DEFAULT_MAX_FRAME_LEN + 1];
         assert!(matches!(
@@ -641,5 +671,16 @@ mod tests {
             e.to_string(),
             "frame of 10 bytes exceeds the limit of 5 bytes"
         );
+    }
+
+    /// A bincode failure is a typed source (not a string), displayed as before.
+    #[test]
+    fn decode_errors_have_a_typed_source() {
+        use std::error::Error as _;
+        let e = decode_body::<Msg>(&[0x77]).unwrap_err();
+        let source = e.source().expect("source");
+        assert!(source.is::<BincodeError>(), "{source:?}");
+        assert_eq!(e.to_string(), format!("could not decode message: {source}"));
+        assert!(source.to_string().contains("variant index"), "{source}");
     }
 }

@@ -1,0 +1,565 @@
+//! The acceptor's side of the handshake as a state machine: bytes in, frames out.
+//!
+//! Why sans-IO: the acceptor faces unauthenticated peers, so every check it makes (version,
+//! cluster, configuration digest, names, MAC) lives here without sockets, timers or
+//! randomness (the nonce comes from the caller) and can be tested byte by byte and fuzzed
+//! directly. The caller's admission decision (duplicate or simultaneous connections), which
+//! may need to ask the node, is a pause: the machine yields [`Step::NeedsAdmission`] and is
+//! resumed with [`Acceptor::admit`].
+//!
+//! Sequence: on `Hello` run the pre-MAC checks and answer `Challenge`; on `Auth` check the
+//! dialer's MAC, ask for admission, then send `Welcome` (or `Refuse`).
+
+use super::super::codec::PROTOCOL_VERSION;
+use super::config::HandshakeConfig;
+use super::mac::{Transcript, ACCEPTOR_LABEL, DIALER_LABEL};
+use super::machine::{unexpected, unusable_cookie, Core, Step};
+use super::messages::{HandshakeMsg, PeerHello, Refusal};
+
+#[derive(Debug)]
+enum State {
+    AwaitHello,
+    AwaitAuth(Transcript),
+    Admission(PeerHello),
+    Ended,
+}
+
+/// The acceptor's handshake state machine. Drive it with [`poll`](Self::poll): write what it
+/// asks to send, feed what the connection yields to [`receive`](Self::receive) /
+/// [`receive_eof`](Self::receive_eof), answer [`Step::NeedsAdmission`] with
+/// [`admit`](Self::admit), until it returns `Done`, `Refused` or `Failed`.
+///
+/// `is_member` says whether a dialer's claimed name is a cluster member. Public but hidden:
+/// for the crate's driver, tests and fuzzers.
+#[doc(hidden)]
+pub struct Acceptor<'a, F> {
+    cfg: &'a HandshakeConfig,
+    is_member: F,
+    nonce: [u8; 16],
+    state: State,
+    core: Core,
+}
+
+impl<F> std::fmt::Debug for Acceptor<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("cfg", self.cfg)
+            .field("state", &self.state)
+            .field("core", &self.core)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, F: Fn(&str) -> bool> Acceptor<'a, F> {
+    /// An acceptor that will answer a valid `Hello` with a `Challenge` carrying `nonce`
+    /// (which must be fresh and random for each connection).
+    pub fn new(cfg: &'a HandshakeConfig, is_member: F, nonce: [u8; 16]) -> Self {
+        Self {
+            cfg,
+            is_member,
+            nonce,
+            state: State::AwaitHello,
+            core: Core::new(),
+        }
+    }
+
+    /// What the driver must do next.
+    pub fn poll(&mut self) -> Step {
+        if let Some(step) = self.core.poll() {
+            return step;
+        }
+        match &self.state {
+            State::Admission(peer) => Step::NeedsAdmission(peer.clone()),
+            _ => Step::Receive,
+        }
+    }
+
+    /// Bytes received from the dialer, in any chunking. Bytes that arrive while the machine
+    /// waits for admission are kept, and handed back with `Done`.
+    pub fn receive(&mut self, mut input: &[u8]) {
+        while self.reading() {
+            match self.core.next_msg(&mut input) {
+                Some(msg) => self.on_msg(msg),
+                None => return,
+            }
+        }
+        if matches!(self.state, State::Admission(_)) {
+            self.core.keep(input);
+        }
+    }
+
+    /// The dialer closed the connection. Ignored while waiting for admission (as the
+    /// connection is not read then); the `Welcome` write will tell.
+    pub fn receive_eof(&mut self) {
+        if self.reading() {
+            self.core.eof();
+            self.state = State::Ended;
+        }
+    }
+
+    /// Resumes after [`Step::NeedsAdmission`]: `Ok` sends `Welcome` and finishes, `Err` sends
+    /// the refusal. Ignored in any other state.
+    pub fn admit(&mut self, decision: Result<(), Refusal>) {
+        if !self.core.running() {
+            return;
+        }
+        let State::Admission(peer) = std::mem::replace(&mut self.state, State::Ended) else {
+            return;
+        };
+        match decision {
+            Ok(()) => {
+                self.core.send(&HandshakeMsg::Welcome);
+                self.core.done(peer);
+            }
+            Err(refusal) => self.core.reject(refusal),
+        }
+    }
+
+    fn reading(&self) -> bool {
+        self.core.running() && matches!(self.state, State::AwaitHello | State::AwaitAuth(_))
+    }
+
+    fn on_msg(&mut self, msg: HandshakeMsg) {
+        match (std::mem::replace(&mut self.state, State::Ended), msg) {
+            (
+                State::AwaitHello,
+                HandshakeMsg::Hello {
+                    version,
+                    cluster,
+                    from,
+                    to,
+                    incarnation,
+                    members_digest,
+                    nonce,
+                },
+            ) => {
+                let hello = Hello {
+                    version,
+                    cluster,
+                    from,
+                    to,
+                    incarnation,
+                    members_digest,
+                    nonce,
+                };
+                self.on_hello(hello);
+            }
+            (State::AwaitAuth(transcript), HandshakeMsg::Auth { mac }) => {
+                self.on_auth(transcript, &mac);
+            }
+            (State::AwaitAuth(_), HandshakeMsg::Refuse(r)) => self.core.refused(r),
+            (State::AwaitHello, other) => self.core.fail(unexpected("Hello", &other)),
+            (_, other) => self.core.fail(unexpected("Auth", &other)),
+        }
+    }
+
+    /// The checks made before any MAC, in this order; the first failing one is the refusal.
+    fn refusal(&self, h: &Hello) -> Option<Refusal> {
+        let cfg = self.cfg;
+        if h.version != PROTOCOL_VERSION {
+            Some(Refusal::Version {
+                ours: PROTOCOL_VERSION,
+                theirs: h.version,
+            })
+        } else if h.cluster != cfg.cluster {
+            Some(Refusal::Cluster)
+        } else if h.members_digest != cfg.members_digest {
+            Some(Refusal::Members)
+        } else if h.to != cfg.me {
+            Some(Refusal::WrongNode {
+                expected: h.to.clone(),
+                got: cfg.me.clone(),
+            })
+        } else if h.from == cfg.me {
+            Some(Refusal::Duplicate(h.from.clone()))
+        } else if !(self.is_member)(&h.from) {
+            Some(Refusal::Unknown(h.from.clone()))
+        } else {
+            None
+        }
+    }
+
+    fn on_hello(&mut self, h: Hello) {
+        if let Some(refusal) = self.refusal(&h) {
+            self.core.reject(refusal);
+            return;
+        }
+        let transcript = Transcript {
+            cluster: self.cfg.cluster.clone(),
+            dialer: h.from,
+            acceptor: self.cfg.me.clone(),
+            dialer_incarnation: h.incarnation,
+            acceptor_incarnation: self.cfg.incarnation,
+            dialer_nonce: h.nonce,
+            acceptor_nonce: self.nonce,
+        };
+        match transcript.sign(&self.cfg.cookie, ACCEPTOR_LABEL) {
+            Ok(mac) => {
+                self.core.send(&HandshakeMsg::Challenge {
+                    from: self.cfg.me.clone(),
+                    incarnation: self.cfg.incarnation,
+                    nonce: self.nonce,
+                    mac,
+                });
+                self.state = State::AwaitAuth(transcript);
+            }
+            Err(_) => self.core.fail(unusable_cookie()),
+        }
+    }
+
+    fn on_auth(&mut self, transcript: Transcript, mac: &[u8; 32]) {
+        match transcript.verify(&self.cfg.cookie, DIALER_LABEL, mac) {
+            Ok(true) => {
+                self.state = State::Admission(PeerHello {
+                    name: transcript.dialer,
+                    incarnation: transcript.dialer_incarnation,
+                });
+            }
+            Ok(false) => self.core.reject(Refusal::BadAuth),
+            Err(_) => self.core.fail(unusable_cookie()),
+        }
+    }
+}
+
+/// The fields of a `Hello`.
+struct Hello {
+    version: u8,
+    cluster: String,
+    from: String,
+    to: String,
+    incarnation: u64,
+    members_digest: [u8; 32],
+    nonce: [u8; 16],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+
+    type Machine<'a> = Acceptor<'a, fn(&str) -> bool>;
+
+    fn acceptor(c: &HandshakeConfig) -> Machine<'_> {
+        Acceptor::new(c, known as fn(&str) -> bool, NONCE_A)
+    }
+
+    /// An acceptor that verified the pinned dialer and waits for admission.
+    fn at_admission(c: &HandshakeConfig) -> Machine<'_> {
+        let mut a = acceptor(c);
+        assert_eq!(drain(|| a.poll()), [S::Receive]);
+        a.receive(&unhex(HELLO));
+        assert_eq!(drain(|| a.poll()), [S::Send(CHALLENGE.into()), S::Receive]);
+        a.receive(&unhex(AUTH));
+        assert_eq!(drain(|| a.poll()), [S::NeedsAdmission(A.into(), 11)]);
+        a
+    }
+
+    /// What the acceptor does with `input` as the dialer's first bytes.
+    fn first(input: &[u8]) -> Vec<S> {
+        let c = cfg(B, 22);
+        let mut a = acceptor(&c);
+        a.receive(input);
+        drain(|| a.poll())
+    }
+
+    fn refuses(input: &[u8], r: Refusal) {
+        assert_eq!(
+            first(input),
+            [S::SendRefusal(refuse_frame(r.clone())), rejected(r)],
+            "{input:?}"
+        );
+    }
+
+    fn edited_hello(edit: impl FnOnce(&mut HandshakeMsg)) -> Vec<u8> {
+        let mut h = hello();
+        edit(&mut h);
+        frame(&h).to_vec()
+    }
+
+    #[test]
+    fn happy_path_pinned_bytes() {
+        let c = cfg(B, 22);
+        let mut a = at_admission(&c);
+        // Asking again gives the same question; nothing is read meanwhile.
+        assert_eq!(drain(|| a.poll()), [S::NeedsAdmission(A.into(), 11)]);
+        a.admit(Ok(()));
+        assert_eq!(
+            drain(|| a.poll()),
+            [
+                S::Send(WELCOME.into()),
+                S::Done(A.into(), 11, String::new())
+            ]
+        );
+        // A second decision after the end changes nothing.
+        a.admit(Err(Refusal::CallBack));
+        assert!(matches!(a.poll(), Step::Failed(_)));
+    }
+
+    #[test]
+    fn happy_path_byte_by_byte_and_kept_bytes() {
+        let c = cfg(B, 22);
+        let mut a = acceptor(&c);
+        let hello = unhex(HELLO);
+        for (i, b) in hello.iter().enumerate() {
+            a.receive(std::slice::from_ref(b));
+            let want = if i + 1 < hello.len() {
+                vec![S::Receive]
+            } else {
+                vec![S::Send(CHALLENGE.into()), S::Receive]
+            };
+            assert_eq!(drain(|| a.poll()), want, "after byte {i}");
+        }
+        // Auth and the first bytes of what follows, byte by byte.
+        let mut rest = unhex(AUTH);
+        rest.extend_from_slice(b"early");
+        for (i, b) in rest.iter().enumerate() {
+            a.receive(std::slice::from_ref(b));
+            let want = if i + 1 < unhex(AUTH).len() {
+                S::Receive
+            } else {
+                S::NeedsAdmission(A.into(), 11)
+            };
+            assert_eq!(drain(|| a.poll()), [want], "after byte {i}");
+        }
+        a.admit(Ok(()));
+        assert_eq!(
+            drain(|| a.poll()),
+            [
+                S::Send(WELCOME.into()),
+                S::Done(A.into(), 11, hex(b"early"))
+            ]
+        );
+    }
+
+    #[test]
+    fn pipelined_hello_and_auth() {
+        let c = cfg(B, 22);
+        let mut a = acceptor(&c);
+        let mut input = unhex(HELLO);
+        input.extend(unhex(AUTH));
+        a.receive(&input);
+        assert_eq!(
+            drain(|| a.poll()),
+            [S::Send(CHALLENGE.into()), S::NeedsAdmission(A.into(), 11)]
+        );
+    }
+
+    #[test]
+    fn admission_refused() {
+        let c = cfg(B, 22);
+        let mut a = at_admission(&c);
+        a.admit(Err(Refusal::Duplicate(A.into())));
+        let r = Refusal::Duplicate(A.into());
+        assert_eq!(
+            drain(|| a.poll()),
+            [S::SendRefusal(refuse_frame(r.clone())), rejected(r)]
+        );
+    }
+
+    #[test]
+    fn pre_mac_refusals() {
+        let ours = PROTOCOL_VERSION;
+        refuses(
+            &frame_with_version(&hello(), 2),
+            Refusal::Version { ours, theirs: 2 },
+        );
+        // The version byte alone is enough.
+        refuses(
+            &frame_with_version(&hello(), 2)[..5],
+            Refusal::Version { ours, theirs: 2 },
+        );
+        let set = |f: fn(&mut HandshakeMsg)| edited_hello(f);
+        refuses(
+            &set(|h| {
+                if let HandshakeMsg::Hello { version, .. } = h {
+                    *version = 9;
+                }
+            }),
+            Refusal::Version { ours, theirs: 9 },
+        );
+        refuses(
+            &set(|h| {
+                if let HandshakeMsg::Hello { cluster, .. } = h {
+                    *cluster = "other".into();
+                }
+            }),
+            Refusal::Cluster,
+        );
+        refuses(
+            &set(|h| {
+                if let HandshakeMsg::Hello { members_digest, .. } = h {
+                    members_digest[0] ^= 1;
+                }
+            }),
+            Refusal::Members,
+        );
+        refuses(
+            &set(|h| {
+                if let HandshakeMsg::Hello { to, .. } = h {
+                    *to = C.into();
+                }
+            }),
+            Refusal::WrongNode {
+                expected: C.into(),
+                got: B.into(),
+            },
+        );
+        refuses(
+            &set(|h| {
+                if let HandshakeMsg::Hello { from, .. } = h {
+                    *from = B.into();
+                }
+            }),
+            Refusal::Duplicate(B.into()),
+        );
+        refuses(
+            &set(|h| {
+                if let HandshakeMsg::Hello { from, .. } = h {
+                    *from = C.into();
+                }
+            }),
+            Refusal::Unknown(C.into()),
+        );
+    }
+
+    #[test]
+    fn the_first_failing_check_is_the_refusal() {
+        // Wrong cluster and unknown name: the cluster is checked first.
+        refuses(
+            &edited_hello(|h| {
+                if let HandshakeMsg::Hello { cluster, from, .. } = h {
+                    *cluster = "other".into();
+                    *from = C.into();
+                }
+            }),
+            Refusal::Cluster,
+        );
+    }
+
+    #[test]
+    fn bad_dialer_mac_is_refused() {
+        let c = cfg(B, 22);
+        let mut a = acceptor(&c);
+        a.receive(&unhex(HELLO));
+        let mut auth = unhex(AUTH);
+        auth[10] ^= 0x80;
+        a.receive(&auth);
+        assert_eq!(
+            drain(|| a.poll()),
+            [
+                S::Send(CHALLENGE.into()),
+                S::SendRefusal(refuse_frame(Refusal::BadAuth)),
+                rejected(Refusal::BadAuth)
+            ]
+        );
+        // A MAC for another acceptor nonce (a replayed Auth) is refused too.
+        let mut a = Acceptor::new(&c, known as fn(&str) -> bool, [0xa3; 16]);
+        a.receive(&unhex(HELLO));
+        a.receive(&unhex(AUTH));
+        let steps = drain(|| a.poll());
+        assert_eq!(steps.last(), Some(&rejected(Refusal::BadAuth)));
+    }
+
+    #[test]
+    fn refusal_and_unexpected_messages() {
+        let c = cfg(B, 22);
+        let mut a = acceptor(&c);
+        a.receive(&unhex(HELLO));
+        a.receive(&frame(&HandshakeMsg::Refuse(Refusal::BadAuth)));
+        assert_eq!(
+            drain(|| a.poll()),
+            [S::Send(CHALLENGE.into()), S::Refused(Refusal::BadAuth)]
+        );
+
+        assert_eq!(
+            first(&frame(&HandshakeMsg::Refuse(Refusal::Cluster))),
+            [S::Failed(
+                r#"Protocol("expected Hello, got Refuse")"#.into()
+            )]
+        );
+        assert_eq!(
+            first(&frame(&HandshakeMsg::Welcome)),
+            [S::Failed(
+                r#"Protocol("expected Hello, got Welcome")"#.into()
+            )]
+        );
+        let mut a = acceptor(&c);
+        a.receive(&unhex(HELLO));
+        a.receive(&unhex(HELLO));
+        assert_eq!(
+            drain(|| a.poll()),
+            [
+                S::Send(CHALLENGE.into()),
+                S::Failed(r#"Protocol("expected Auth, got Hello")"#.into())
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_input_fails() {
+        let cases: [(&[u8], &str); 5] = [
+            (
+                &[0, 0, 0x10, 0x01],
+                "Codec(FrameTooLarge { len: 4097, max: 4096 })",
+            ),
+            (
+                &[0xff, 0xff, 0xff, 0xff],
+                "Codec(FrameTooLarge { len: 4294967295, max: 4096 })",
+            ),
+            (&[0, 0, 0, 0, 1, 2, 3], "Codec(EmptyFrame)"),
+            (&[0, 0, 0, 3, PROTOCOL_VERSION, 0x80, 0x80], "Codec(Decode("),
+            (
+                &[0, 0, 0, 3, PROTOCOL_VERSION, 3, 0],
+                "Codec(TrailingBytes)",
+            ),
+        ];
+        for (input, want) in cases {
+            let steps = first(input);
+            assert!(
+                matches!(&steps[..], [S::Failed(e)] if e.starts_with(want)),
+                "{input:?}: {steps:?}"
+            );
+        }
+        // The largest allowed frame is read to the end (and is then no valid message).
+        let mut max = vec![0, 0, 0x10, 0x00, PROTOCOL_VERSION];
+        max.resize(4 + 4096, 0xEE);
+        let steps = first(&max);
+        assert!(
+            matches!(&steps[..], [S::Failed(e)] if e.starts_with("Codec(Decode(")),
+            "{steps:?}"
+        );
+    }
+
+    #[test]
+    fn end_of_stream() {
+        let c = cfg(B, 22);
+        let mut a = acceptor(&c);
+        a.receive_eof();
+        assert_eq!(drain(|| a.poll()), [S::Failed("Closed".into())]);
+
+        let mut a = acceptor(&c);
+        a.receive(&unhex(HELLO)[..40]);
+        a.receive_eof();
+        let steps = drain(|| a.poll());
+        assert!(
+            matches!(&steps[..], [S::Failed(e)] if e.contains("bytes remaining on stream")),
+            "{steps:?}"
+        );
+
+        // While waiting for admission the connection is not read: EOF changes nothing.
+        let mut a = at_admission(&c);
+        a.receive_eof();
+        assert_eq!(drain(|| a.poll()), [S::NeedsAdmission(A.into(), 11)]);
+    }
+
+    #[test]
+    fn takes_only_the_current_frame_from_a_big_chunk() {
+        // After a refusal the rest of a huge chunk is neither parsed nor kept.
+        let c = cfg(B, 22);
+        let mut a = acceptor(&c);
+        let mut input = frame_with_version(&hello(), 2);
+        input.resize(input.len() + 1_000_000, 0xFF);
+        a.receive(&input);
+        assert!(format!("{:?}", a.core).len() < 2_000, "input kept");
+    }
+}

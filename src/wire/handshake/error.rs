@@ -1,0 +1,81 @@
+//! Why a handshake failed: [`HandshakeError`].
+//!
+//! Why a file of its own: the state machines and the async driver both produce these errors
+//! (the machines for everything the peer sent, the driver for I/O and the clock), and callers
+//! match on them to tell "the peer refused us" from "we refused the peer" from plain failure.
+
+use std::io;
+
+use super::super::codec::CodecError;
+use super::messages::Refusal;
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The whole handshake did not finish within
+    /// [`HandshakeConfig::timeout`](super::HandshakeConfig::timeout).
+    #[error("handshake timed out")]
+    Timeout,
+    /// Reading or writing the connection failed.
+    #[error("I/O error during handshake: {0}")]
+    Io(#[source] io::Error),
+    /// The peer sent bytes that are not a valid handshake frame.
+    #[error("invalid handshake data: {0}")]
+    Codec(#[source] CodecError),
+    /// The peer refused us.
+    #[error("peer refused the handshake: {0}")]
+    Refused(Refusal),
+    /// We refused the peer (the refusal was sent to it).
+    #[error("refused the peer's handshake: {0}")]
+    Rejected(Refusal),
+    /// The peer sent a well-formed but unexpected message.
+    #[error("handshake protocol violation: {0}")]
+    Protocol(String),
+    /// The peer closed the connection before the handshake completed.
+    #[error("connection closed during handshake")]
+    Closed,
+}
+
+impl From<CodecError> for HandshakeError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::Io(e) => HandshakeError::Io(e),
+            other => HandshakeError::Codec(other),
+        }
+    }
+}
+
+impl From<io::Error> for HandshakeError {
+    fn from(e: io::Error) -> Self {
+        HandshakeError::Io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_readable() {
+        assert_eq!(
+            HandshakeError::Rejected(Refusal::Members).to_string(),
+            "refused the peer's handshake: cluster configuration mismatch (candidates, workers, preempt, heartbeat or failure timeout differ)"
+        );
+        assert_eq!(
+            HandshakeError::Refused(Refusal::BadAuth).to_string(),
+            "peer refused the handshake: wrong cookie (authentication failed)"
+        );
+    }
+
+    #[test]
+    fn codec_io_errors_become_io() {
+        let e = HandshakeError::from(CodecError::Io(io::Error::other("x")));
+        assert!(matches!(e, HandshakeError::Io(_)), "{e:?}");
+        let e = HandshakeError::from(CodecError::EmptyFrame);
+        assert!(
+            matches!(e, HandshakeError::Codec(CodecError::EmptyFrame)),
+            "{e:?}"
+        );
+    }
+}
