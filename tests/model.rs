@@ -1205,3 +1205,49 @@ fn naive_bully_elects_two_leaders_in_one_round() {
         "counterexample unexpectedly long: {steps} steps"
     );
 }
+
+// ----- negative control ----------------------------------------------------------------------
+
+/// Negative control, only built with `--features __mutant_term_owner` (run by
+/// `.ci/negative-control`): that feature deliberately breaks the real engine (every candidate
+/// may propose and lead every term), and the model checker must find two leaders in one term.
+/// The search stops at the first such counterexample.
+///
+/// The fault budget is 0: the shortest counterexample is five timer firings (two candidates
+/// both propose term 1 before either proposal arrives, and both time out into leading it),
+/// and without faults the BFS completes depth 5 within a few seconds. With the CI bounds of
+/// `engine_model` (2 faults, 3 M generated states) the BFS does *not* complete depth 5 and
+/// misses this mutant; see docs/testing.md.
+#[cfg(feature = "__mutant_term_owner")]
+#[test]
+fn negative_control_model_finds_two_leaders_in_a_term_of_the_mutant() {
+    const PROPERTY: &str = "at most one leader per term";
+    let bounds = Bounds {
+        faults: 0,
+        horizon_ms: HORIZON_MS,
+        converge_ms: CONVERGE_MS,
+    };
+    let start = Instant::now();
+    let checker = EngineModel::new(bounds)
+        .checker()
+        .threads(2)
+        .target_state_count(TARGET_STATES)
+        .finish_when(stateright::HasDiscoveries::AnyOf([PROPERTY].into()))
+        .spawn_bfs()
+        .join();
+    let model = checker.model();
+    eprintln!(
+        "mutant engine model: {} unique states, BFS depth {}, {:.1?}",
+        checker.unique_state_count(),
+        checker.max_depth(),
+        start.elapsed()
+    );
+    let path = checker
+        .discovery(PROPERTY)
+        .expect("the model checker did not catch the term-owner mutant: the check cannot fail");
+    assert!(
+        two_in_a_term(&path.last_state().led),
+        "the counterexample does not end with two leaders in one term"
+    );
+    eprintln!("{}", print_path(model, PROPERTY, path));
+}

@@ -886,3 +886,37 @@ fn minimiser_shrinks_a_failing_schedule() {
     std::panic::set_hook(hook);
     assert!(still, "the minimised schedule still fails");
 }
+
+/// Negative control, only built with `--features __mutant_term_owner` (run by
+/// `.ci/negative-control`): that feature deliberately breaks the real engine (every candidate
+/// may propose and lead every term), and the simulator must report two leaders in one term
+/// within the first 100 seeds of `many_seeds`.
+#[cfg(feature = "__mutant_term_owner")]
+#[test]
+fn negative_control_sim_finds_two_leaders_in_a_term_of_the_mutant() {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut other = Vec::new();
+    let caught = (0..100).find_map(|seed| {
+        let sc = scenario(seed, seed % 2 == 0);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_scenario(&sc)));
+        let msg = r
+            .err()?
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        if msg.contains("two leaders in term") {
+            return Some((seed, msg));
+        }
+        other.push(seed);
+        None
+    });
+    std::panic::set_hook(hook);
+    let (seed, msg) = caught.unwrap_or_else(|| {
+        panic!(
+            "the simulator did not find two leaders in one term of the term-owner mutant in 100 \
+             seeds (seeds failing otherwise: {other:?})"
+        )
+    });
+    eprintln!("seed {seed} caught the mutant:\n{msg}");
+}
