@@ -57,9 +57,12 @@
 //!   may have two. Also `always` *all nodes agree on who leads each term*: the same check on
 //!   every leader any node ever believed in (each node's `leader()` after each step, and the
 //!   `Surrendered` outputs); and *no worker leads*.
-//! * `always` *terms never decrease*: after every step, each node's `term()` and `promised()`
-//!   are compared with their values before it, and every `PersistTerm` with the promised
-//!   term before the step; a decrease is recorded in the state.
+//! * `always` *every engine keeps its invariants*: every transition of every engine is
+//!   checked with `gen_leader::election::testing::NodeChecker` (shared with the simulator,
+//!   the property tests and the fuzz target), made from the engine before the step: `term()`
+//!   and `promised()` never decrease, `PersistTerm` strictly increases and comes before any
+//!   `Propose`/`Accept` of its term, workers never propose or lead, messages only go to valid
+//!   peers. The first broken invariant is recorded in the state.
 //! * `sometimes` *a leader is elected*, plus coverage witnesses (a second term led, a link
 //!   cut after an election, both before the heal).
 //! * `eventually` *after the heal, one leader on which all agree*: healed, nothing in flight,
@@ -97,7 +100,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use gen_leader::election::{ElectionMsg, Engine, EngineConfig, LeaderRef, Output, Role};
+use gen_leader::election::testing::NodeChecker;
+use gen_leader::election::{Engine, EngineConfig, Output, Role};
 use gen_leader::{NodeId, Term};
 use stateright::{Checker, Expectation, Model, Path, Property};
 
@@ -117,109 +121,11 @@ const TARGET_STATES: usize = 3_000_000;
 /// Unique states the BFS must have explored.
 const MIN_UNIQUE_STATES: usize = 600_000;
 
-// ----- messages ----------------------------------------------------------------------------
+// ----- messages: tests/model/msg.rs -------------------------------------------------------
 
-/// An ordered, `Copy` mirror of [`ElectionMsg`] (which is neither), so that the network can
-/// be a sorted multiset in a canonical order. The engine's Synch is always empty here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Msg {
-    Status {
-        promised: u64,
-        leader: Option<(u32, u64)>,
-    },
-    Propose {
-        term: u64,
-        takeover: bool,
-    },
-    Accept {
-        term: u64,
-    },
-    Reject {
-        round: u64,
-        promised: u64,
-        leader: Option<(u32, u64)>,
-    },
-    Join {
-        promised: u64,
-    },
-    Leader {
-        term: u64,
-    },
-}
-
-fn lr_from(l: Option<LeaderRef>) -> Option<(u32, u64)> {
-    l.map(|l| (l.node.0, l.term.0))
-}
-
-fn lr_to(l: Option<(u32, u64)>) -> Option<LeaderRef> {
-    l.map(|(n, t)| LeaderRef {
-        node: NodeId(n),
-        term: Term(t),
-    })
-}
-
-impl Msg {
-    fn from_engine(m: ElectionMsg) -> Msg {
-        match m {
-            ElectionMsg::Status { promised, leader } => Msg::Status {
-                promised: promised.0,
-                leader: lr_from(leader),
-            },
-            ElectionMsg::Propose { term, takeover } => Msg::Propose {
-                term: term.0,
-                takeover,
-            },
-            ElectionMsg::Accept { term } => Msg::Accept { term: term.0 },
-            ElectionMsg::Reject {
-                round,
-                promised,
-                leader,
-            } => Msg::Reject {
-                round: round.0,
-                promised: promised.0,
-                leader: lr_from(leader),
-            },
-            ElectionMsg::Join { promised } => Msg::Join {
-                promised: promised.0,
-            },
-            ElectionMsg::Leader { term, synch } => {
-                assert!(synch.is_empty(), "the model always provides an empty Synch");
-                Msg::Leader { term: term.0 }
-            }
-            other => panic!("message unknown to the model: {other:?}"),
-        }
-    }
-
-    fn to_engine(self) -> ElectionMsg {
-        match self {
-            Msg::Status { promised, leader } => ElectionMsg::Status {
-                promised: Term(promised),
-                leader: lr_to(leader),
-            },
-            Msg::Propose { term, takeover } => ElectionMsg::Propose {
-                term: Term(term),
-                takeover,
-            },
-            Msg::Accept { term } => ElectionMsg::Accept { term: Term(term) },
-            Msg::Reject {
-                round,
-                promised,
-                leader,
-            } => ElectionMsg::Reject {
-                round: Term(round),
-                promised: Term(promised),
-                leader: lr_to(leader),
-            },
-            Msg::Join { promised } => ElectionMsg::Join {
-                promised: Term(promised),
-            },
-            Msg::Leader { term } => ElectionMsg::Leader {
-                term: Term(term),
-                synch: Vec::new(),
-            },
-        }
-    }
-}
+#[path = "model/msg.rs"]
+mod msg;
+use msg::Msg;
 
 // ----- interned engines --------------------------------------------------------------------
 
@@ -240,8 +146,9 @@ struct Effects {
     elected: Vec<u16>,
     /// `(term, leader)` of every `Elected` and `Surrendered`.
     believed: Vec<(u16, u8)>,
-    /// A `PersistTerm` below the promised term: `(before, after)`.
-    persist_regress: Option<(u16, u16)>,
+    /// An invariant of this engine the step broke (`election::testing::NodeChecker`: terms
+    /// never decrease, persisted before use, workers never lead, valid peers).
+    broken: Option<String>,
 }
 
 /// An interned engine and the facts the model reads from it.
@@ -249,7 +156,6 @@ struct Local {
     engine: Engine,
     role: Role,
     term: u16,
-    promised: u16,
     leader: Option<(u8, u16)>,
     is_leader: bool,
     /// `poll_timeout()`, in virtual ms.
@@ -313,8 +219,8 @@ struct State {
     led: Vec<(u16, u8)>,
     /// Every `(term, leader)` some node ever led or followed, sorted.
     believed: Vec<(u16, u8)>,
-    /// A node whose term, promised term or persisted term went down: `(node, before, after)`.
-    regress: Option<(u8, u16, u16)>,
+    /// The first invariant of one engine that a step broke (see [`Effects::broken`]).
+    broken: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -436,7 +342,6 @@ impl EngineModel {
         let local = Local {
             role: engine.role(),
             term: small(engine.term()),
-            promised: small(engine.promised()),
             leader: engine.leader().map(|l| (l.node.0 as u8, small(l.term))),
             is_leader: engine.is_leader(),
             timeout: engine.poll_timeout().map(|t| self.ms(t)),
@@ -449,23 +354,19 @@ impl EngineModel {
         id
     }
 
-    /// Acts on an engine's outputs as the real driver does.
-    fn drain(&self, e: &mut Engine, promised_before: u16) -> Effects {
+    /// Acts on an engine's outputs as the real driver does, checking each with `chk` (made
+    /// from the engine as it was before the input) and then the engine's state.
+    fn drain(&self, e: &mut Engine, mut chk: NodeChecker) -> Effects {
         let me = e.me().0 as u8;
         let mut eff = Effects::default();
-        let mut promised = promised_before;
         while let Some(out) = e.poll_output() {
+            if let Err(v) = chk.output(&out) {
+                eff.broken.get_or_insert(v.to_string());
+            }
             match out {
                 Output::Send { to, msg } => {
                     assert_ne!(to.0, u32::from(me), "n{me} sends to itself");
                     eff.sends.push((to.0 as u8, Msg::from_engine(msg)));
-                }
-                Output::PersistTerm(t) => {
-                    let t = small(t);
-                    if t < promised && eff.persist_regress.is_none() {
-                        eff.persist_regress = Some((promised, t));
-                    }
-                    promised = promised.max(t);
                 }
                 Output::Elected { term, joined } => {
                     if joined.is_none() {
@@ -480,6 +381,9 @@ impl EngineModel {
                 _ => {}
             }
         }
+        if let Err(v) = chk.state(e) {
+            eff.broken.get_or_insert(v.to_string());
+        }
         eff
     }
 
@@ -490,7 +394,7 @@ impl EngineModel {
             return (*next, Arc::clone(eff));
         }
         let mut e = self.local(id).engine.clone();
-        let promised = small(e.promised());
+        let chk = NodeChecker::at(&e).without_owned_terms();
         let now = self.at(now_ms);
         match input {
             Input::Msg(from, m) => e.handle_message(now, NodeId(from.into()), m.to_engine()),
@@ -498,7 +402,7 @@ impl EngineModel {
             Input::Down(p) => e.handle_peer_down(now, NodeId(p.into())),
             Input::Up(p) => e.handle_peer_up(now, NodeId(p.into())),
         }
-        let eff = Arc::new(self.drain(&mut e, promised));
+        let eff = Arc::new(self.drain(&mut e, chk));
         let next = self.intern(e);
         self.store
             .write()
@@ -520,16 +424,11 @@ impl EngineModel {
         for &b in &eff.believed {
             insert_set(&mut s.believed, b);
         }
-        if let (None, Some((a, b))) = (s.regress, eff.persist_regress) {
-            s.regress = Some((i, a, b));
+        if let (None, Some(v)) = (&s.broken, &eff.broken) {
+            s.broken = Some(v.clone());
         }
         if prev != next {
-            let (a, b) = (self.local(prev), self.local(next));
-            for (x, y) in [(a.term, b.term), (a.promised, b.promised)] {
-                if y < x && s.regress.is_none() {
-                    s.regress = Some((i, x, y));
-                }
-            }
+            let b = self.local(next);
             if b.is_leader {
                 insert_set(&mut s.led, (b.term, i));
             }
@@ -726,10 +625,12 @@ impl Model for EngineModel {
     fn init_states(&self) -> Vec<State> {
         let mut nodes = [0; N_NODES as usize];
         for (i, n) in nodes.iter_mut().enumerate() {
-            let mut e = Engine::new(Self::cfg(i as u32), self.at(0));
-            let eff = self.drain(&mut e, 0);
+            let cfg = Self::cfg(i as u32);
+            let chk = NodeChecker::new(&cfg).without_owned_terms();
+            let mut e = Engine::new(cfg, self.at(0));
+            let eff = self.drain(&mut e, chk);
             assert!(
-                eff.sends.is_empty() && eff.elected.is_empty(),
+                eff.sends.is_empty() && eff.elected.is_empty() && eff.broken.is_none(),
                 "a new engine with peers waits for them"
             );
             *n = self.intern(e);
@@ -743,7 +644,7 @@ impl Model for EngineModel {
             healed: None,
             led: Vec::new(),
             believed: Vec::new(),
-            regress: None,
+            broken: None,
         };
         for i in 0..N_NODES as u8 {
             for j in 0..N_NODES as u8 {
@@ -866,7 +767,10 @@ impl Model for EngineModel {
             Property::always("no worker leads", |_, s: &State| {
                 s.led.iter().all(|&(_, n)| u32::from(n) < N_CANDS)
             }),
-            Property::always("terms never decrease", |_, s: &State| s.regress.is_none()),
+            Property::always(
+                "every engine keeps its invariants (terms never decrease, persisted before use)",
+                |_, s: &State| s.broken.is_none(),
+            ),
             Property::sometimes("a leader is elected", |_, s: &State| !s.led.is_empty()),
             // Coverage witnesses: the faulty phase reaches past a first election.
             Property::sometimes("before the heal, a second term is led", |_, s: &State| {
@@ -981,227 +885,53 @@ fn engine_model() {
     );
 }
 
-// ----- the naive bully ---------------------------------------------------------------------
+// ----- the naive bully: tests/model/naive_bully.rs ------------------------------------------
 
-const BULLY_N: u8 = 3;
-/// Rounds beyond this are outside the explored space.
-const BULLY_MAX_ROUND: u16 = 4;
+#[path = "model/naive_bully.rs"]
+mod naive_bully;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum BullyMsg {
-    /// "I am electing in this round", to every higher-priority candidate.
-    Election(u16),
-    /// "I am here: stand down", the answer to an `Election`.
-    Answer(u16),
-    /// "I lead this round", to everyone.
-    Coordinator(u16),
-}
+// ----- negative control ----------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum BullyRole {
-    Idle,
-    Electing,
-    Waiting,
-    Leader,
-    Follower,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct BullyNode {
-    role: BullyRole,
-    /// The highest round seen.
-    round: u16,
-    leader: Option<u8>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct BullyState {
-    nodes: [BullyNode; BULLY_N as usize],
-    /// In-flight messages, a sorted multiset.
-    net: Vec<(u8, u8, BullyMsg)>,
-    /// Every `(round, node)` that ever led, sorted.
-    led: Vec<(u16, u8)>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum BullyAction {
-    /// An idle candidate starts an election.
-    Start(u8),
-    /// A candidate's timer fires.
-    Timeout(u8),
-    Deliver(u8, u8, BullyMsg),
-    Drop(u8, u8, BullyMsg),
-}
-
-/// A naive bully: rounds are not owned by candidates, and a candidate that heard no answer
-/// from a higher-priority one before its timer fires declares itself leader.
-struct NaiveBully;
-
-impl NaiveBully {
-    fn start(s: &mut BullyState, i: u8) {
-        let n = &mut s.nodes[usize::from(i)];
-        n.round += 1; // the next round: any candidate may pick the same one
-        n.leader = None;
-        if i == 0 {
-            Self::lead(s, i);
-            return;
-        }
-        n.role = BullyRole::Electing;
-        let round = n.round;
-        for j in 0..i {
-            insert_sorted(&mut s.net, (i, j, BullyMsg::Election(round)));
-        }
-    }
-
-    fn lead(s: &mut BullyState, i: u8) {
-        let n = &mut s.nodes[usize::from(i)];
-        n.role = BullyRole::Leader;
-        n.leader = Some(i);
-        let round = n.round;
-        insert_set(&mut s.led, (round, i));
-        for j in (0..BULLY_N).filter(|&j| j != i) {
-            insert_sorted(&mut s.net, (i, j, BullyMsg::Coordinator(round)));
-        }
-    }
-}
-
-impl Model for NaiveBully {
-    type State = BullyState;
-    type Action = BullyAction;
-
-    fn init_states(&self) -> Vec<BullyState> {
-        let idle = BullyNode {
-            role: BullyRole::Idle,
-            round: 0,
-            leader: None,
-        };
-        vec![BullyState {
-            nodes: [idle; BULLY_N as usize],
-            net: Vec::new(),
-            led: Vec::new(),
-        }]
-    }
-
-    fn actions(&self, s: &BullyState, actions: &mut Vec<BullyAction>) {
-        for (i, n) in s.nodes.iter().enumerate() {
-            let i = i as u8;
-            match n.role {
-                BullyRole::Idle => actions.push(BullyAction::Start(i)),
-                BullyRole::Electing | BullyRole::Waiting => actions.push(BullyAction::Timeout(i)),
-                BullyRole::Leader | BullyRole::Follower => {}
-            }
-        }
-        let mut distinct = s.net.clone();
-        distinct.dedup();
-        for &(f, t, m) in &distinct {
-            actions.push(BullyAction::Deliver(f, t, m));
-            actions.push(BullyAction::Drop(f, t, m));
-        }
-    }
-
-    fn next_state(&self, prev: &BullyState, action: BullyAction) -> Option<BullyState> {
-        let mut s = prev.clone();
-        match action {
-            BullyAction::Start(i) => Self::start(&mut s, i),
-            BullyAction::Timeout(i) => match s.nodes[usize::from(i)].role {
-                // No answer from a higher-priority candidate: lead.
-                BullyRole::Electing => Self::lead(&mut s, i),
-                // Answered, but no coordinator came: try again.
-                _ => Self::start(&mut s, i),
-            },
-            BullyAction::Deliver(f, t, m) | BullyAction::Drop(f, t, m) => {
-                let k = s.net.binary_search(&(f, t, m)).ok()?;
-                s.net.remove(k);
-                if matches!(action, BullyAction::Drop(..)) {
-                    return Some(s);
-                }
-                let n = &mut s.nodes[usize::from(t)];
-                match m {
-                    BullyMsg::Election(r) => {
-                        n.round = n.round.max(r);
-                        insert_sorted(&mut s.net, (t, f, BullyMsg::Answer(r)));
-                        if s.nodes[usize::from(t)].role == BullyRole::Idle {
-                            Self::start(&mut s, t);
-                        }
-                    }
-                    BullyMsg::Answer(r) => {
-                        if n.role == BullyRole::Electing && n.round == r {
-                            n.role = BullyRole::Waiting;
-                        }
-                    }
-                    BullyMsg::Coordinator(r) => {
-                        n.round = n.round.max(r);
-                        if f < t {
-                            n.role = BullyRole::Follower;
-                            n.leader = Some(f);
-                        }
-                    }
-                }
-            }
-        }
-        Some(s)
-    }
-
-    fn within_boundary(&self, s: &BullyState) -> bool {
-        s.nodes.iter().all(|n| n.round <= BULLY_MAX_ROUND)
-    }
-
-    fn properties(&self) -> Vec<Property<Self>> {
-        vec![
-            Property::always("at most one leader per term", |_, s: &BullyState| {
-                !two_in_a_term(&s.led)
-            }),
-            Property::sometimes("a leader is elected", |_, s: &BullyState| !s.led.is_empty()),
-        ]
-    }
-}
-
+/// Negative control, only built with `--features __mutant_term_owner` (run by
+/// `.ci/negative-control`): that feature deliberately breaks the real engine (every candidate
+/// may propose and lead every term), and the model checker must find two leaders in one term.
+/// The search stops at the first such counterexample.
+///
+/// The fault budget is 0: the shortest counterexample is five timer firings (two candidates
+/// both propose term 1 before either proposal arrives, and both time out into leading it),
+/// and without faults the BFS completes depth 5 within a few seconds. With the CI bounds of
+/// `engine_model` (2 faults, 3 M generated states) the BFS does *not* complete depth 5 and
+/// misses this mutant; see docs/testing.md.
+#[cfg(feature = "__mutant_term_owner")]
 #[test]
-fn naive_bully_elects_two_leaders_in_one_round() {
-    // One thread: the BFS then finds a shortest counterexample.
-    let checker = NaiveBully
+fn negative_control_model_finds_two_leaders_in_a_term_of_the_mutant() {
+    const PROPERTY: &str = "at most one leader per term";
+    let bounds = Bounds {
+        faults: 0,
+        horizon_ms: HORIZON_MS,
+        converge_ms: CONVERGE_MS,
+    };
+    let start = Instant::now();
+    let checker = EngineModel::new(bounds)
         .checker()
-        .target_state_count(1_000_000)
+        .threads(2)
+        .target_state_count(TARGET_STATES)
+        .finish_when(stateright::HasDiscoveries::AnyOf([PROPERTY].into()))
         .spawn_bfs()
         .join();
+    let model = checker.model();
     eprintln!(
-        "naive bully: {} unique states, BFS depth {}",
+        "mutant engine model: {} unique states, BFS depth {}, {:.1?}",
         checker.unique_state_count(),
-        checker.max_depth()
+        checker.max_depth(),
+        start.elapsed()
     );
-    checker.assert_any_discovery("a leader is elected");
     let path = checker
-        .discovery("at most one leader per term")
-        .expect("the checker no longer finds two leaders in one round of the naive bully");
-    let mut trace = String::new();
-    for (state, action) in path.clone().into_vec() {
-        let nodes: Vec<String> = state
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| format!("n{i} {:?} round {} leader {:?}", n.role, n.round, n.leader))
-            .collect();
-        let _ = writeln!(
-            trace,
-            "  {} | in flight {:?} | led {:?}",
-            nodes.join(" | "),
-            state.net,
-            state.led
-        );
-        if let Some(a) = action {
-            let _ = writeln!(trace, "    -> {a:?}");
-        }
-    }
-    let steps = path.clone().into_actions().len();
-    eprintln!(
-        "naive bully counterexample for \"at most one leader per term\" ({steps} steps):\n{trace}"
-    );
+        .discovery(PROPERTY)
+        .expect("the model checker did not catch the term-owner mutant: the check cannot fail");
     assert!(
         two_in_a_term(&path.last_state().led),
-        "the counterexample does not end with two leaders in one round"
+        "the counterexample does not end with two leaders in one term"
     );
-    assert!(
-        steps <= 8,
-        "counterexample unexpectedly long: {steps} steps"
-    );
+    eprintln!("{}", print_path(model, PROPERTY, path));
 }

@@ -13,7 +13,8 @@ use rand::{RngCore, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Decoder;
 
-use gen_leader::election::{ElectionMsg, Engine, EngineConfig, LeaderRef, Output};
+use gen_leader::election::testing::{Cluster, Network, NodeChecker};
+use gen_leader::election::{ElectionMsg, Engine, EngineConfig, LeaderRef};
 use gen_leader::wire::codec::{
     decode_body, decode_payload, encode_frame, encode_frame_into, encode_payload, CodecError,
     FrameCodec, DEFAULT_MAX_FRAME_LEN, PROTOCOL_VERSION,
@@ -1082,117 +1083,19 @@ fn build_msg(spec: &MsgSpec, e: &Engine, from: u32, ceiling: u64) -> ElectionMsg
     }
 }
 
-/// Invariant tracker for one engine run.
-struct Checker {
-    n_candidates: u32,
-    n_nodes: u32,
-    me: u32,
-    last_term: Term,
-    last_promised: Term,
-    last_persisted: Term,
-}
-
-impl Checker {
-    fn new(cfg: &EngineConfig) -> Self {
-        Checker {
-            n_candidates: cfg.n_candidates,
-            n_nodes: cfg.n_nodes,
-            me: cfg.me.0,
-            last_term: cfg.initial_term,
-            last_promised: cfg.initial_term,
-            last_persisted: cfg.initial_term,
-        }
-    }
-
-    /// Drains and checks the outputs, then checks the engine's state.
-    fn step(&mut self, e: &mut Engine, ctx: &dyn std::fmt::Debug) {
-        let is_worker = self.me >= self.n_candidates;
-        let n = u64::from(self.n_candidates);
-        while let Some(out) = e.poll_output() {
-            match &out {
-                Output::PersistTerm(t) => {
-                    assert!(
-                        *t > self.last_persisted,
-                        "PersistTerm({t:?}) not above {:?} at {ctx:?}",
-                        self.last_persisted
-                    );
-                    self.last_persisted = *t;
-                }
-                Output::Send { to, msg } => {
-                    assert!(
-                        to.0 != self.me && to.0 < self.n_nodes,
-                        "send to invalid peer {to:?}: {msg:?} at {ctx:?}"
-                    );
-                    match msg {
-                        ElectionMsg::Propose { term, .. } => {
-                            assert!(!is_worker, "worker proposes {msg:?} at {ctx:?}");
-                            assert_eq!(term.0 % n, u64::from(self.me), "{msg:?} at {ctx:?}");
-                            assert!(
-                                *term <= self.last_persisted,
-                                "{msg:?} sent before its term was persisted at {ctx:?}"
-                            );
-                        }
-                        ElectionMsg::Accept { term } => assert!(
-                            *term <= self.last_persisted,
-                            "{msg:?} sent before its term was persisted at {ctx:?}"
-                        ),
-                        ElectionMsg::Leader { term, .. } => {
-                            assert!(!is_worker, "worker announces {msg:?} at {ctx:?}");
-                            assert_eq!(term.0 % n, u64::from(self.me), "{msg:?} at {ctx:?}");
-                        }
-                        _ => {}
-                    }
-                }
-                Output::Elected { term, .. } => {
-                    assert!(!is_worker, "worker elected: {out:?} at {ctx:?}");
-                    assert_eq!(term.0 % n, u64::from(self.me), "{out:?} at {ctx:?}");
-                }
-                Output::Surrendered { leader, term, .. } => {
-                    assert_ne!(leader.0, self.me, "surrendered to itself at {ctx:?}");
-                    assert!(leader.0 < self.n_candidates, "{out:?} at {ctx:?}");
-                    assert_eq!(term.0 % n, u64::from(leader.0), "{out:?} at {ctx:?}");
-                }
-                _ => {}
-            }
-        }
-        let term = e.term();
-        let promised = e.promised();
-        assert!(
-            term >= self.last_term,
-            "term went down {:?} -> {term:?} at {ctx:?}",
-            self.last_term
-        );
-        assert!(
-            promised >= self.last_promised,
-            "promised went down {:?} -> {promised:?} at {ctx:?}",
-            self.last_promised
-        );
-        assert!(
-            promised <= self.last_persisted,
-            "promised {promised:?} above the persisted {:?} at {ctx:?}",
-            self.last_persisted
-        );
-        self.last_term = term;
-        self.last_promised = promised;
-        if e.is_leader() {
-            assert!(!is_worker, "worker {} leads at {ctx:?}", self.me);
-            assert_eq!(
-                term.0 % n,
-                u64::from(self.me),
-                "leads term {term:?} it does not own at {ctx:?}"
-            );
-        }
-    }
-}
-
 /// Runs `inputs` against an engine built from `setup`, checking every invariant.
 fn run_engine(setup: &Setup, inputs: &[Input], ceiling: u64) {
     let cfg = setup.config();
     let t0 = Instant::now();
     let mut now = t0;
     let mut e = Engine::new(cfg.clone(), now);
-    let mut chk = Checker::new(&cfg);
-    chk.step(&mut e, &"Engine::new");
+    let mut chk = NodeChecker::new(&cfg);
+    let step = |chk: &mut NodeChecker, e: &mut Engine, ctx: &dyn std::fmt::Debug| {
+        if let Err(v) = chk.drain(e) {
+            panic!("{v} at {ctx:?}");
+        }
+    };
+    step(&mut chk, &mut e, &"Engine::new");
     for (i, input) in inputs.iter().enumerate() {
         let ctx = (i, input);
         match input {
@@ -1229,7 +1132,7 @@ fn run_engine(setup: &Setup, inputs: &[Input], ceiling: u64) {
                 e.provide_synch(joined.map(NodeId), synch.clone());
             }
         }
-        chk.step(&mut e, &ctx);
+        step(&mut chk, &mut e, &ctx);
     }
 }
 
@@ -1251,46 +1154,46 @@ proptest! {
     }
 }
 
-/// A deterministic all-up cluster bring-up for every configuration shape: the properties
-/// above also hold on the "happy path" inputs (every peer up, everyone answers).
+/// A deterministic all-up cluster bring-up for every configuration shape (1-5 candidates,
+/// 0-2 workers) on the shared in-memory network: with every link up and no fault, exactly
+/// one leader, candidate 0, in the first term it owns (`n_candidates`), every node `Leader`
+/// or `Follower` of it, the leader has every other node as a follower, no timer was needed,
+/// and every invariant held after every step.
 #[test]
 fn engine_happy_path_all_shapes() {
     for c in 1..=5u32 {
         for w in 0..=2u32 {
-            for me in 0..c + w {
-                let setup = Setup {
-                    n_candidates: c,
-                    n_workers: w,
-                    me,
-                    election_ms: 100,
-                    startup_ms: 500,
-                    announce_ms: 1000,
-                    preempt: false,
-                    seed: u64::from(me),
-                    initial_term: 0,
-                };
-                let mut inputs: Vec<Input> = (0..c + w).map(Input::Up).collect();
-                for p in 0..c + w {
-                    inputs.push(Input::Msg {
-                        from: p,
-                        msg: MsgSpec::Status {
-                            promised: TermSpec::Abs(0),
-                            leader: None,
-                        },
-                    });
-                }
-                inputs.push(Input::TimeoutAtDeadline);
-                for p in 0..c + w {
-                    inputs.push(Input::Msg {
-                        from: p,
-                        msg: MsgSpec::Accept {
-                            term: TermSpec::Rel(0),
-                        },
-                    });
-                }
-                inputs.push(Input::TimeoutAtDeadline);
-                run_engine(&setup, &inputs, TERM_CEILING);
-            }
+            let setup = |me| Setup {
+                n_candidates: c,
+                n_workers: w,
+                me,
+                election_ms: 100,
+                startup_ms: 500,
+                announce_ms: 1000,
+                preempt: false,
+                seed: u64::from(me),
+                initial_term: 0,
+            };
+            let cluster = Cluster::with(c + w, |me| setup(me).config());
+            let mut net = Network::new(cluster, Instant::now());
+            net.connect_all();
+            net.assert_ok();
+            let shape = format!("{c} candidates, {w} workers");
+            let agreed = net
+                .cluster
+                .agreement()
+                .unwrap_or_else(|e| panic!("{shape}: {e}"));
+            let expected = LeaderRef {
+                node: NodeId(0),
+                term: Term(u64::from(c)),
+            };
+            assert_eq!(agreed, expected, "{shape}");
+            assert_eq!(net.leaders(), vec![NodeId(0)], "{shape}");
+            let led: Vec<_> = net.cluster.leaders.terms().iter().collect();
+            assert_eq!(led, vec![(&expected.term, &expected.node)], "{shape}");
+            // Every candidate's first election, every follower's surrender: nothing else.
+            let changes: Vec<u64> = net.cluster.members.iter().map(|m| m.changes).collect();
+            assert_eq!(changes, vec![1; (c + w) as usize], "{shape}");
         }
     }
 }

@@ -6,19 +6,24 @@
 //! Invariants are checked after every event:
 //!
 //! * at most one leader per term, ever; terms never decrease at any node (across restarts);
+//!   terms are persisted before use; workers never lead (the engines, their restarts and
+//!   these checks are `gen_leader::election::testing::Cluster`, shared with the other
+//!   engine harnesses; this file adds the timed, faulty network);
 //! * once the faults stop and the network is whole, within [`CONVERGE`] exactly one leader,
 //!   every node agrees on it, and no node is left in an election;
 //! * after that, no leadership change while nothing fails (no flapping).
 //!
 //! A failure prints the seed and the fault schedule; `SIM_SEED=<seed> cargo test --test sim
-//! replay -- --nocapture` replays one seed; `SIM_SEEDS=<n>` runs `n` seeds (default 10 000 in
+//! replay -- --nocapture` replays one seed (without `SIM_SEED`, `replay` replays the
+//! regression seeds and checks that each run is reproduced exactly); `SIM_SEEDS=<n>` runs `n` seeds (default 10 000 in
 //! `many_seeds`), `SIM_LOSSY=0` turns message loss off.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use gen_leader::election::{ElectionMsg, Engine, EngineConfig, Output, Role};
+use gen_leader::election::testing::Cluster;
+use gen_leader::election::{ElectionMsg, Engine, EngineConfig, Output};
 use gen_leader::{NodeId, Term};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -68,15 +73,12 @@ enum Fault {
     Resume(NodeId),
 }
 
+/// What the simulator adds to a [`Cluster`] member: timers, freezing.
 struct SimNode {
-    engine: Option<Engine>,
     inc: u64,
     frozen: bool,
     buffered: Vec<Ev>,
-    persisted: Term,
-    last_term: Term,
     timer_at: Option<Instant>,
-    changes: u64,
 }
 
 struct Sim {
@@ -86,6 +88,8 @@ struct Sim {
     now: Instant,
     n: usize,
     n_cands: usize,
+    /// The engines, their persisted terms and the invariant checks (`election::testing`).
+    cluster: Cluster,
     nodes: Vec<SimNode>,
     /// `link[a][b]`: messages from a reach b.
     link: Vec<Vec<bool>>,
@@ -98,7 +102,6 @@ struct Sim {
     lossy: bool,
     faults_on: bool,
     log: Vec<String>,
-    leader_of_term: BTreeMap<Term, NodeId>,
     verbose: bool,
     term_limit: Option<u64>,
 }
@@ -114,6 +117,17 @@ impl Sim {
             now: t0,
             n,
             n_cands,
+            cluster: Cluster::with(n as u32, |i| EngineConfig {
+                me: NodeId(i),
+                n_candidates: n_cands as u32,
+                n_nodes: n as u32,
+                election_timeout: ELECTION_TIMEOUT,
+                startup_timeout: STARTUP_TIMEOUT,
+                preempt: false,
+                announce_interval: ANNOUNCE,
+                seed: 0, // drawn at every (re)start
+                initial_term: Term(0),
+            }),
             nodes: Vec::new(),
             link: vec![vec![true; n]; n],
             conn: vec![vec![None; n]; n],
@@ -124,20 +138,15 @@ impl Sim {
             lossy,
             faults_on: true,
             log: Vec::new(),
-            leader_of_term: BTreeMap::new(),
             verbose: std::env::var("SIM_VERBOSE").is_ok(),
             term_limit: None,
         };
         for i in 0..n {
             sim.nodes.push(SimNode {
-                engine: None,
                 inc: 0,
                 frozen: false,
                 buffered: Vec::new(),
-                persisted: Term(0),
-                last_term: Term(0),
                 timer_at: None,
-                changes: 0,
             });
             // Staggered starts.
             let d = Duration::from_micros(sim.rng.random_range(0..300_000));
@@ -158,22 +167,12 @@ impl Sim {
             .push(Reverse((self.now + after, self.seq, self.events.len() - 1)));
     }
 
-    fn engine_cfg(&mut self, i: usize) -> EngineConfig {
-        EngineConfig {
-            me: NodeId(i as u32),
-            n_candidates: self.n_cands as u32,
-            n_nodes: self.n as u32,
-            election_timeout: ELECTION_TIMEOUT,
-            startup_timeout: STARTUP_TIMEOUT,
-            preempt: false,
-            announce_interval: ANNOUNCE,
-            seed: self.rng.random(),
-            initial_term: self.nodes[i].persisted,
-        }
+    fn engine(&mut self, i: usize) -> Option<&mut Engine> {
+        self.cluster.engine_mut(NodeId(i as u32))
     }
 
     fn alive(&self, i: usize) -> bool {
-        self.nodes[i].engine.is_some() && !self.nodes[i].frozen
+        self.cluster.members[i].engine.is_some() && !self.nodes[i].frozen
     }
 
     /// Runs until `until`.
@@ -213,7 +212,7 @@ impl Sim {
                     return; // the connection it travelled on is gone
                 }
                 let now = self.now;
-                if let Some(e) = self.nodes[to.index()].engine.as_mut() {
+                if let Some(e) = self.engine(to.index()) {
                     e.handle_message(now, from, msg);
                 }
                 self.drain(to.index());
@@ -225,7 +224,7 @@ impl Sim {
                 }
                 self.nodes[i].timer_at = None;
                 let now = self.now;
-                if let Some(e) = self.nodes[i].engine.as_mut() {
+                if let Some(e) = self.engine(i) {
                     e.handle_timeout(now);
                 }
                 self.drain(i);
@@ -234,7 +233,7 @@ impl Sim {
                 let i = node.index();
                 let stale = self.conn[i][peer.index()].is_some();
                 let now = self.now;
-                if let Some(e) = self.nodes[i].engine.as_mut() {
+                if let Some(e) = self.engine(i) {
                     // Only if no newer connection replaced it meanwhile.
                     if !stale {
                         e.handle_peer_down(now, peer);
@@ -245,12 +244,11 @@ impl Sim {
         }
     }
 
+    /// Drains node `i` through the cluster (which answers `Elected` and checks every
+    /// invariant), logs and sends its outputs, and re-arms its timer.
     fn drain(&mut self, i: usize) {
-        loop {
-            let Some(e) = self.nodes[i].engine.as_mut() else {
-                return;
-            };
-            let Some(out) = e.poll_output() else { break };
+        let outs = self.cluster.drain(NodeId(i as u32));
+        for out in outs {
             match out {
                 Output::Send { to, msg } => {
                     if self.verbose {
@@ -259,42 +257,26 @@ impl Sim {
                     }
                     self.send(NodeId(i as u32), to, msg)
                 }
-                Output::PersistTerm(t) => {
-                    assert!(
-                        t >= self.nodes[i].persisted,
-                        "persisted term went down at {i}"
-                    );
-                    self.nodes[i].persisted = t;
-                }
-                Output::Elected { joined, term } => {
-                    if joined.is_none() {
-                        self.nodes[i].changes += 1;
-                    }
-                    self.log.push(format!(
-                        "{:9.3} n{i} elected term {term} joined {joined:?}",
-                        self.ms()
-                    ));
-                    self.nodes[i]
-                        .engine
-                        .as_mut()
-                        .unwrap()
-                        .provide_synch(joined, vec![]);
-                }
-                Output::Surrendered { leader, term, .. } => {
-                    self.nodes[i].changes += 1;
-                    self.log.push(format!(
-                        "{:9.3} n{i} surrendered to n{} term {term}",
-                        self.ms(),
-                        leader.0
-                    ));
-                }
+                Output::PersistTerm(_) => {}
+                Output::Elected { joined, term } => self.log.push(format!(
+                    "{:9.3} n{i} elected term {term} joined {joined:?}",
+                    self.ms()
+                )),
+                Output::Surrendered { leader, term, .. } => self.log.push(format!(
+                    "{:9.3} n{i} surrendered to n{} term {term}",
+                    self.ms(),
+                    leader.0
+                )),
                 other => self.log.push(format!("{:9.3} n{i} {other:?}", self.ms())),
             }
         }
         self.check(i);
         // Timer.
         let i_inc = self.nodes[i].inc;
-        let want = self.nodes[i].engine.as_ref().and_then(|e| e.poll_timeout());
+        let want = self
+            .cluster
+            .engine(NodeId(i as u32))
+            .and_then(|e| e.poll_timeout());
         if let Some(w) = want {
             if self.nodes[i].timer_at != Some(w) {
                 self.nodes[i].timer_at = Some(w);
@@ -367,7 +349,7 @@ impl Sim {
                 self.conn[b][a] = Some(epoch);
                 let now = self.now;
                 for (x, y) in [(a, b), (b, a)] {
-                    let e = self.nodes[x].engine.as_mut().unwrap();
+                    let e = self.engine(x).unwrap();
                     if e.connected().contains(&NodeId(y as u32)) {
                         // The old connection is replaced: down, then up.
                         e.handle_peer_down(now, NodeId(y as u32));
@@ -387,7 +369,7 @@ impl Sim {
         }
         self.conn[b][a] = None;
         for (x, y, d) in [(a, b, detect_a), (b, a, detect_b)] {
-            if self.nodes[x].engine.is_some() {
+            if self.cluster.members[x].engine.is_some() {
                 self.at(
                     d,
                     Ev::Detect {
@@ -443,7 +425,7 @@ impl Sim {
             }
             Fault::Crash(x) => {
                 let i = x.index();
-                if self.nodes[i].engine.is_none() {
+                if self.cluster.members[i].engine.is_none() {
                     return;
                 }
                 for p in 0..self.n {
@@ -453,8 +435,8 @@ impl Sim {
                         self.break_conn(p, i, d, d);
                     }
                 }
+                self.cluster.crash(x);
                 let n = &mut self.nodes[i];
-                n.engine = None;
                 n.frozen = false;
                 n.buffered.clear();
                 n.inc += 1;
@@ -462,25 +444,19 @@ impl Sim {
             }
             Fault::Restart(x) => {
                 let i = x.index();
-                if self.nodes[i].engine.is_some() {
+                if self.cluster.members[i].engine.is_some() {
                     return;
                 }
-                let cfg = self.engine_cfg(i);
-                let e = Engine::new(cfg, self.now);
-                assert!(
-                    e.term() >= self.nodes[i].last_term,
-                    "restarted below its last term"
-                );
-                self.nodes[i].engine = Some(e);
+                // With the persisted term; the cluster checks it is not below the last term.
+                let seed = self.rng.random();
+                self.cluster.start(x, self.now, Some(seed));
                 self.nodes[i].inc += 1;
                 self.drain(i);
                 // Peers that are alive but not connected learn it is unreachable or not.
                 for p in 0..self.n {
                     if p != i && (!self.alive(p) || !self.link[i][p] || !self.link[p][i]) {
                         let now = self.now;
-                        self.nodes[i]
-                            .engine
-                            .as_mut()
+                        self.engine(i)
                             .unwrap()
                             .handle_peer_unreachable(now, NodeId(p as u32));
                     }
@@ -519,36 +495,17 @@ impl Sim {
         }
     }
 
+    /// Fails on the first invariant the cluster saw broken (one leader per term, terms never
+    /// decrease, persisted before use, workers never lead: `election::testing`), and on the
+    /// self-test's artificial term limit.
     fn check(&mut self, i: usize) {
-        let Some(e) = self.nodes[i].engine.as_ref() else {
-            return;
-        };
-        let t = e.term();
-        let is_leader = e.is_leader();
-        let is_candidate = e.is_candidate(NodeId(i as u32));
-        if t < self.nodes[i].last_term {
-            self.fail(&format!(
-                "term went down at n{i}: {} -> {t}",
-                self.nodes[i].last_term
-            ));
+        if let Some(v) = self.cluster.violation() {
+            self.fail(&v.to_string());
         }
-        self.nodes[i].last_term = t;
-        if self.term_limit.is_some_and(|l| t.get() > l) {
-            self.fail(&format!("self-test: term {t} above the limit"));
-        }
-        if is_leader {
-            let me = NodeId(i as u32);
-            match self.leader_of_term.get(&t) {
-                Some(l) if *l != me => {
-                    let l = *l;
-                    self.fail(&format!("two leaders in term {t}: n{} and n{i}", l.0))
-                }
-                _ => {
-                    self.leader_of_term.insert(t, me);
-                }
-            }
-            if !is_candidate {
-                self.fail(&format!("worker n{i} leads"));
+        let t = self.cluster.engine(NodeId(i as u32)).map(|e| e.term());
+        if let (Some(t), Some(l)) = (t, self.term_limit) {
+            if t.get() > l {
+                self.fail(&format!("self-test: term {t} above the limit"));
             }
         }
     }
@@ -565,11 +522,11 @@ impl Sim {
             s.push_str(l);
             s.push('\n');
         }
-        for (i, n) in self.nodes.iter().enumerate() {
+        for (i, (n, m)) in self.nodes.iter().zip(&self.cluster.members).enumerate() {
             s.push_str(&format!(
                 "n{i}: frozen={} engine={:?}\n",
                 n.frozen,
-                n.engine.as_ref().map(|e| (e.role(), e.leader(), e.term()))
+                m.engine.as_ref().map(|e| (e.role(), e.leader(), e.term()))
             ));
         }
         panic!(
@@ -605,38 +562,10 @@ impl Sim {
         }
     }
 
-    /// Checks that everyone agrees on one leader and no one is electing.
+    /// Checks that everyone agrees on one leader (which has every other node as a
+    /// follower) and no one is electing.
     fn agreement(&self) -> Result<(NodeId, Term), String> {
-        let mut leader = None;
-        for (i, n) in self.nodes.iter().enumerate() {
-            let e = n.engine.as_ref().ok_or(format!("n{i} down"))?;
-            if !matches!(e.role(), Role::Leader | Role::Follower) {
-                return Err(format!("n{i} still electing: {:?}", e.role()));
-            }
-            let l = e.leader().ok_or(format!("n{i} has no leader"))?;
-            match leader {
-                None => leader = Some((l.node, l.term)),
-                Some(x) if x != (l.node, l.term) => {
-                    return Err(format!("n{i} follows {l:?}, others {x:?}"))
-                }
-                _ => {}
-            }
-        }
-        let leaders = self
-            .nodes
-            .iter()
-            .filter(|n| n.engine.as_ref().is_some_and(|e| e.is_leader()))
-            .count();
-        if leaders != 1 {
-            return Err(format!("{leaders} leaders"));
-        }
-        let (l, _) = leader.ok_or("no nodes")?;
-        // The leader sends broadcasts to every other node.
-        let followers = self.nodes[l.index()].engine.as_ref().unwrap().followers();
-        if followers.len() != self.n - 1 {
-            return Err(format!("leader n{} has followers {followers:?}", l.0));
-        }
-        leader.ok_or("no nodes".into())
+        self.cluster.agreement().map(|l| (l.node, l.term))
     }
 }
 
@@ -728,7 +657,22 @@ fn minimize(sc: &Scenario) -> Scenario {
     cur
 }
 
+/// What a run ended with, to compare two runs of one seed.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    took: Duration,
+    leader: NodeId,
+    term: Term,
+    /// Logged events, and a hash of them all.
+    events: usize,
+    log_hash: u64,
+}
+
 fn run_scenario(sc: &Scenario) -> Duration {
+    run_traced(sc).took
+}
+
+fn run_traced(sc: &Scenario) -> Outcome {
     let mut sim = Sim::new(sc.seed, sc.n_cands, sc.n_workers, sc.lossy);
     sim.term_limit = sc.term_limit;
     let fault_phase = sc.fault_phase;
@@ -765,7 +709,7 @@ fn run_scenario(sc: &Scenario) -> Duration {
     let took = converged_at.duration_since(heal_at);
     // No flapping afterwards.
     let (leader, term) = sim.agreement().unwrap();
-    let changes: Vec<u64> = sim.nodes.iter().map(|n| n.changes).collect();
+    let changes: Vec<u64> = sim.cluster.members.iter().map(|m| m.changes).collect();
     sim.run_until(converged_at + QUIET);
     match sim.agreement() {
         Ok((l, t)) if (l, t) == (leader, term) => {}
@@ -774,13 +718,21 @@ fn run_scenario(sc: &Scenario) -> Duration {
             leader.0
         )),
     }
-    let after: Vec<u64> = sim.nodes.iter().map(|n| n.changes).collect();
+    let after: Vec<u64> = sim.cluster.members.iter().map(|m| m.changes).collect();
     if after != changes {
         sim.fail(&format!(
             "elected/surrendered ran with no fault: {changes:?} -> {after:?}"
         ));
     }
-    took
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&sim.log, &mut h);
+    Outcome {
+        took,
+        leader,
+        term,
+        events: sim.log.len(),
+        log_hash: std::hash::Hasher::finish(&h),
+    }
 }
 
 fn seeds(default: u64) -> u64 {
@@ -810,17 +762,32 @@ fn many_seeds() {
     eprintln!("{n} seeds: worst time from heal to agreement {worst:?} (bound {CONVERGE:?})");
 }
 
+/// Replays `SIM_SEED`, or by default the seeds of `regressions`: each must pass, and two runs
+/// of the same seed must agree exactly (time to agreement, leader, term, every logged event),
+/// or a printed seed would not reproduce its failure.
 #[test]
 fn replay() {
-    if let Ok(s) = std::env::var("SIM_SEED") {
-        let seed: u64 = s.parse().expect("SIM_SEED is a number");
-        let took = run(seed, lossy() && seed % 2 == 0);
-        eprintln!("seed {seed}: agreement {took:?} after the heal");
+    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("SIM_SEED is a number")],
+        Err(_) => REGRESSION_SEEDS.to_vec(),
+    };
+    for seed in seeds {
+        let sc = scenario(seed, lossy() && seed % 2 == 0);
+        let first = run_traced(&sc);
+        let again = run_traced(&sc);
+        assert_eq!(
+            first, again,
+            "seed {seed} does not replay deterministically"
+        );
+        eprintln!(
+            "seed {seed}: n{} leads term {} {:?} after the heal ({} events)",
+            first.leader.0, first.term, first.took, first.events
+        );
     }
 }
 
 #[test]
-fn cold_start_without_faults_elects_the_first_candidate_quickly() {
+fn cold_start_without_faults_elects_one_leader_once_quickly() {
     for seed in 0..500 {
         let mut rng = StdRng::seed_from_u64(seed);
         let n_cands = rng.random_range(1..=9);
@@ -836,10 +803,22 @@ fn cold_start_without_faults_elects_the_first_candidate_quickly() {
                 sim.fail("cold start did not converge within 2 s");
             }
         }
-        let (_, term) = sim.agreement().unwrap();
-        assert!(term.get() >= 1);
+        // With no fault, exactly one election: whoever leads first (with staggered starts, a
+        // candidate that starts alone elects itself and the others join it) keeps leading.
+        let (leader, term) = sim.agreement().unwrap();
+        assert!(term.get() >= 1, "seed {seed}: term {term}");
+        assert!(sim.cluster.engine(leader).unwrap().is_candidate(leader));
+        assert_eq!(
+            sim.cluster.leaders.terms().len(),
+            1,
+            "seed {seed}: terms led {:?}",
+            sim.cluster.leaders.terms()
+        );
     }
 }
+
+/// Seeds that once failed (see `regressions`).
+const REGRESSION_SEEDS: [u64; 2] = [256, 79_340];
 
 /// Seeds that once failed, kept as regression tests (see docs/testing.md):
 /// * 256: a follower missed the takeover proposal (dropped) and kept following a leader
@@ -849,7 +828,7 @@ fn cold_start_without_faults_elects_the_first_candidate_quickly() {
 ///   by trusting only a node's own claim to lead, and announcing every leader change.
 #[test]
 fn regressions() {
-    for seed in [256, 79_340] {
+    for seed in REGRESSION_SEEDS {
         run(seed, true);
     }
 }
@@ -885,4 +864,38 @@ fn minimiser_shrinks_a_failing_schedule() {
     let still = fails(&min);
     std::panic::set_hook(hook);
     assert!(still, "the minimised schedule still fails");
+}
+
+/// Negative control, only built with `--features __mutant_term_owner` (run by
+/// `.ci/negative-control`): that feature deliberately breaks the real engine (every candidate
+/// may propose and lead every term), and the simulator must report two leaders in one term
+/// within the first 100 seeds of `many_seeds`.
+#[cfg(feature = "__mutant_term_owner")]
+#[test]
+fn negative_control_sim_finds_two_leaders_in_a_term_of_the_mutant() {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut other = Vec::new();
+    let caught = (0..100).find_map(|seed| {
+        let sc = scenario(seed, seed % 2 == 0);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_scenario(&sc)));
+        let msg = r
+            .err()?
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        if msg.contains("two leaders in term") {
+            return Some((seed, msg));
+        }
+        other.push(seed);
+        None
+    });
+    std::panic::set_hook(hook);
+    let (seed, msg) = caught.unwrap_or_else(|| {
+        panic!(
+            "the simulator did not find two leaders in one term of the term-owner mutant in 100 \
+             seeds (seeds failing otherwise: {other:?})"
+        )
+    });
+    eprintln!("seed {seed} caught the mutant:\n{msg}");
 }

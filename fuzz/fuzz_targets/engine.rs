@@ -1,9 +1,11 @@
 //! Bytes → (via `arbitrary`) an engine configuration and a sequence of up to 256 inputs.
 //!
-//! Checks after every input: no panic, `term()` and `promised()` never decrease,
-//! `PersistTerm` strictly increases and precedes every Propose/Accept of its term, workers
-//! never propose or lead, a leader only leads terms it owns (`term % n_candidates == me`),
-//! messages only go to valid peers, and no deadline is left due after `handle_timeout`.
+//! Checks after every input: no panic, no deadline left due after `handle_timeout`, and
+//! the invariants of `gen_leader::election::testing::NodeChecker` (shared with the property
+//! tests and the simulator): `term()` and `promised()` never decrease, `PersistTerm` strictly
+//! increases and precedes every Propose/Accept of its term, workers never propose or lead, a
+//! leader only leads terms it owns (`term % n_candidates == me`), messages only go to valid
+//! peers.
 //!
 //! Terms cover the whole `u64` range, so this target finds the term-overflow bug (see
 //! `tests/props.rs`, `regression_term_near_u64_max_*`) within seconds. Set
@@ -14,7 +16,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
-use gen_leader::election::{ElectionMsg, Engine, EngineConfig, LeaderRef, Output};
+use gen_leader::election::testing::NodeChecker;
+use gen_leader::election::{ElectionMsg, Engine, EngineConfig, LeaderRef};
 use gen_leader::{NodeId, Term};
 use libfuzzer_sys::fuzz_target;
 
@@ -156,84 +159,6 @@ fn build(spec: &MsgSpec, e: &Engine, from: u32) -> ElectionMsg {
     }
 }
 
-struct Checker {
-    n: u64,
-    n_nodes: u32,
-    me: u32,
-    worker: bool,
-    last_term: Term,
-    last_promised: Term,
-    last_persisted: Term,
-}
-
-impl Checker {
-    fn step(&mut self, e: &mut Engine, at: usize) {
-        while let Some(out) = e.poll_output() {
-            match &out {
-                Output::PersistTerm(t) => {
-                    assert!(*t > self.last_persisted, "{out:?} at input {at}");
-                    self.last_persisted = *t;
-                }
-                Output::Send { to, msg } => {
-                    assert!(
-                        to.0 != self.me && to.0 < self.n_nodes,
-                        "{out:?} at input {at}"
-                    );
-                    match msg {
-                        ElectionMsg::Propose { term, .. } => {
-                            assert!(!self.worker, "{out:?} at input {at}");
-                            assert_eq!(term.0 % self.n, u64::from(self.me), "{out:?} at {at}");
-                            assert!(*term <= self.last_persisted, "{out:?} unpersisted at {at}");
-                        }
-                        ElectionMsg::Accept { term } => {
-                            assert!(*term <= self.last_persisted, "{out:?} unpersisted at {at}");
-                        }
-                        ElectionMsg::Leader { term, .. } => {
-                            assert!(!self.worker, "{out:?} at input {at}");
-                            assert_eq!(term.0 % self.n, u64::from(self.me), "{out:?} at {at}");
-                        }
-                        _ => {}
-                    }
-                }
-                Output::Elected { term, .. } => {
-                    assert!(!self.worker, "{out:?} at input {at}");
-                    assert_eq!(term.0 % self.n, u64::from(self.me), "{out:?} at {at}");
-                }
-                Output::Surrendered { leader, term, .. } => {
-                    assert_ne!(leader.0, self.me, "{out:?} at input {at}");
-                    assert_eq!(term.0 % self.n, u64::from(leader.0), "{out:?} at {at}");
-                }
-                _ => {}
-            }
-        }
-        let (term, promised) = (e.term(), e.promised());
-        assert!(
-            term >= self.last_term,
-            "term {:?} -> {term:?} at {at}",
-            self.last_term
-        );
-        assert!(
-            promised >= self.last_promised,
-            "promised {:?} -> {promised:?} at {at}",
-            self.last_promised
-        );
-        assert!(
-            promised <= self.last_persisted,
-            "promised unpersisted at {at}"
-        );
-        self.last_term = term;
-        self.last_promised = promised;
-        if e.is_leader() {
-            assert!(!self.worker, "worker leads at {at}");
-            assert_eq!(
-                term.0 % self.n,
-                u64::from(self.me),
-                "leads unowned {term:?} at {at}"
-            );
-        }
-    }
-}
-
 /// One fuzz case: a cluster shape, engine settings and the inputs (`cargo fuzz fmt engine
 /// <artifact>` prints it).
 #[derive(Debug, Clone)]
@@ -275,19 +200,15 @@ impl<'a> Arbitrary<'a> for Case {
 
 fn run(case: &Case) {
     let cfg = &case.cfg;
-    let (n_candidates, n_nodes, me) = (cfg.n_candidates, cfg.n_nodes, cfg.me.0);
     let mut now = Instant::now();
     let mut e = Engine::new(cfg.clone(), now);
-    let mut chk = Checker {
-        n: u64::from(n_candidates),
-        n_nodes,
-        me,
-        worker: me >= n_candidates,
-        last_term: cfg.initial_term,
-        last_promised: cfg.initial_term,
-        last_persisted: cfg.initial_term,
+    let mut chk = NodeChecker::new(cfg);
+    let step = |chk: &mut NodeChecker, e: &mut Engine, at: usize| {
+        if let Err(v) = chk.drain(e) {
+            panic!("{v} at input {at}");
+        }
     };
-    chk.step(&mut e, 0);
+    step(&mut chk, &mut e, 0);
     for (i, input) in case.inputs.iter().enumerate() {
         let at = i + 1;
         match input {
@@ -318,7 +239,7 @@ fn run(case: &Case) {
                 assert!(t > now, "deadline still due after handle_timeout at {at}");
             }
         }
-        chk.step(&mut e, at);
+        step(&mut chk, &mut e, at);
     }
 }
 

@@ -481,7 +481,7 @@ impl Engine {
 
     fn on_propose(&mut self, now: Instant, from: NodeId, term: Term, takeover: bool) {
         self.see(term);
-        if !self.is_candidate(from) || self.owner(term) != from {
+        if !self.is_candidate(from) || !self.owns(from, term) {
             return;
         }
         if self.captured_by == Some(LeaderRef { node: from, term }) {
@@ -630,7 +630,7 @@ impl Engine {
 
     fn on_leader(&mut self, from: NodeId, term: Term, synch: Vec<u8>) {
         self.see(term);
-        if !self.is_candidate(from) || self.owner(term) != from {
+        if !self.is_candidate(from) || !self.owns(from, term) {
             return;
         }
         let this = LeaderRef { node: from, term };
@@ -837,6 +837,14 @@ impl Engine {
             .map(|l| l.node)
     }
 
+    /// Whether `from` may propose or lead term `t`: only its owner may, which is what keeps
+    /// one leader per term. The hidden `__mutant_term_owner` feature (checker self-tests only,
+    /// see `.ci/negative-control`) deliberately breaks this rule: every candidate owns every
+    /// term.
+    fn owns(&self, from: NodeId, t: Term) -> bool {
+        cfg!(feature = "__mutant_term_owner") || self.owner(t) == from
+    }
+
     fn owner(&self, t: Term) -> NodeId {
         NodeId((t.0 % u64::from(self.cfg.n_candidates.max(1))) as u32)
     }
@@ -848,7 +856,11 @@ impl Engine {
         let n = u64::from(self.cfg.n_candidates.max(1));
         let i = u64::from(self.cfg.me.0);
         let base = self.promised.max(self.max_seen).0.checked_add(1)?;
-        let t = base.checked_add((i + n - base % n) % n)?;
+        let t = if cfg!(feature = "__mutant_term_owner") {
+            base // the mutant proposes the next term, whoever owns it
+        } else {
+            base.checked_add((i + n - base % n) % n)?
+        };
         (t <= MAX_TERM).then_some(Term(t))
     }
 

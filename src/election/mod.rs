@@ -25,6 +25,8 @@
 //! * every wait has a deadline, so no node stays in an election forever.
 
 mod engine;
+#[doc(hidden)]
+pub mod testing;
 
 pub use engine::{Engine, EngineConfig, Role, MAX_TERM};
 

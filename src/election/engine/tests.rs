@@ -1,7 +1,9 @@
-//! Engine unit tests with exact expected outputs, plus a tiny in-memory network that routes
-//! outputs between engines for the multi-node scenarios.
+//! Engine unit tests with exact expected outputs, plus multi-node scenarios on the shared
+//! in-memory network ([`crate::election::testing::Network`]), which also checks every
+//! invariant after every step.
 
 use super::*;
+use crate::election::testing::{Cluster, Network};
 use crate::election::ElectionMsg::*;
 
 const N: NodeId = NodeId(0);
@@ -601,119 +603,47 @@ fn no_candidate_stays_stuck_when_the_higher_one_never_proposes() {
     );
 }
 
-// ----- a tiny network for multi-engine scenarios -------------------------------------------
+// ----- multi-engine scenarios on the shared in-memory network ------------------------------
 
-struct Net {
-    engines: Vec<Engine>,
-    now: Instant,
-    inflight: VecDeque<(NodeId, NodeId, ElectionMsg)>,
-    log: Vec<(NodeId, Output)>,
-}
-
-impl Net {
-    fn new(n: u32, cands: u32) -> Net {
-        let now = Instant::now();
-        Net {
-            engines: (0..n).map(|i| Engine::new(cfg(i, cands, n), now)).collect(),
-            now,
-            inflight: VecDeque::new(),
-            log: Vec::new(),
-        }
-    }
-    fn pump(&mut self) {
-        loop {
-            for i in 0..self.engines.len() {
-                while let Some(o) = self.engines[i].poll_output() {
-                    let me = NodeId(i as u32);
-                    match &o {
-                        Output::Send { to, msg } => self.inflight.push_back((me, *to, msg.clone())),
-                        Output::Elected { joined, .. } => {
-                            self.engines[i].provide_synch(*joined, vec![])
-                        }
-                        _ => {}
-                    }
-                    self.log.push((me, o));
-                }
-            }
-            let Some((from, to, msg)) = self.inflight.pop_front() else {
-                break;
-            };
-            self.engines[to.index()].handle_message(self.now, from, msg);
-        }
-    }
-    fn connect(&mut self, a: u32, b: u32) {
-        self.engines[a as usize].handle_peer_up(self.now, NodeId(b));
-        self.engines[b as usize].handle_peer_up(self.now, NodeId(a));
-        self.pump();
-    }
-    fn disconnect(&mut self, a: u32, b: u32) {
-        self.engines[a as usize].handle_peer_down(self.now, NodeId(b));
-        self.engines[b as usize].handle_peer_down(self.now, NodeId(a));
-        self.pump();
-    }
-    fn advance(&mut self, ms: u64) {
-        self.now += Duration::from_millis(ms);
-        for e in &mut self.engines {
-            e.handle_timeout(self.now);
-        }
-        self.pump();
-    }
-    fn leaders(&self) -> Vec<NodeId> {
-        self.engines
-            .iter()
-            .filter(|e| e.is_leader())
-            .map(|e| e.me())
-            .collect()
-    }
-    fn agreed(&self) -> Option<LeaderRef> {
-        let l = self.engines[0].leader()?;
-        self.engines
-            .iter()
-            .all(|e| e.leader() == Some(l))
-            .then_some(l)
-    }
+/// `n` engines (`cands` candidates) configured by [`cfg`], started, not yet connected.
+fn net(n: u32, cands: u32) -> Network {
+    Network::new(Cluster::with(n, |i| cfg(i, cands, n)), Instant::now())
 }
 
 #[test]
 fn full_mesh_cold_start_converges_on_first_candidate() {
-    let mut net = Net::new(5, 4);
-    for a in 0..5 {
-        for b in a + 1..5 {
-            net.connect(a, b);
-        }
-    }
+    let mut net = net(5, 4);
+    net.connect_all();
     assert_eq!(net.leaders(), vec![N]);
     assert_eq!(net.agreed(), Some(lref(0, 4)));
     // No election timer is left: followers have none, the leader only its announcement.
-    assert!(net.engines[1..].iter().all(|e| e.poll_timeout().is_none()));
+    assert!((1..5).all(|i| net.engine(i).poll_timeout().is_none()));
     assert_eq!(
-        net.engines[0].poll_timeout(),
+        net.engine(0).poll_timeout(),
         Some(net.now + Duration::from_secs(1))
     );
+    net.assert_ok();
 }
 
 #[test]
 fn staggered_start_keeps_the_sitting_leader() {
-    let mut net = Net::new(3, 3);
+    let mut net = net(3, 3);
     // Node 2 starts alone and elects itself; then 1 and 0 arrive.
-    net.engines[2].handle_peer_unreachable(net.now, N);
-    net.engines[2].handle_peer_unreachable(net.now, NodeId(1));
+    net.input(2, |e, now| e.handle_peer_unreachable(now, N));
+    net.input(2, |e, now| e.handle_peer_unreachable(now, NodeId(1)));
     net.pump();
     net.connect(1, 2);
     net.connect(0, 2);
     net.connect(0, 1);
     assert_eq!(net.leaders(), vec![NodeId(2)]);
     assert_eq!(net.agreed(), Some(lref(2, 2)));
+    net.assert_ok();
 }
 
 #[test]
 fn partition_heal_leaves_one_leader_and_its_followers() {
-    let mut net = Net::new(4, 4);
-    for a in 0..4 {
-        for b in a + 1..4 {
-            net.connect(a, b);
-        }
-    }
+    let mut net = net(4, 4);
+    net.connect_all();
     assert_eq!(net.agreed(), Some(lref(0, 4)));
     // Cut {0,1} from {2,3}.
     for a in 0..2 {
@@ -721,7 +651,7 @@ fn partition_heal_leaves_one_leader_and_its_followers() {
             net.disconnect(a, b);
         }
     }
-    net.advance(1000);
+    net.advance(Duration::from_secs(1));
     assert_eq!(net.leaders(), vec![N, NodeId(2)]);
     // Heal.
     for a in 0..2 {
@@ -729,7 +659,7 @@ fn partition_heal_leaves_one_leader_and_its_followers() {
             net.connect(a, b);
         }
     }
-    net.advance(1000);
+    net.advance(Duration::from_secs(1));
     assert_eq!(net.leaders(), vec![N]);
     let l = net.agreed().expect("all agree");
     assert_eq!(l.node, N);
@@ -738,26 +668,24 @@ fn partition_heal_leaves_one_leader_and_its_followers() {
         *n == NodeId(2) && matches!(o, Output::Surrendered { leader, .. } if *leader == N)
     });
     assert!(surrendered_2, "the losing leader ran surrendered");
+    net.assert_ok();
 }
 
 #[test]
 fn partial_partition_keeps_followers_with_a_healthy_link_to_the_leader() {
-    let mut net = Net::new(3, 3);
-    for a in 0..3 {
-        for b in a + 1..3 {
-            net.connect(a, b);
-        }
-    }
+    let mut net = net(3, 3);
+    net.connect_all();
     assert_eq!(net.agreed(), Some(lref(0, 3)));
     // Only the link 0-2 is cut: node 1 still reaches node 0.
     net.disconnect(0, 2);
-    net.advance(1000);
-    net.advance(1000);
+    net.advance(Duration::from_secs(1));
+    net.advance(Duration::from_secs(1));
     assert_eq!(
-        net.engines[1].leader(),
+        net.engine(1).leader(),
         Some(lref(0, 3)),
         "node 1 must keep following node 0: {:#?}",
         net.log
     );
-    assert!(net.engines[0].is_leader());
+    assert!(net.engine(0).is_leader());
+    net.assert_ok();
 }
