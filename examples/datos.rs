@@ -30,10 +30,9 @@
 //! cargo run --release --example datos -- demo
 //! ```
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
-use std::sync::{mpsc, Mutex};
+use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
@@ -560,94 +559,30 @@ async fn wait_for_stop_signal() {
     }
 }
 
-/// `datos demo`: three child processes of this executable, narrated.
+/// `datos demo`: three child processes of this executable, narrated. Starting, reading and
+/// killing the children is the dev-only `testkit` crate's `Proc` (each child is killed and
+/// reaped when its `Proc` drops, on every exit path).
 mod demo {
     use super::*;
+    use std::sync::Mutex;
+    use testkit::{Event, Proc};
 
     const WAIT: Duration = Duration::from_secs(15);
 
-    struct Proc {
+    struct Child {
         name: String,
         short: String,
-        child: Option<Child>,
-        stdin: Option<ChildStdin>,
-        log: PathBuf,
+        proc: Proc,
+        /// How many of its events have been narrated.
+        seen: usize,
     }
 
-    /// Kills every child on every exit path.
-    struct Children(Vec<Proc>);
+    /// The temp dir, for the Ctrl-C/SIGTERM/SIGHUP handler: a signal would otherwise end the
+    /// demo without running any destructor.
+    static TMP: Mutex<Option<PathBuf>> = Mutex::new(None);
 
-    impl Drop for Children {
-        fn drop(&mut self) {
-            for p in &mut self.0 {
-                p.stdin.take();
-                if let Some(c) = p.child.take() {
-                    kill(c);
-                }
-            }
-        }
-    }
-
-    /// The children's pids and the temp dir, for the Ctrl-C/SIGTERM handler: a signal
-    /// would otherwise end the demo without running any destructor.
-    static LIVE: Mutex<(Vec<u32>, Option<PathBuf>)> = Mutex::new((Vec::new(), None));
-
-    fn live() -> std::sync::MutexGuard<'static, (Vec<u32>, Option<PathBuf>)> {
-        LIVE.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// On Ctrl-C or SIGTERM: kill the children, remove the temp dir, exit 130.
-    fn handle_interrupts() {
-        std::thread::spawn(|| {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(wait_for_stop_signal());
-            let mut live = live();
-            for pid in live.0.drain(..) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .stderr(Stdio::null())
-                    .status();
-            }
-            if let Some(dir) = live.1.take() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            println!("\nInterrupted: the demo's nodes were stopped.");
-            std::process::exit(130);
-        });
-    }
-
-    /// Kills and reaps a child.
-    fn kill(mut c: Child) {
-        let _ = c.kill();
-        let _ = c.wait();
-        live().0.retain(|&p| p != c.id());
-    }
-
-    /// Stops a child with SIGTERM (the node shuts down gracefully), or kills it if that
-    /// does not work within 3 s.
-    fn stop(mut c: Child) -> &'static str {
-        let termed = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if termed {
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    live().0.retain(|&p| p != c.id());
-                    return "graceful shutdown";
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        kill(c);
-        "killed"
+    fn tmp_slot() -> std::sync::MutexGuard<'static, Option<PathBuf>> {
+        TMP.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     #[derive(Default, Clone)]
@@ -659,13 +594,18 @@ mod demo {
 
     struct Demo {
         start: Instant,
-        procs: Children,
-        rx: mpsc::Receiver<(usize, Value)>,
+        procs: Vec<Child>,
         state: Vec<NodeState>,
     }
 
     pub fn run() -> ExitCode {
-        handle_interrupts();
+        // On Ctrl-C, SIGTERM or SIGHUP: the children are killed, the temp dir removed, exit 130.
+        testkit::kill_children_on_interrupt(|_| {
+            if let Some(dir) = tmp_slot().take() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            println!("\nInterrupted: the demo's nodes were stopped.");
+        });
         match run_inner() {
             Ok(()) => {
                 println!("\nDemo finished: every step happened as expected.");
@@ -678,11 +618,10 @@ mod demo {
         }
     }
 
+    /// `n` ports on 127.0.0.1 that were free a moment ago.
     fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-        let ls = (0..n)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"))?;
+        let ls =
+            testkit::datos::hold_ports(n).map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"))?;
         ls.iter()
             .map(|l| l.local_addr().map(|a| a.port()))
             .collect::<Result<_, _>>()
@@ -702,70 +641,43 @@ mod demo {
             .map(|(i, p)| format!("lider{}@127.0.0.1:{p}", i + 1))
             .collect();
         let candidates = names.join(",");
-        live().1 = Some(tmp.path().to_path_buf());
+        *tmp_slot() = Some(tmp.path().to_path_buf());
 
         println!("gen_leader demo: the tutorial's `datos` module on three local processes.");
         println!("Candidates, in priority order: {}", names.join(", "));
         println!("Data and logs: {}\n", tmp.path().display());
 
-        let (tx, rx) = mpsc::channel();
-        let mut procs = Children(Vec::new());
+        let mut procs = Vec::new();
         let start = Instant::now();
         println!("1. Starting the three nodes...");
-        for (i, name) in names.iter().enumerate() {
+        for name in &names {
             let short = name.split('@').next().unwrap_or(name).to_string();
             let dir = tmp.path().join(&short);
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            let log = dir.join("stderr.log");
-            let stderr =
-                std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-            let mut child = Command::new(&exe)
-                .args(["--name", name, "--candidates", &candidates, "--json"])
-                .arg("--data-dir")
-                .arg(&dir)
-                .env("GEN_LEADER_COOKIE", "demo-cookie")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::from(stderr))
-                .spawn()
+            let mut cmd = testkit::datos::datos_node(&exe, name, &candidates, &dir);
+            cmd.env("GEN_LEADER_COOKIE", "demo-cookie");
+            let proc = Proc::spawn(cmd, &short, &dir.join("stderr.log"))
                 .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-            let stdout = child.stdout.take().ok_or("no child stdout")?;
-            let stdin = child.stdin.take();
-            live().0.push(child.id());
-            println!("   started {short} (pid {}) as {name}", child.id());
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        if tx.send((i, v)).is_err() {
-                            break;
-                        }
-                    }
-                }
-            });
-            procs.0.push(Proc {
+            println!("   started {short} (pid {}) as {name}", proc.pid());
+            procs.push(Child {
                 name: name.clone(),
                 short,
-                child: Some(child),
-                stdin,
-                log,
+                proc,
+                seen: 0,
             });
         }
-        drop(tx);
         let mut d = Demo {
             start,
             procs,
-            rx,
             state: vec![NodeState::default(); 3],
         };
         let result = d.script();
         if result.is_err() {
-            for p in &d.procs.0 {
-                println!("   (logs of {}: {})", p.short, p.log.display());
+            for p in &d.procs {
+                println!("   (logs of {}: {})", p.short, p.proc.log().display());
             }
             // Keep the logs for inspection.
-            live().1 = None;
+            *tmp_slot() = None;
             let _ = tmp.keep();
         }
         result
@@ -777,7 +689,6 @@ mod demo {
                 None => "nobody".into(),
                 Some(f) => self
                     .procs
-                    .0
                     .iter()
                     .find(|p| p.name == f)
                     .map_or_else(|| f.to_string(), |p| p.short.clone()),
@@ -785,14 +696,14 @@ mod demo {
         }
 
         fn alive(&self) -> Vec<usize> {
-            (0..self.procs.0.len())
-                .filter(|&i| self.procs.0[i].child.is_some())
+            (0..self.procs.len())
+                .filter(|&i| self.procs[i].proc.is_running())
                 .collect()
         }
 
         /// Narrates one child's event.
         fn narrate(&self, i: usize, v: &Value) {
-            let who = &self.procs.0[i].short;
+            let who = &self.procs[i].short;
             let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
             let leader = self.short(v["leader"].as_str());
             let term = v["term"].as_u64().unwrap_or(0);
@@ -823,6 +734,36 @@ mod demo {
             println!("   [{:>6} ms] {text}", self.start.elapsed().as_millis());
         }
 
+        /// Whether a child printed an event not narrated yet.
+        fn has_new(&self) -> bool {
+            self.procs.iter().any(|p| p.proc.mark() > p.seen)
+        }
+
+        /// Narrates the children's new events in the order they arrived and records the
+        /// views; whether there were any.
+        fn pump(&mut self) -> bool {
+            let mut new: Vec<(usize, Event)> = Vec::new();
+            for (i, p) in self.procs.iter_mut().enumerate() {
+                let seen = p.seen;
+                let evs = p.proc.with_events(|evs| evs[seen..].to_vec());
+                p.seen += evs.len();
+                new.extend(evs.into_iter().map(|e| (i, e)));
+            }
+            new.sort_by_key(|(_, e)| e.seq);
+            // Lines that are not JSON (there should be none) are not narrated.
+            for (i, e) in new.iter().filter(|(_, e)| e.event() != "not_json") {
+                let v = &e.v;
+                self.narrate(*i, v);
+                let st = &mut self.state[*i];
+                if matches!(v["event"].as_str(), Some("leader" | "ready")) {
+                    st.leader = v["leader"].as_str().map(str::to_string);
+                    st.term = v["term"].as_u64().unwrap_or(0);
+                }
+                st.events.push(v.clone());
+            }
+            !new.is_empty()
+        }
+
         /// Pumps events until `cond` returns `Some`, or fails after `WAIT`.
         fn wait<T>(
             &mut self,
@@ -838,21 +779,13 @@ mod demo {
                 if left.is_zero() {
                     return Err(format!("timed out after {WAIT:?} waiting for {what}"));
                 }
-                match self.rx.recv_timeout(left) {
-                    Ok((i, v)) => {
-                        self.narrate(i, &v);
-                        let st = &mut self.state[i];
-                        if matches!(v["event"].as_str(), Some("leader" | "ready")) {
-                            st.leader = v["leader"].as_str().map(str::to_string);
-                            st.term = v["term"].as_u64().unwrap_or(0);
-                        }
-                        st.events.push(v);
-                    }
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        return Err(format!("every node exited while waiting for {what}"))
-                    }
+                if self.pump() {
+                    continue;
                 }
+                if self.procs.iter().all(|p| p.proc.stdout_closed()) {
+                    return Err(format!("every node exited while waiting for {what}"));
+                }
+                testkit::wait_for(left, || self.has_new().then_some(()));
             }
         }
 
@@ -869,7 +802,7 @@ mod demo {
         }
 
         fn index_of(&self, name: &str) -> Option<usize> {
-            self.procs.0.iter().position(|p| p.name == name)
+            self.procs.iter().position(|p| p.name == name)
         }
 
         fn has_event(&self, i: usize, event: &str, key: &str, val: &str) -> bool {
@@ -880,15 +813,14 @@ mod demo {
         }
 
         fn send_line(&mut self, i: usize, line: &str) -> Result<(), String> {
-            let p = &mut self.procs.0[i];
+            let p = &mut self.procs[i];
             println!(
                 "   [{:>6} ms] typing {line:?} on {}'s stdin",
                 self.start.elapsed().as_millis(),
                 p.short
             );
-            let stdin = p.stdin.as_mut().ok_or("stdin closed")?;
-            writeln!(stdin, "{line}")
-                .and_then(|_| stdin.flush())
+            p.proc
+                .send_line(line)
                 .map_err(|e| format!("cannot write to {}: {e}", p.short))
         }
 
@@ -928,7 +860,7 @@ mod demo {
             println!(
                 "\n=> All three agree: the leader is {} ({leader}), term {term}, {elected_ms} ms \
                  after the processes were started.\n",
-                self.procs.0[li].short
+                self.procs[li].short
             );
             if li != 0 {
                 println!(
@@ -936,7 +868,7 @@ mod demo {
                      found nobody up and elected itself, and the others joined it. A sitting \
                      leader is not replaced by a higher-priority candidate that joins later \
                      unless `preempt` is configured.)\n",
-                    self.procs.0[li].short
+                    self.procs[li].short
                 );
             }
 
@@ -945,21 +877,18 @@ mod demo {
             println!(
                 "2. leader_call from the follower {}: its stdin lines go to the leader, which \
                  replies and broadcasts to every follower.",
-                self.procs.0[caller].short
+                self.procs[caller].short
             );
             for line in ["hola", "¿qué tal?", "adiós"] {
                 self.call(caller, li, line)?;
             }
 
-            let old_short = self.procs.0[li].short.clone();
+            let old_short = self.procs[li].short.clone();
             println!(
                 "\n3. Killing the leader {old_short} with SIGKILL (no goodbye to its peers)..."
             );
             let killed_at = Instant::now();
-            if let Some(c) = self.procs.0[li].child.take() {
-                kill(c);
-            }
-            self.procs.0[li].stdin.take();
+            self.procs[li].proc.kill();
             println!(
                 "   [{:>6} ms] {old_short} killed",
                 self.start.elapsed().as_millis()
@@ -978,7 +907,7 @@ mod demo {
             println!(
                 "\n=> New leader: {} ({new_leader}), term {term} -> {new_term}, {failover_ms} ms \
                  after the kill; it ran handle_down (DOWN) for {old_short}.",
-                self.procs.0[ni].short
+                self.procs[ni].short
             );
             println!(
                 "   (The OS closed the killed process's connections, so its peers noticed at \
@@ -993,18 +922,21 @@ mod demo {
             println!(
                 "4. leader_call from the remaining follower {}: the new leader serves it (its \
                  Synch carried the history).",
-                self.procs.0[remaining].short
+                self.procs[remaining].short
             );
             self.call(remaining, ni, "sigo aquí")?;
 
             println!("\n5. Stopping the remaining nodes (SIGTERM: graceful shutdown).");
             for i in self.alive() {
-                let p = &mut self.procs.0[i];
-                p.stdin.take();
-                if let Some(c) = p.child.take() {
-                    let how = stop(c);
-                    println!("   stopped {} ({how})", p.short);
-                }
+                let p = &mut self.procs[i];
+                p.proc.close_stdin();
+                // SIGTERM (the node shuts down gracefully), or killed after 3 s.
+                let how = if p.proc.terminate(Duration::from_secs(3)) {
+                    "graceful shutdown"
+                } else {
+                    "killed"
+                };
+                println!("   stopped {} ({how})", p.short);
             }
             println!(
                 "\nSummary: election {elected_ms} ms from start; failover {failover_ms} ms after \

@@ -36,11 +36,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -373,12 +371,10 @@ use proxy::{Net, Policy};
 
 // ----- the cluster of datos processes -------------------------------------------------------
 
-// `datos_exe()`: the example binary (shared with the other multi-process test).
-#[path = "support/datos.rs"]
-mod datos_support;
-use datos_support::{agreement, datos_exe, last_view, Observed, View};
+use testkit::datos::{agreement, datos_exe, datos_node, hold_ports, last_view, Observed, View};
+use testkit::Proc;
 
-/// One JSON event and when the test received it.
+/// One JSON event, when the test received it, and which node printed it.
 #[derive(Debug, Clone)]
 struct Ev {
     at: Instant,
@@ -406,50 +402,30 @@ impl Ev {
     }
 }
 
-struct Proc {
+struct Node {
     name: String,
     short: String,
     /// The real listen address (the one in the name).
     addr: SocketAddr,
     data_dir: PathBuf,
     log: PathBuf,
-    child: Option<Child>,
-    stdin: Option<ChildStdin>,
-    events: Arc<Mutex<Vec<Ev>>>,
+    /// The running child (testkit's `Proc`: killed on drop, even on panic).
+    proc: Option<Proc>,
 }
 
-/// A cluster of `datos` processes behind the fault proxy; kills every child on drop, even on
-/// panic.
+/// A cluster of `datos` processes behind the fault proxy.
 struct Cluster {
     exe: PathBuf,
     candidates: String,
-    procs: Vec<Proc>,
+    procs: Vec<Node>,
     net: Net,
     t0: Instant,
     /// What the test did to the network, and when.
     faults: Vec<(Instant, String)>,
     /// Network changes, for invariant (d).
     fault_actions: u64,
-    // Deleted after the children are killed (Drop runs before the fields are dropped).
+    // Deleted after the children are killed (fields drop in declaration order).
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            p.stdin.take();
-            if let Some(mut c) = p.child.take() {
-                // A stopped process ignores nothing but SIGKILL; SIGCONT first anyway, in case
-                // a scenario ever stops one.
-                let _ = Command::new("kill")
-                    .args(["-CONT", &c.id().to_string()])
-                    .stderr(Stdio::null())
-                    .status();
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
 }
 
 impl Observed for Cluster {
@@ -466,26 +442,22 @@ impl Observed for Cluster {
 impl Cluster {
     /// `n` candidates `lider0..` on ports picked by binding 127.0.0.1:0, and the proxies.
     fn new(n: usize) -> Self {
-        let listeners: Vec<std::net::TcpListener> = (0..n)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-            .collect();
+        let listeners = hold_ports(n).expect("bind 127.0.0.1:0");
         let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         // The proxies bind while the nodes' ports are still held, so they cannot take them.
         let net = Net::new(&addrs);
         drop(listeners);
         let dir = tempfile::tempdir().expect("tempdir");
-        let procs: Vec<Proc> = addrs
+        let procs: Vec<Node> = addrs
             .iter()
             .enumerate()
-            .map(|(i, addr)| Proc {
+            .map(|(i, addr)| Node {
                 name: format!("lider{i}@{addr}"),
                 short: format!("lider{i}"),
                 addr: *addr,
                 data_dir: dir.path().join(format!("lider{i}")),
                 log: dir.path().join(format!("lider{i}.stderr")),
-                child: None,
-                stdin: None,
-                events: Arc::new(Mutex::new(Vec::new())),
+                proc: None,
             })
             .collect();
         Cluster {
@@ -533,41 +505,16 @@ impl Cluster {
             .map(|j| format!("{}={}", self.procs[j].short, self.net.proxy_addr(i, j)))
             .collect();
         let p = &mut self.procs[i];
-        assert!(p.child.is_none(), "{} is already running", p.short);
-        let log = std::fs::File::create(&p.log).expect("create the stderr log");
-        let mut cmd = Command::new(&self.exe);
-        cmd.args(["--name", &p.name, "--candidates", &self.candidates])
-            .args(["--cookie", COOKIE, "--json"])
+        assert!(p.proc.is_none(), "{} is already running", p.short);
+        let mut cmd = datos_node(&self.exe, &p.name, &self.candidates, &p.data_dir);
+        cmd.args(["--cookie", COOKIE])
             .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
-            .args(["--listen", &p.addr.to_string()])
-            .arg("--data-dir")
-            .arg(&p.data_dir);
+            .args(["--listen", &p.addr.to_string()]);
         for d in &dials {
             cmd.args(["--dial", d]);
         }
-        let mut child = cmd
-            .env("RUST_LOG", "warn,gen_leader=info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn the datos example");
-        let stdout = child.stdout.take().unwrap();
-        p.stdin = child.stdin.take();
-        p.child = Some(child);
-        let events = p.events.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| serde_json::json!({ "event": "not_json", "line": line }));
-                events.lock().unwrap().push(Ev {
-                    at: Instant::now(),
-                    node: i,
-                    v,
-                });
-            }
-        });
+        cmd.env("RUST_LOG", "warn,gen_leader=info");
+        p.proc = Some(Proc::spawn(cmd, &p.short, &p.log).expect("spawn the datos example"));
     }
 
     // ----- faults ---------------------------------------------------------------------------
@@ -611,17 +558,27 @@ impl Cluster {
     // ----- observing ------------------------------------------------------------------------
 
     fn events(&self, i: usize) -> Vec<Ev> {
-        self.procs[i].events.lock().unwrap().clone()
+        let Some(p) = &self.procs[i].proc else {
+            return Vec::new();
+        };
+        p.with_events(|evs| {
+            evs.iter()
+                .map(|e| Ev {
+                    at: e.at,
+                    node: i,
+                    v: e.v.clone(),
+                })
+                .collect()
+        })
     }
 
     fn has(&self, i: usize, pred: impl Fn(&Ev) -> bool) -> bool {
-        self.procs[i].events.lock().unwrap().iter().any(pred)
+        self.events(i).iter().any(pred)
     }
 
     fn type_line(&mut self, i: usize, line: &str) {
-        let stdin = self.procs[i].stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to stdin");
-        stdin.flush().expect("flush stdin");
+        let p = self.procs[i].proc.as_mut().expect("running");
+        p.send_line(line).expect("write to stdin");
     }
 
     /// Types `line` on node `i`'s stdin (a `leader_call`) and waits for its reply.

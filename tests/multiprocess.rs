@@ -4,13 +4,11 @@
 //!
 //! Every wait is on an observed event with a generous deadline; nothing sleeps and hopes.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use testkit::datos::{datos_exe, datos_node, hold_ports, last_view, Observed, View};
+use testkit::{Event as Ev, Proc};
 
 const COOKIE: &str = "multiprocess-test-cookie";
 /// Heartbeat passed to every node; the failure timeout is the library default of 6
@@ -19,84 +17,44 @@ const HEARTBEAT_MS: u64 = 50;
 /// Generous deadline for anything that is not being measured (a loaded 2-core CI box).
 const WAIT: Duration = Duration::from_secs(15);
 
-// `datos_exe()`: the example binary (shared with the other multi-process test).
-#[path = "support/datos.rs"]
-mod datos_support;
-use datos_support::{datos_exe, last_view, Observed, View};
-
-/// One JSON event, with when the test received it and which incarnation of the node
-/// printed it.
-#[derive(Debug, Clone)]
-struct Ev {
-    at: Instant,
-    incarnation: usize,
-    v: Value,
-}
-
-impl Ev {
-    fn event(&self) -> &str {
-        self.v["event"].as_str().unwrap_or("")
-    }
-    fn str(&self, key: &str) -> Option<&str> {
-        self.v[key].as_str()
-    }
-    fn term(&self) -> u64 {
-        self.v["term"]
-            .as_u64()
-            .expect("every event has a numeric term")
-    }
-}
-
-struct Proc {
+/// One node: its name and data directory, and a child process per incarnation (restarts
+/// reuse the name and data directory); the last one may be running.
+struct Node {
     name: String,
     short: String,
     data_dir: PathBuf,
     log: PathBuf,
-    child: Option<Child>,
-    stdin: Option<ChildStdin>,
-    stopped: bool,
-    incarnation: usize,
-    events: Arc<Mutex<Vec<Ev>>>,
+    runs: Vec<Proc>,
 }
 
-/// A cluster of `datos` processes; kills every child on drop, even on panic.
-struct Cluster {
-    exe: PathBuf,
-    candidates: String,
-    procs: Vec<Proc>,
-    // Deleted after the children are killed (Drop runs before the fields are dropped).
-    _dir: tempfile::TempDir,
-}
+impl Node {
+    fn current(&self) -> Option<&Proc> {
+        self.runs.last().filter(|p| p.is_running())
+    }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            p.stdin.take();
-            if let Some(mut c) = p.child.take() {
-                if p.stopped {
-                    signal("CONT", &c);
-                }
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
+    fn current_mut(&mut self) -> &mut Proc {
+        let short = &self.short;
+        self.runs
+            .last_mut()
+            .filter(|p| p.is_running())
+            .unwrap_or_else(|| panic!("{short} is not running"))
     }
 }
 
-fn signal(sig: &str, c: &Child) {
-    let status = Command::new("kill")
-        .args([format!("-{sig}"), c.id().to_string()])
-        .status()
-        .expect("run kill(1)");
-    assert!(status.success(), "kill -{sig} {} failed", c.id());
+/// A cluster of `datos` processes; every child is killed on drop (testkit's `Proc`), even
+/// on panic.
+struct Cluster {
+    exe: PathBuf,
+    candidates: String,
+    procs: Vec<Node>,
+    // Deleted after the children are killed (fields drop in declaration order).
+    _dir: tempfile::TempDir,
 }
 
 impl Cluster {
     /// `n` candidates `lider0..`, on ports picked by binding 127.0.0.1:0. Nothing runs yet.
     fn new(n: usize) -> Self {
-        let listeners: Vec<std::net::TcpListener> = (0..n)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-            .collect();
+        let listeners = hold_ports(n).expect("bind 127.0.0.1:0");
         let names: Vec<String> = listeners
             .iter()
             .enumerate()
@@ -107,16 +65,12 @@ impl Cluster {
         let procs = names
             .iter()
             .enumerate()
-            .map(|(i, name)| Proc {
+            .map(|(i, name)| Node {
                 name: name.clone(),
                 short: format!("lider{i}"),
                 data_dir: dir.path().join(format!("lider{i}")),
                 log: dir.path().join(format!("lider{i}.stderr")),
-                child: None,
-                stdin: None,
-                stopped: false,
-                incarnation: 0,
-                events: Arc::new(Mutex::new(Vec::new())),
+                runs: Vec::new(),
             })
             .collect();
         Cluster {
@@ -150,114 +104,79 @@ impl Cluster {
     /// Starts (or restarts, with the same name and data directory) node `i`.
     fn spawn(&mut self, i: usize) {
         let p = &mut self.procs[i];
-        assert!(p.child.is_none(), "{} is already running", p.short);
-        p.incarnation += 1;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&p.log)
-            .expect("open the stderr log");
-        let mut child = Command::new(&self.exe)
-            .args(["--name", &p.name, "--candidates", &self.candidates])
-            .args(["--cookie", COOKIE, "--json"])
+        assert!(p.current().is_none(), "{} is already running", p.short);
+        let mut cmd = datos_node(&self.exe, &p.name, &self.candidates, &p.data_dir);
+        cmd.args(["--cookie", COOKIE])
             .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
-            .arg("--data-dir")
-            .arg(&p.data_dir)
-            .env("RUST_LOG", "warn,gen_leader=info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn the datos example");
-        let stdout = child.stdout.take().unwrap();
-        p.stdin = child.stdin.take();
-        p.child = Some(child);
-        p.stopped = false;
-        let events = p.events.clone();
-        let incarnation = p.incarnation;
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // Only JSON may appear on stdout: anything else shows up in failure dumps and
-                // fails `assert_stdout_is_json`.
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| serde_json::json!({ "event": "not_json", "line": line }));
-                events.lock().unwrap().push(Ev {
-                    at: Instant::now(),
-                    incarnation,
-                    v,
-                });
-            }
-        });
+            .env("RUST_LOG", "warn,gen_leader=info");
+        let label = format!("{}#{}", p.short, p.runs.len() + 1);
+        // Only JSON may appear on stdout: anything else is recorded as a `not_json` event,
+        // shows up in failure dumps and fails `assert_terms_monotonic`.
+        p.runs
+            .push(Proc::spawn(cmd, &label, &p.log).expect("spawn the datos example"));
     }
 
     fn sigkill(&mut self, i: usize) -> Instant {
-        let p = &mut self.procs[i];
-        let mut c = p.child.take().expect("running");
-        if p.stopped {
-            signal("CONT", &c);
-        }
-        c.kill().expect("SIGKILL");
-        let at = Instant::now();
-        c.wait().expect("reap");
-        p.stdin.take();
-        p.stopped = false;
-        at
+        self.procs[i].current_mut().kill();
+        Instant::now()
     }
 
     fn sigstop(&mut self, i: usize) -> Instant {
-        let p = &mut self.procs[i];
-        signal("STOP", p.child.as_ref().expect("running"));
-        p.stopped = true;
+        assert!(self.procs[i].current_mut().signal("STOP"), "kill -STOP");
         Instant::now()
     }
 
     fn sigcont(&mut self, i: usize) -> Instant {
-        let p = &mut self.procs[i];
-        signal("CONT", p.child.as_ref().expect("running"));
-        p.stopped = false;
+        assert!(self.procs[i].current_mut().signal("CONT"), "kill -CONT");
         Instant::now()
     }
 
     /// Types `line` on node `i`'s stdin (it becomes a `leader_call`).
     fn type_line(&mut self, i: usize, line: &str) {
-        let stdin = self.procs[i].stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to stdin");
-        stdin.flush().expect("flush stdin");
+        self.procs[i]
+            .current_mut()
+            .send_line(line)
+            .expect("write to stdin");
     }
 
     /// The events of node `i`'s current incarnation.
     fn events(&self, i: usize) -> Vec<Ev> {
-        let p = &self.procs[i];
-        p.events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e.incarnation == p.incarnation)
-            .cloned()
-            .collect()
+        self.procs[i]
+            .runs
+            .last()
+            .map(Proc::events)
+            .unwrap_or_default()
     }
 
     fn has(&self, i: usize, pred: impl Fn(&Ev) -> bool) -> bool {
-        self.events(i).iter().any(pred)
+        self.procs[i]
+            .runs
+            .last()
+            .is_some_and(|p| p.with_events(|evs| evs.iter().any(pred)))
     }
 
     /// Every node's view, recent events and stderr tail, for failure messages.
     fn dump(&self) -> String {
         let mut s = String::new();
         for (i, p) in self.procs.iter().enumerate() {
+            let run = p.current();
             s += &format!(
                 "--- {} ({}, incarnation {}, running {}, stopped {}): view {:?}\n",
                 p.short,
                 p.name,
-                p.incarnation,
-                p.child.is_some(),
-                p.stopped,
+                p.runs.len(),
+                run.is_some(),
+                run.is_some_and(Proc::is_stopped),
                 self.view(i)
             );
-            let evs = p.events.lock().unwrap();
-            for e in evs.iter().rev().take(15).rev() {
-                s += &format!("    #{} {}\n", e.incarnation, e.v);
+            let evs: Vec<(usize, Ev)> = p
+                .runs
+                .iter()
+                .enumerate()
+                .flat_map(|(k, r)| r.events().into_iter().map(move |e| (k + 1, e)))
+                .collect();
+            for (k, e) in evs.iter().rev().take(15).rev() {
+                s += &format!("    #{k} {}\n", e.v);
             }
             let log = std::fs::read_to_string(&p.log).unwrap_or_default();
             let lines: Vec<&str> = log.lines().collect();
@@ -304,7 +223,7 @@ impl Cluster {
     /// stdout carried only JSON events with the common fields.
     fn assert_terms_monotonic(&self) {
         for p in &self.procs {
-            let evs = p.events.lock().unwrap();
+            let evs: Vec<Ev> = p.runs.iter().flat_map(Proc::events).collect();
             for e in evs.iter() {
                 assert!(
                     e.event() != "not_json"

@@ -1,13 +1,17 @@
-//! Shared by the tests that run the `datos` example as OS processes: where the binary is, and
-//! how a test reads the nodes' views from their JSON events and waits on them.
-#![allow(dead_code)] // each test uses its own part
+//! The `datos` example as a child process: where its binary is, how to start a node, and how
+//! to read the nodes' views from their `--json` events and wait on them.
+//!
+//! Why here: the multi-process tests and the demo observe the same event contract (`ready`
+//! and `leader` events carry the view); one reader of it, so they cannot drift apart.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The `datos` example binary, next to this test's `deps` directory.
+/// The `datos` example binary of the same build profile as the running test or bench
+/// (`target/<profile>/examples/datos`, next to its `deps` directory).
 pub fn datos_exe() -> PathBuf {
     let me = std::env::current_exe().expect("current_exe");
     let profile_dir = me
@@ -24,6 +28,24 @@ pub fn datos_exe() -> PathBuf {
         exe.display()
     );
     exe
+}
+
+/// A `datos` node named `name` among `candidates` (comma-separated), with `--json` events
+/// and its term in `data_dir`; add the cookie and any other flag to the returned command.
+pub fn datos_node(exe: &Path, name: &str, candidates: &str, data_dir: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.args(["--name", name, "--candidates", candidates, "--json"])
+        .arg("--data-dir")
+        .arg(data_dir);
+    cmd
+}
+
+/// `n` free ports on 127.0.0.1, held by listeners until the caller drops them (drop them just
+/// before the nodes that will listen there start).
+pub fn hold_ports(n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect()
 }
 
 /// A node's view: the leader (if any) and the term.

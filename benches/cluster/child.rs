@@ -1,0 +1,628 @@
+//! The child-process side, node role (`__node`): a gen-leader node driven by JSON commands on
+//! stdin, reporting JSON events on stdout.
+//!
+//! Why a child process: every figure except elections is measured between OS processes, as
+//! nodes are deployed; the parent only sends commands and reads timestamps.
+
+use std::io::BufRead;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gen_leader::{Behaviour, Config, Election, LeaderHandle, LeaderReply, Node, NodeName, ReplyTo};
+use serde_json::{json, Value};
+
+use crate::util::{emit, err_kind, lat_summary, lock, nanos, wall_ns};
+use crate::{CHILD_LOG_FILTER, COOKIE, PAYLOAD};
+
+/// The children's runtime: tokio's default multi-thread runtime (one worker per CPU), or
+/// `BENCH_WORKERS` workers (an experiment knob; `0` means a current-thread runtime).
+pub(crate) fn child_runtime() -> tokio::runtime::Runtime {
+    let workers = std::env::var("BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse::<usize>().ok());
+    let mut b = match workers {
+        Some(0) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    b.enable_all().build().expect("tokio runtime")
+}
+
+/// Child logs go to a file per child; `BENCH_LOG` (a tracing filter) overrides the default
+/// filter, and also turns on the parent's own logs (in-process election nodes) on stderr.
+pub(crate) fn init_logs(default: &str) {
+    let filter = std::env::var("BENCH_LOG").unwrap_or_else(|_| default.to_string());
+    if filter.is_empty() {
+        return;
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Commands from the parent, one JSON object a line. The process exits when the parent
+/// closes stdin (or dies), so no child outlives the bench.
+pub(crate) fn stdin_commands() -> tokio::sync::mpsc::UnboundedReceiver<Value> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Value>(&line) {
+                Ok(v) => {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    emit(&json!({"ev": "error", "error": format!("bad command {line:?}: {e}")}))
+                }
+            }
+        }
+        std::process::exit(0);
+    });
+    rx
+}
+
+pub(crate) fn reply_to(cmd: &Value, mut v: Value) -> Value {
+    v["tag"] = cmd["tag"].clone();
+    if v.get("ev").is_none() {
+        v["ev"] = json!("result");
+    }
+    v
+}
+
+pub(crate) fn error_to(cmd: &Value, msg: impl Into<String>) -> Value {
+    json!({"ev": "error", "tag": cmd["tag"].clone(), "error": msg.into()})
+}
+
+// ----- the node role -----------------------------------------------------------------------
+
+/// Counts broadcasts on a follower and checks that they arrive in order, once each.
+#[derive(Default)]
+pub(crate) struct Counter {
+    pub(crate) count: AtomicU64,
+    last_seq: AtomicU64,
+    pub(crate) anomalies: AtomicU64,
+    pub(crate) target: AtomicU64,
+    done_ts: AtomicU64,
+    notify: tokio::sync::Notify,
+    /// Bumped by every `expect`: an older waiter gives up silently.
+    generation: AtomicU64,
+    /// Set by `expect`: the next broadcast starts a new sequence check (a loss in an earlier
+    /// run is not counted again; losses show up in the count).
+    resync: AtomicBool,
+    /// Next cast sequence number (on the caster).
+    next_cast: AtomicU64,
+    /// On the leader: the last sequence number each follower acknowledged.
+    acks: Mutex<std::collections::HashMap<String, u64>>,
+    ack_notify: tokio::sync::Notify,
+}
+
+impl Counter {
+    fn record(&self, m: &[u8]) {
+        let seq = m
+            .get(..8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0);
+        let last = self.last_seq.swap(seq, Ordering::Relaxed);
+        if !self.resync.swap(false, Ordering::SeqCst) && seq != last + 1 {
+            self.anomalies.fetch_add(1, Ordering::Relaxed);
+        }
+        let c = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        if c == self.target.load(Ordering::SeqCst) {
+            self.done_ts.store(wall_ns(), Ordering::SeqCst);
+            self.notify.notify_one();
+        }
+    }
+
+    /// The lowest sequence number acknowledged by all of `followers` (at least `floor`).
+    fn min_ack(&self, followers: &[String], floor: u64) -> u64 {
+        let acks = lock(&self.acks);
+        followers
+            .iter()
+            .map(|f| acks.get(f).copied().unwrap_or(0).max(floor))
+            .min()
+            .unwrap_or(floor)
+    }
+}
+
+/// A follower acknowledges every this many broadcasts (with a `leader_cast`), for the paced
+/// broadcast mode.
+pub(crate) const ACK_EVERY: u64 = 256;
+/// Paced broadcast: at most this many broadcasts sent but not acknowledged by every follower
+/// (below the library's 4096-frame send queue).
+pub(crate) const BCAST_WINDOW: u64 = 2048;
+
+/// The bench behaviour: `leader_call` echoes its 64-byte payload; an empty request asks who
+/// leads (`name|held calls`); `hold` is deferred forever (a call in flight for failover);
+/// casts are broadcast as they are.
+pub(crate) struct Bench {
+    pub(crate) me: String,
+    held: Vec<ReplyTo<Vec<u8>>>,
+    pub(crate) counter: Arc<Counter>,
+    handle: Option<LeaderHandle<Bench>>,
+}
+
+impl Bench {
+    pub(crate) fn new(me: &str, counter: Arc<Counter>) -> Self {
+        Bench {
+            me: me.to_string(),
+            held: Vec::new(),
+            counter,
+            handle: None,
+        }
+    }
+}
+
+impl Behaviour for Bench {
+    type Call = Vec<u8>;
+    type Reply = Vec<u8>;
+    type Cast = Vec<u8>;
+    type Synch = ();
+    type Broadcast = Vec<u8>;
+    type Info = ();
+
+    async fn init(&mut self, handle: LeaderHandle<Self>) -> Result<(), String> {
+        self.handle = Some(handle);
+        Ok(())
+    }
+
+    async fn elected(&mut self, _: &Election<'_>, _joined: Option<&NodeName>) {}
+
+    async fn surrendered(&mut self, _synch: (), _: &Election<'_>) {}
+
+    async fn handle_leader_call(
+        &mut self,
+        req: Vec<u8>,
+        from: ReplyTo<Vec<u8>>,
+        _: &Election<'_>,
+    ) -> LeaderReply<Vec<u8>, Vec<u8>> {
+        if req.is_empty() {
+            LeaderReply::Reply(format!("{}|{}", self.me, self.held.len()).into_bytes())
+        } else if req == b"hold" {
+            self.held.push(from);
+            LeaderReply::NoReply
+        } else {
+            LeaderReply::Reply(req)
+        }
+    }
+
+    async fn handle_leader_cast(&mut self, m: Vec<u8>, _: &Election<'_>) -> Option<Vec<u8>> {
+        if let Some(ack) = m.strip_prefix(b"ACK ") {
+            // `ACK <follower> <seq>`: flow control of the paced broadcast, not broadcast.
+            let s = String::from_utf8_lossy(ack);
+            if let Some((who, seq)) = s.rsplit_once(' ') {
+                let seq: u64 = seq.parse().unwrap_or(0);
+                let mut acks = lock(&self.counter.acks);
+                let e = acks.entry(who.to_string()).or_insert(0);
+                *e = (*e).max(seq);
+            }
+            self.counter.ack_notify.notify_one();
+            return None;
+        }
+        Some(m)
+    }
+
+    async fn from_leader(&mut self, m: Vec<u8>, _: &Election<'_>) {
+        self.counter.record(&m);
+        let seq = self.counter.last_seq.load(Ordering::Relaxed);
+        if seq % ACK_EVERY == 0 {
+            if let Some(h) = &self.handle {
+                let _ = h.leader_cast(format!("ACK {} {seq}", self.me).into_bytes());
+            }
+        }
+    }
+
+    async fn handle_call(&mut self, req: Vec<u8>, _: &Election<'_>) -> Vec<u8> {
+        req
+    }
+}
+
+pub(crate) fn child_node() {
+    init_logs(CHILD_LOG_FILTER);
+    child_runtime().block_on(node_main());
+}
+
+async fn node_main() {
+    let mut cmds = stdin_commands();
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => {
+            emit(&json!({"ev": "error", "error": format!("bind 127.0.0.1:0: {e}")}));
+            std::process::exit(2);
+        }
+    };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    emit(&json!({"ev": "bound", "port": port}));
+    let Some(start) = cmds.recv().await else {
+        return;
+    };
+    let me = start["me"].as_u64().unwrap_or(0) as usize;
+    let names: Vec<String> = start["names"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(my_name) = names.get(me).cloned() else {
+        emit(&json!({"ev": "error", "error": "bad start command"}));
+        std::process::exit(2);
+    };
+    let mut builder = Config::builder(&my_name).candidates(&names).cookie(COOKIE);
+    if let Some(d) = start["data_dir"].as_str() {
+        builder = builder.data_dir(d);
+    }
+    // Opt-in spin mode (`BENCH_SPIN_US=N`): see `ConfigBuilder::spin`.
+    if let Some(us) = std::env::var("BENCH_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        builder = builder.spin(Duration::from_micros(us));
+    }
+    let cfg = match builder.build() {
+        Ok(c) => c,
+        Err(e) => {
+            emit(&json!({"ev": "error", "error": format!("config: {e}")}));
+            std::process::exit(2);
+        }
+    };
+    let counter = Arc::new(Counter::default());
+    counter.next_cast.store(1, Ordering::SeqCst);
+    let h = match Node::start_with_listener(cfg, Bench::new(&my_name, counter.clone()), listener)
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            emit(&json!({"ev": "error", "error": format!("start: {e}")}));
+            std::process::exit(2);
+        }
+    };
+    emit(&json!({"ev": "started", "name": my_name, "pid": std::process::id()}));
+    tokio::spawn(watch_view(h.clone()));
+    while let Some(cmd) = cmds.recv().await {
+        if cmd["cmd"] == "quit" {
+            let _ = tokio::time::timeout(Duration::from_secs(5), h.shutdown()).await;
+            emit(&json!({"ev": "bye"}));
+            std::process::exit(0);
+        }
+        let h = h.clone();
+        let counter = counter.clone();
+        tokio::spawn(async move {
+            let r = node_cmd(&h, &counter, &cmd).await;
+            emit(&r);
+        });
+    }
+}
+
+/// Prints every change of (leader, term) with a wall-clock timestamp.
+async fn watch_view(h: LeaderHandle<Bench>) {
+    let mut rx = h.changes();
+    let mut last: Option<(Option<String>, u64, String)> = None;
+    loop {
+        let cur = {
+            let v = rx.borrow_and_update();
+            (
+                v.leader.as_ref().map(|l| l.to_string()),
+                v.term.get(),
+                format!("{:?}", v.role),
+            )
+        };
+        if last.as_ref() != Some(&cur) {
+            emit(
+                &json!({"ev": "view", "leader": cur.0, "term": cur.1, "role": cur.2, "ts": wall_ns()}),
+            );
+            last = Some(cur);
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+pub(crate) fn arg_u64(cmd: &Value, key: &str, default: u64) -> u64 {
+    cmd[key].as_u64().unwrap_or(default)
+}
+
+pub(crate) fn arg_secs(cmd: &Value, key: &str, default: f64) -> Duration {
+    Duration::from_secs_f64(cmd[key].as_f64().unwrap_or(default).max(0.0))
+}
+
+async fn node_cmd(h: &LeaderHandle<Bench>, counter: &Counter, cmd: &Value) -> Value {
+    let size = arg_u64(cmd, "size", PAYLOAD as u64) as usize;
+    match cmd["cmd"].as_str().unwrap_or("") {
+        "call_seq" => {
+            let n = arg_u64(cmd, "n", 1000) as usize;
+            let warm = arg_u64(cmd, "warm", 100) as usize;
+            match call_seq(h, n, warm, size).await {
+                Ok(samples) => reply_to(cmd, json!({"samples_ns": samples})),
+                Err(e) => error_to(cmd, e),
+            }
+        }
+        "call_conc" => {
+            let c = arg_u64(cmd, "c", 1).max(1) as usize;
+            let secs = arg_secs(cmd, "secs", 1.0);
+            let warm = arg_secs(cmd, "warm_secs", 0.0);
+            if !warm.is_zero() {
+                if let Err(e) = run_conc(h, c, warm, size).await {
+                    return error_to(cmd, format!("warm-up: {e}"));
+                }
+            }
+            match run_conc(h, c, secs, size).await {
+                Ok((samples, elapsed)) => {
+                    let n = samples.len();
+                    let mut v = lat_summary(samples);
+                    v["calls"] = json!(n);
+                    v["secs"] = json!(elapsed.as_secs_f64());
+                    v["per_sec"] = json!(n as f64 / elapsed.as_secs_f64());
+                    reply_to(cmd, v)
+                }
+                Err(e) => error_to(cmd, e),
+            }
+        }
+        "probe" => probe(h, cmd).await,
+        "expect" => {
+            let n = arg_u64(cmd, "n", 0);
+            let generation = counter.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            let before = counter.count.load(Ordering::SeqCst);
+            let anomalies_before = counter.anomalies.load(Ordering::SeqCst);
+            counter.resync.store(true, Ordering::SeqCst);
+            let target = before + n;
+            counter.done_ts.store(0, Ordering::SeqCst);
+            counter.target.store(target, Ordering::SeqCst);
+            emit(&json!({"ev": "expect_ok", "tag": cmd["tag"].clone(), "before": before}));
+            let deadline = tokio::time::Instant::now() + arg_secs(cmd, "timeout_secs", 120.0);
+            loop {
+                if counter.generation.load(Ordering::SeqCst) != generation {
+                    // A newer `expect` took over (the parent gave up on this one).
+                    return json!({"ev": "superseded", "tag": cmd["tag"].clone()});
+                }
+                if counter.count.load(Ordering::SeqCst) >= target {
+                    break;
+                }
+                // The callback records the exact time; waking late here costs nothing.
+                let wake = tokio::time::Instant::now() + Duration::from_millis(50);
+                let _ =
+                    tokio::time::timeout_at(wake.min(deadline), counter.notify.notified()).await;
+                if tokio::time::Instant::now() >= deadline
+                    && counter.count.load(Ordering::SeqCst) < target
+                {
+                    return error_to(
+                        cmd,
+                        format!(
+                            "received {} of {target} broadcasts before the deadline (view {:?})",
+                            counter.count.load(Ordering::SeqCst),
+                            h.view()
+                        ),
+                    );
+                }
+            }
+            let ts = match counter.done_ts.load(Ordering::SeqCst) {
+                0 => wall_ns(),
+                t => t,
+            };
+            reply_to(
+                cmd,
+                json!({
+                    "ts": ts,
+                    "count": counter.count.load(Ordering::SeqCst),
+                    "anomalies": counter.anomalies.load(Ordering::SeqCst) - anomalies_before,
+                }),
+            )
+        }
+        "cast" => {
+            let n = arg_u64(cmd, "n", 0);
+            let window = arg_u64(cmd, "window", 0);
+            let followers: Vec<String> = cmd["followers"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|f| f.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let first = counter.next_cast.fetch_add(n, Ordering::SeqCst);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            let ts0 = wall_ns();
+            for i in 0..n {
+                while window > 0 && counter.min_ack(&followers, first - 1) + window < first + i {
+                    let wake = tokio::time::Instant::now() + Duration::from_millis(20);
+                    let _ = tokio::time::timeout_at(wake, counter.ack_notify.notified()).await;
+                    if tokio::time::Instant::now() > deadline {
+                        return error_to(
+                            cmd,
+                            format!(
+                                "paced cast stalled at {i} of {n}: acks {:?}",
+                                lock(&counter.acks)
+                            ),
+                        );
+                    }
+                }
+                let mut p = vec![0u8; size.max(8)];
+                p[..8].copy_from_slice(&(first + i).to_le_bytes());
+                if let Err(e) = h.leader_cast(p) {
+                    return error_to(cmd, format!("leader_cast: {e}"));
+                }
+                if i % 1024 == 1023 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            reply_to(cmd, json!({"ts0": ts0, "ts1": wall_ns()}))
+        }
+        "count" => reply_to(
+            cmd,
+            json!({
+                "count": counter.count.load(Ordering::SeqCst),
+                "anomalies": counter.anomalies.load(Ordering::SeqCst),
+            }),
+        ),
+        other => error_to(cmd, format!("unknown command {other:?}")),
+    }
+}
+
+pub(crate) async fn call_seq(
+    h: &LeaderHandle<Bench>,
+    n: usize,
+    warm: usize,
+    size: usize,
+) -> Result<Vec<u64>, String> {
+    let payload = vec![0xA5u8; size];
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..warm + n {
+        let t = Instant::now();
+        let r = h
+            .leader_call_timeout(payload.clone(), Duration::from_secs(2))
+            .await;
+        let d = t.elapsed();
+        match r {
+            Ok(rep) if rep.len() == size => {}
+            Ok(rep) => return Err(format!("reply of {} bytes, not {size}", rep.len())),
+            Err(e) => return Err(format!("leader_call #{i}: {e}")),
+        }
+        if i >= warm {
+            samples.push(nanos(d));
+        }
+    }
+    Ok(samples)
+}
+
+/// `c` tasks calling back to back for `dur`; returns every latency and the elapsed time.
+async fn run_conc(
+    h: &LeaderHandle<Bench>,
+    c: usize,
+    dur: Duration,
+    size: usize,
+) -> Result<(Vec<u64>, Duration), String> {
+    let start = Instant::now();
+    let end = start + dur;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..c {
+        let h = h.clone();
+        set.spawn(async move {
+            let payload = vec![0x5Au8; size];
+            let mut lat = Vec::with_capacity(1 << 16);
+            while Instant::now() < end {
+                let t = Instant::now();
+                let r = h
+                    .leader_call_timeout(payload.clone(), Duration::from_secs(2))
+                    .await;
+                lat.push(nanos(t.elapsed()));
+                match r {
+                    Ok(rep) if rep.len() == size => {}
+                    Ok(rep) => return Err(format!("reply of {} bytes", rep.len())),
+                    Err(e) => return Err(format!("leader_call: {e}")),
+                }
+            }
+            Ok(lat)
+        });
+    }
+    let mut all = Vec::new();
+    let mut err = None;
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(Ok(l)) => all.extend(l),
+            Ok(Err(e)) => err = Some(e),
+            Err(e) => err = Some(e.to_string()),
+        }
+    }
+    let elapsed = start.elapsed();
+    match err {
+        Some(e) => Err(e),
+        None => Ok((all, elapsed)),
+    }
+}
+
+/// Failover probe. A `hold` call stays in flight at the leader (deferred forever); `who`
+/// calls every millisecond until the leader holds it (`probe_started`). When the held call
+/// ends (`hold_done`: the leader is gone), the probe retries at once, back to back, until a
+/// call is answered by another leader (`probe_ok`): what a client that retries does.
+pub(crate) async fn probe(h: &LeaderHandle<Bench>, cmd: &Value) -> Value {
+    let old = cmd["old"].as_str().unwrap_or("").to_string();
+    let tag = cmd["tag"].clone();
+    let mut hold = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let r = h
+                .leader_call_timeout(b"hold".to_vec(), Duration::from_secs(30))
+                .await;
+            (wall_ns(), r)
+        })
+    };
+    let who = |rep: &[u8]| {
+        let s = String::from_utf8_lossy(rep).to_string();
+        let (w, held) = s.split_once('|').unwrap_or((s.as_str(), "0"));
+        (w.to_string(), held != "0")
+    };
+    // 1. Until the leader holds the call.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if Instant::now() > deadline {
+            hold.abort();
+            return error_to(cmd, "the leader never held the probe's call");
+        }
+        if let Ok(rep) = h
+            .leader_call_timeout(Vec::new(), Duration::from_secs(2))
+            .await
+        {
+            let (w, held) = who(&rep);
+            if w == old && held {
+                emit(&json!({"ev": "probe_started", "tag": tag.clone()}));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // 2. The held call ends when the leader is gone.
+    let (ts, r) = match (&mut hold).await {
+        Ok(x) => x,
+        Err(e) => return error_to(cmd, format!("hold task: {e}")),
+    };
+    let (result, detail) = match &r {
+        Ok(_) => ("ok".to_string(), String::new()),
+        Err(e) => (err_kind(e), e.to_string()),
+    };
+    emit(
+        &json!({"ev": "hold_done", "tag": tag.clone(), "ts": ts, "result": result, "detail": detail}),
+    );
+    // 3. Retry at once until another leader answers.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut errors: Vec<Value> = Vec::new();
+    loop {
+        if Instant::now() > deadline {
+            return error_to(
+                cmd,
+                format!("no call answered by a new leader within 60 s; errors {errors:?}"),
+            );
+        }
+        let r = h
+            .leader_call_timeout(Vec::new(), Duration::from_secs(5))
+            .await;
+        let ts = wall_ns();
+        match r {
+            Ok(rep) => {
+                let (w, _) = who(&rep);
+                if w != old {
+                    return json!({"ev": "probe_ok", "tag": tag, "ts": ts, "who": w, "errors": errors});
+                }
+            }
+            Err(e) => {
+                if errors.len() < 50 {
+                    errors.push(json!({"ts": ts, "kind": err_kind(&e)}));
+                }
+                tokio::time::sleep(Duration::from_micros(100)).await;
+            }
+        }
+    }
+}

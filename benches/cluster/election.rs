@@ -1,0 +1,171 @@
+//! Section `election`: from the last node up to all agreeing on a leader, 3 to 33 nodes.
+//!
+//! Why in-process: 33 node processes would not fit a small machine; one process with
+//! 127.0.0.1:0 listeners measures the protocol's round trips without the process cost.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gen_leader::{Config, Node};
+use serde_json::{json, Value};
+
+use crate::child::{Bench, Counter};
+use crate::report::{fmt_ms_range, Report, Row};
+use crate::util::med_range;
+use crate::{data_dirs_default, tempdir, Params, COOKIE, ELECTION_GIVE_UP, STALL};
+
+/// In-process election: `n` nodes started back to back; from just before the last one starts
+/// until every node reports the same leader and term.
+async fn election_rep(n: usize, dir: &Path) -> Result<Duration, String> {
+    let mut ls = Vec::new();
+    let mut names = Vec::new();
+    for i in 0..n {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("bind: {e}"))?;
+        let port = l.local_addr().map_err(|e| e.to_string())?.port();
+        names.push(format!("e{i}@127.0.0.1:{port}"));
+        ls.push(l);
+    }
+    let mut handles = Vec::new();
+    let mut t0 = Instant::now();
+    for (i, l) in ls.into_iter().enumerate() {
+        let mut b = Config::builder(&names[i]).candidates(&names).cookie(COOKIE);
+        if data_dirs_default() {
+            b = b.data_dir(dir.join(format!("e{i}")));
+        }
+        let cfg = b.build().map_err(|e| e.to_string())?;
+        if i == n - 1 {
+            t0 = Instant::now();
+        }
+        let b = Bench::new(&names[i], Arc::new(Counter::default()));
+        handles.push(
+            Node::start_with_listener(cfg, b, l)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watchers: Vec<_> = handles
+        .iter()
+        .map(|h| {
+            let mut c = h.changes();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while c.changed().await.is_ok() {
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::from_std(t0 + ELECTION_GIVE_UP);
+    let agreed = || {
+        let first = handles[0].view();
+        let l = first.leader.as_ref()?;
+        handles
+            .iter()
+            .all(|h| {
+                let v = h.view();
+                v.leader.as_ref() == Some(l) && v.term == first.term
+            })
+            .then_some(())
+    };
+    let result = loop {
+        if agreed().is_some() {
+            break Ok(t0.elapsed());
+        }
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(())) => {}
+            _ => {
+                let views: Vec<String> = handles
+                    .iter()
+                    .map(|h| {
+                        let v = h.view();
+                        format!(
+                            "{}: leader {:?} term {} role {:?}",
+                            v.me,
+                            v.leader.map(|l| l.to_string()),
+                            v.term.get(),
+                            v.role
+                        )
+                    })
+                    .collect();
+                break Err(format!(
+                    "{n} nodes did not agree within {ELECTION_GIVE_UP:?}:\n  {}",
+                    views.join("\n  ")
+                ));
+            }
+        }
+    };
+    for w in watchers {
+        w.abort();
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for h in handles {
+        set.spawn(async move { h.shutdown().await });
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while set.join_next().await.is_some() {}
+    })
+    .await;
+    result
+}
+
+pub(crate) fn sec_election(p: &Params, rep: &mut Report) {
+    let mut out = serde_json::Map::new();
+    for &n in &p.elect_sizes {
+        let mut times = Vec::new();
+        let mut failures = Vec::new();
+        for _ in 0..p.elect_reps {
+            let dir = tempdir(&format!("elect{n}"));
+            // A fresh runtime per run: whatever a failed run leaves behind dies with it.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let r = rt.block_on(election_rep(n, dir.path()));
+            rt.shutdown_timeout(Duration::from_secs(2));
+            match r {
+                Ok(d) => times.push(d.as_secs_f64() * 1e3),
+                Err(e) => {
+                    eprintln!("[election] {e}");
+                    failures.push(e);
+                }
+            }
+        }
+        let stalls = times
+            .iter()
+            .filter(|&&t| t > STALL.as_secs_f64() * 1e3)
+            .count()
+            + failures.len();
+        println!(
+            "[election] {n} nodes: {} over {} runs, {stalls} stall(s)",
+            fmt_ms_range(&times),
+            p.elect_reps
+        );
+        let med = med_range(&times).map(|m| m.0).unwrap_or(f64::NAN);
+        let mut row = Row::new(
+            format!("election, {n} in-process nodes on 127.0.0.1:0: last up → all agree"),
+            format!(
+                "{}; {stalls}/{} stalls (> {} s)",
+                fmt_ms_range(&times),
+                p.elect_reps,
+                STALL.as_secs()
+            ),
+        );
+        if n == 3 {
+            row = row
+                .reference("28–36 ms; 5 of 30 ≈ 5 s")
+                .target("≤ 20 ms, never a stall", Some(med <= 20.0 && stalls == 0));
+        }
+        rep.rows.push(row);
+        out.insert(
+            format!("nodes_{n}"),
+            json!({"ms": times, "stalls": stalls, "failures": failures}),
+        );
+    }
+    rep.data.insert("election".into(), Value::Object(out));
+}

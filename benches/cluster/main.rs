@@ -1,0 +1,344 @@
+//! Cluster benchmark: gen-leader against a raw-TCP baseline measured in the same run.
+//!
+//! ```text
+//! cargo bench --bench cluster                 # full run (about 2 min)
+//! cargo bench --bench cluster -- --quick      # smoke run for CI (about 12 s)
+//! cargo bench --bench cluster -- --only calls,failover
+//! ```
+//!
+//! See `docs/benchmarks.md` for what each figure means and measured results. Experiment
+//! knobs: `BENCH_WORKERS=N` (child runtime workers, `0` = current-thread),
+//! `BENCH_DATA_DIRS=0` (no data directories), `BENCH_LOG=<filter>` (logs),
+//! `BENCH_CONC=64` (only these concurrency levels, comma-separated), `BENCH_SEQ_N=N`
+//! (sequential calls per round).
+//!
+//! Sections (`--only` takes a comma-separated list of them):
+//!
+//! * `calls` (`calls.rs`): raw tokio TCP ping-pong and pipelined echo between two OS
+//!   processes (`raw.rs`), then `leader_call` from a follower process of a 3-process cluster
+//!   (sequential, and 1/4/16/64 concurrent callers), and on the leader itself. Sequential
+//!   rounds alternate raw and library so that machine noise hits both alike.
+//! * `calls-ct` (`calls_ct.rs`): the same with every child (nodes and raw pair) on a tokio
+//!   current-thread runtime, the better choice when node processes share a small machine.
+//! * `bcast` (`broadcast.rs`): `leader_cast` on the leader, broadcast to 2 and to 8 follower
+//!   processes.
+//! * `failover` (`failover.rs`): SIGKILL and SIGSTOP of the leader process (then SIGCONT).
+//! * `election` (`election.rs`): last node up → all agree, 3 to 33 in-process nodes.
+//! * `idle` (`idle.rs`): RSS and CPU time of idle node processes.
+//!
+//! The bench re-executes its own binary with a hidden role (`__node`: `child.rs`, `__raw`:
+//! `raw.rs`) to run a node or a raw echo/client process. Children read JSON commands on stdin
+//! and print JSON events on stdout; they exit when stdin closes. The parent's side of that
+//! protocol is `procs.rs`, on the `testkit` crate's `Proc`: every child is killed (SIGCONT
+//! then SIGKILL) on every exit path: drop guards, panics, SIGINT/SIGTERM/SIGHUP. Every wait
+//! has a deadline.
+//!
+//! Results (`report.rs`): a table on stdout and `target/bench-cluster.json` (or `--out PATH`).
+//! This file: options, parameters and the order of the sections.
+
+#![forbid(unsafe_code)]
+
+mod broadcast;
+mod calls;
+mod calls_ct;
+mod child;
+mod election;
+mod failover;
+mod idle;
+mod procs;
+mod raw;
+mod report;
+mod util;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::broadcast::sec_bcast;
+use crate::calls::sec_calls;
+use crate::calls_ct::sec_calls_ct;
+use crate::child::{child_node, init_logs, ACK_EVERY, BCAST_WINDOW};
+use crate::election::sec_election;
+use crate::failover::sec_failover;
+use crate::idle::{loadavg, sec_idle};
+use crate::raw::child_raw;
+use crate::report::Report;
+
+pub(crate) const COOKIE: &str = "bench-cookie";
+/// Size of a `leader_call` request and reply payload, of a cast, and of a raw message.
+pub(crate) const PAYLOAD: usize = 64;
+/// Log filter of child nodes (their stderr goes to a file, shown when something fails).
+pub(crate) const CHILD_LOG_FILTER: &str = "warn,gen_leader=info";
+/// Deadline for starting processes and for a cluster's first agreement.
+pub(crate) const T_START: Duration = Duration::from_secs(20);
+/// Deadline for an event that should come within milliseconds to a second.
+pub(crate) const T_EVENT: Duration = Duration::from_secs(20);
+/// An election slower than this counts as a stall (gen_leader's stalls were ≈ 5 s).
+pub(crate) const STALL: Duration = Duration::from_secs(1);
+/// Give up on an election after this long.
+pub(crate) const ELECTION_GIVE_UP: Duration = Duration::from_secs(10);
+
+const SECTIONS: [&str; 6] = ["calls", "calls-ct", "bcast", "failover", "election", "idle"];
+
+pub(crate) struct Opts {
+    pub(crate) quick: bool,
+    only: Option<Vec<String>>,
+    pub(crate) out: PathBuf,
+}
+
+impl Opts {
+    pub(crate) fn parse(args: &[String]) -> Opts {
+        let mut quick = false;
+        let mut only: Option<Vec<String>> = None;
+        let mut out = None;
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--quick" => quick = true,
+                "--only" => {
+                    only = it
+                        .next()
+                        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
+                }
+                "--out" => out = it.next().map(PathBuf::from),
+                "-h" | "--help" => {
+                    println!(
+                        "cargo bench --bench cluster [-- [--quick] [--only {}] [--out PATH]]",
+                        SECTIONS.join(",")
+                    );
+                    std::process::exit(0);
+                }
+                // `--bench` (from cargo) and anything else: ignored.
+                _ => {}
+            }
+        }
+        if let Some(o) = &only {
+            for s in o {
+                if !SECTIONS.contains(&s.as_str()) {
+                    eprintln!("unknown section {s:?} (sections: {})", SECTIONS.join(", "));
+                    std::process::exit(2);
+                }
+            }
+        }
+        Opts {
+            quick,
+            only,
+            out: out.unwrap_or_else(|| target_dir().join("bench-cluster.json")),
+        }
+    }
+
+    pub(crate) fn runs(&self, section: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|s| s == section))
+    }
+}
+
+/// `target/` (from `CARGO_TARGET_DIR`, else from `target/<profile>/deps/<this exe>`).
+fn target_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.ancestors().nth(3).map(Path::to_path_buf))
+        .filter(|d| d.join("CACHEDIR.TAG").exists() || d.ends_with("target"))
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+pub(crate) struct Params {
+    pub(crate) seq_n: u64,
+    pub(crate) seq_rounds: usize,
+    pub(crate) conc_secs: f64,
+    pub(crate) warm_secs: f64,
+    pub(crate) bcast_n2: u64,
+    pub(crate) bcast_n8: u64,
+    pub(crate) bcast_reps: usize,
+    pub(crate) fail_reps: usize,
+    pub(crate) elect_reps: usize,
+    pub(crate) elect_sizes: Vec<usize>,
+    pub(crate) idle_secs: f64,
+}
+
+impl Params {
+    pub(crate) fn new(quick: bool) -> Params {
+        if quick {
+            Params {
+                seq_n: 2_000,
+                seq_rounds: 1,
+                conc_secs: 0.4,
+                warm_secs: 0.1,
+                bcast_n2: 20_000,
+                bcast_n8: 10_000,
+                bcast_reps: 1,
+                fail_reps: 3,
+                elect_reps: 1,
+                elect_sizes: vec![3, 5, 9, 17, 33],
+                idle_secs: 2.0,
+            }
+        } else {
+            Params {
+                seq_n: 20_000,
+                seq_rounds: 3,
+                conc_secs: 3.0,
+                warm_secs: 0.5,
+                bcast_n2: 200_000,
+                bcast_n8: 100_000,
+                bcast_reps: 3,
+                fail_reps: 10,
+                elect_reps: 5,
+                elect_sizes: vec![3, 5, 9, 17, 33],
+                idle_secs: 10.0,
+            }
+        }
+    }
+    pub(crate) fn json(&self) -> Value {
+        json!({
+            "payload_bytes": PAYLOAD, "seq_calls_per_round": self.seq_n,
+            "seq_rounds": self.seq_rounds, "conc_secs": self.conc_secs,
+            "bcast_casts_2": self.bcast_n2, "bcast_casts_8": self.bcast_n8,
+            "bcast_reps": self.bcast_reps, "failover_reps": self.fail_reps,
+            "election_reps": self.elect_reps, "election_sizes": self.elect_sizes,
+            "idle_secs": self.idle_secs,
+            "child_runtime_workers": std::env::var("BENCH_WORKERS").ok(),
+            "data_dirs": data_dirs_default(),
+            "bcast_window": BCAST_WINDOW, "bcast_ack_every": ACK_EVERY,
+        })
+    }
+}
+
+/// Whether nodes get a data directory (durable terms: the recommended setting); the
+/// `BENCH_DATA_DIRS=0` knob turns them off everywhere.
+pub(crate) fn data_dirs_default() -> bool {
+    std::env::var("BENCH_DATA_DIRS").map_or(true, |v| v != "0")
+}
+
+pub(crate) fn tempdir(label: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("gen-leader-bench-{label}-"))
+        .tempdir()
+        .expect("tempdir")
+}
+
+pub(crate) fn samples(v: &Value) -> Vec<u64> {
+    v["samples_ns"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+pub(crate) fn f(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(f64::NAN)
+}
+
+fn run(opts: &Opts) -> i32 {
+    let p = Params::new(opts.quick);
+    let mut rep = Report::default();
+    let start = Instant::now();
+    println!(
+        "gen-leader cluster bench ({}), {} CPUs, payload {PAYLOAD} B, default node settings \
+         (heartbeat 100 ms, failure timeout 600 ms), data dirs {}, child runtime: {}",
+        if opts.quick { "--quick" } else { "full" },
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        if data_dirs_default() {
+            "on (durable terms)"
+        } else {
+            "OFF (BENCH_DATA_DIRS=0)"
+        },
+        match std::env::var("BENCH_WORKERS") {
+            Ok(w) if w == "0" => "current-thread (BENCH_WORKERS=0)".to_string(),
+            Ok(w) => format!("multi-thread, {w} worker(s) (BENCH_WORKERS)"),
+            Err(_) => "tokio multi-thread default (one worker per CPU)".to_string(),
+        }
+    );
+    type Section = fn(&Params, &mut Report);
+    let sections: [(&str, Section); 6] = [
+        ("calls", sec_calls),
+        ("calls-ct", sec_calls_ct),
+        ("bcast", sec_bcast),
+        ("failover", sec_failover),
+        ("election", sec_election),
+        ("idle", sec_idle),
+    ];
+    for (name, sec) in sections {
+        if !opts.runs(name) {
+            continue;
+        }
+        let t = Instant::now();
+        let load_before = loadavg();
+        let r = catch_unwind(AssertUnwindSafe(|| sec(&p, &mut rep)));
+        rep.load
+            .push(json!({"section": name, "before": load_before, "after": loadavg()}));
+        if let Err(e) = r {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            let first = msg.lines().next().unwrap_or("").to_string();
+            rep.failures.push(format!("section {name}: {first}"));
+        }
+        println!(
+            "[{name}] {:.1} s (load average {} → {})",
+            t.elapsed().as_secs_f64(),
+            load_before,
+            loadavg()
+        );
+    }
+    rep.notes.push(
+        "election times use in-process nodes (one process, 127.0.0.1:0 listeners); every \
+         other figure uses one OS process per node"
+            .into(),
+    );
+    rep.notes.push(
+        "failover: wall-clock timestamps taken in the child processes, from just before the \
+         signal to the event"
+            .into(),
+    );
+    let total = start.elapsed();
+    println!();
+    rep.print();
+    let json = rep.json(opts, &p, total);
+    if let Some(d) = opts.out.parent() {
+        let _ = std::fs::create_dir_all(d);
+    }
+    match std::fs::write(
+        &opts.out,
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    ) {
+        Ok(()) => println!(
+            "\nwrote {} ({:.0} s in all)",
+            opts.out.display(),
+            total.as_secs_f64()
+        ),
+        Err(e) => {
+            eprintln!("cannot write {}: {e}", opts.out.display());
+            return 1;
+        }
+    }
+    if rep.failures.is_empty() {
+        0
+    } else {
+        1
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("__node") => return child_node(),
+        Some("__raw") => return child_raw(),
+        _ => {}
+    }
+    let opts = Opts::parse(&args);
+    init_logs("");
+    testkit::kill_children_on_interrupt(|n| {
+        eprintln!("\ninterrupted: killed {n} child process(es); no results written");
+    });
+    let code = run(&opts);
+    std::process::exit(code);
+}

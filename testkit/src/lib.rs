@@ -1,0 +1,17 @@
+//! Dev-only harness for running programs as child OS processes: the multi-process tests, the
+//! cluster benchmark and the `datos` example's demo all start nodes this one way.
+//!
+//! Why one crate: a child that outlives its test keeps ports and CPU busy and corrupts the next
+//! run, so the kill-on-drop rules (SIGCONT a stopped child before SIGKILL, reap it, kill every
+//! child on SIGINT/SIGTERM/SIGHUP) live in exactly one place.
+//!
+//! * [`process`]: [`Proc`], a child whose stdout JSON lines are collected as [`Event`]s, with
+//!   signals, stdin lines and its stderr log; [`wait_for`] wakes on every event of any child.
+//! * [`datos`]: the `datos` example binary, and reading the views in its `--json` events.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod datos;
+pub mod process;
+
+pub use process::{kill_children_on_interrupt, wait_for, Event, Proc};
