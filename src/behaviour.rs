@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use crate::config::Members;
 use crate::election::{Engine, Role};
-use crate::node::LeaderHandle;
 use crate::error::BoxError;
+use crate::node::LeaderHandle;
 use crate::types::{NodeId, NodeName, Term};
 
 /// A type that can travel between nodes.

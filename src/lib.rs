@@ -74,6 +74,6 @@ pub mod wire;
 pub use behaviour::{Behaviour, Election, LeaderReply, ReplyTo, StopReason, Wire};
 pub use config::{Config, ConfigBuilder, Members};
 pub use election::Role;
-pub use error::{CallError, ConfigError, StartError};
+pub use error::{BoxError, CallError, ConfigError, StartError};
 pub use node::{ClusterView, LeaderHandle, Node, NodeStats};
 pub use types::{NodeId, NodeName, NodeNameError, Term};

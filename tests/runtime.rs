@@ -153,7 +153,10 @@ async fn a_connection_dropped_by_a_send_is_drained_at_once() {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    assert!(dropped, "b never dropped its connection to the stuck leader");
+    assert!(
+        dropped,
+        "b never dropped its connection to the stuck leader"
+    );
     gate.open();
     b.shutdown().await;
     a.shutdown().await;
@@ -297,12 +300,18 @@ async fn the_mailbox_is_bounded_at_the_handle() {
         }
     }
     assert!(overloaded, "{accepted} casts queued without limit");
-    assert!(accepted <= 64, "{accepted} casts queued past the bound of 64");
+    assert!(
+        accepted <= 64,
+        "{accepted} casts queued past the bound of 64"
+    );
     assert_eq!(h.info(()), Err(CallError::Overloaded));
     assert_eq!(h.leader_cast(vec![]), Err(CallError::Overloaded));
     // An async call waits for room, here until its timeout.
     let r = tokio::time::timeout(Duration::from_secs(10), h.call(vec![])).await;
-    assert_eq!(r.expect("the call ends by its own timeout"), Err(CallError::Timeout));
+    assert_eq!(
+        r.expect("the call ends by its own timeout"),
+        Err(CallError::Timeout)
+    );
     // Released, the node drains its mailbox and serves again.
     gate.open();
     let r = tokio::time::timeout(Duration::from_secs(10), h.call(vec![])).await;

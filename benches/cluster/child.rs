@@ -173,7 +173,7 @@ impl Behaviour for Bench {
     type Broadcast = Vec<u8>;
     type Info = ();
 
-    async fn init(&mut self, handle: LeaderHandle<Self>) -> Result<(), String> {
+    async fn init(&mut self, handle: LeaderHandle<Self>) -> Result<(), gen_leader::BoxError> {
         self.handle = Some(handle);
         Ok(())
     }

@@ -194,11 +194,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
         let (timer_tx, timer_rx) = watch::channel(None);
         let refused = Arc::new(AtomicU64::new(0));
         let mut tasks = vec![
-            tokio::spawn(timer_loop(
-                myself.clone(),
-                timer_rx,
-                config.heartbeat / 2,
-            )),
+            tokio::spawn(timer_loop(myself.clone(), timer_rx, config.heartbeat / 2)),
             tokio::spawn(accept_loop(
                 listener,
                 myself.clone(),

@@ -214,7 +214,13 @@ impl<C, R> Calls<C, R> {
 
     /// A leader's answer to call `id`, from `peer` at `term`. Stale answers (from another node
     /// than the one the call was sent to, or from an older term) are dropped: returns false.
-    pub(crate) fn answer(&mut self, id: u64, peer: NodeId, term: Term, result: ReplyResult) -> bool {
+    pub(crate) fn answer(
+        &mut self,
+        id: u64,
+        peer: NodeId,
+        term: Term,
+        result: ReplyResult,
+    ) -> bool {
         let Some(e) = self.entries.get_mut(&id) else {
             return false;
         };

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rand::Rng;
 use ractor::ActorRef;
+use rand::Rng;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -149,13 +149,7 @@ impl<B: Behaviour> NodeState<B> {
                 healthy: c.live.heard_within(now.into_std(), hb),
             }
         });
-        match peers::admit(
-            me,
-            peer,
-            incarnation,
-            existing,
-            p.reserved.is_some(),
-        ) {
+        match peers::admit(me, peer, incarnation, existing, p.reserved.is_some()) {
             Admission::RefuseSelf => Err(Refusal::Duplicate(self.name(self.me()).to_string())),
             Admission::RefuseDuplicate => Err(Refusal::Duplicate(self.name(peer).to_string())),
             Admission::RefuseBusy => Err(Refusal::Other(

@@ -91,7 +91,9 @@ impl<B: Behaviour> NodeState<B> {
                     .await;
                 match codec::encode_payload(&synch) {
                     Ok(bytes) => self.engine.provide_synch(joined, bytes),
-                    Err(e) => error!(node = %self.name(self.me()), error = %e, "cannot encode the Synch"),
+                    Err(e) => {
+                        error!(node = %self.name(self.me()), error = %e, "cannot encode the Synch")
+                    }
                 }
             }
             Output::Surrendered {
@@ -159,12 +161,18 @@ impl<B: Behaviour> NodeState<B> {
 
     /// Hands the timer the earliest deadline: the engine's, a call's or a held cast's.
     fn schedule(&mut self) {
-        let engine = self.engine.poll_timeout().map(tokio::time::Instant::from_std);
+        let engine = self
+            .engine
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std);
         let calls = self
             .calls
             .next_deadline()
             .map(tokio::time::Instant::from_std);
-        let held = self.held.next_deadline().map(tokio::time::Instant::from_std);
+        let held = self
+            .held
+            .next_deadline()
+            .map(tokio::time::Instant::from_std);
         let want = [engine, calls, held].into_iter().flatten().min();
         if want == self.scheduled {
             return;

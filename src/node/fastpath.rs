@@ -29,8 +29,6 @@ pub(crate) struct Route {
     pub tx: mpsc::Sender<Bytes>,
 }
 
-/// What resolves a call.
-
 /// A call sent on the direct path, waiting for its reply.
 pub(crate) struct Pending<R> {
     pub leader: NodeId,

@@ -45,8 +45,8 @@ use crate::transport::{Connector, Listener, TcpConnector, TcpListener};
 
 use actor::{InitFailed, NodeActor, NodeArgs, MAX_CALLS};
 use fastpath::FastPath;
-pub use handle::{LeaderHandle, NodeStats};
 use handle::Mailbox;
+pub use handle::{LeaderHandle, NodeStats};
 use storage::{AuditLog, FileTermStore};
 pub use view::ClusterView;
 
@@ -97,7 +97,10 @@ impl Node {
         let config = Arc::new(config);
         // Storage first, so that its errors keep their `io::ErrorKind`.
         let data_dir_error = |source| StartError::DataDir {
-            path: config.data_dir().map(|p| p.to_path_buf()).unwrap_or_default(),
+            path: config
+                .data_dir()
+                .map(|p| p.to_path_buf())
+                .unwrap_or_default(),
             source,
         };
         let (terms, initial_term) =
