@@ -134,7 +134,7 @@ pub(crate) fn calls(p: &Params, rep: &mut Report, tag: &str, suffix: &str) {
             format!("raw TCP ping-pong RTT, {PAYLOAD} B, 2 processes (p50 / p99){suffix}"),
             format!("{} / {}", fmt_us(raw_p50), fmt_us(raw_p99)),
         )
-        .reference("≈ 78 µs blocking C ping-pong (DESIGN §6 note)"),
+        .reference("≈ 78 µs blocking C ping-pong (docs/benchmarks.md)"),
     );
     rep.rows.push(Row::new(
         format!("raw TCP pipelined echo, 64 in flight, {PAYLOAD} B{suffix}"),
@@ -145,7 +145,7 @@ pub(crate) fn calls(p: &Params, rep: &mut Report, tag: &str, suffix: &str) {
             fmt_rate(f(&pipe_again, "per_sec"))
         ),
     ));
-    // DESIGN §6's targets are judged on the default runtime; the current-thread rows are
+    // The targets are judged on the default runtime; the current-thread rows are
     // there for comparison.
     let mut row = Row::new(
         format!("leader_call from a follower process, sequential p50{suffix}"),

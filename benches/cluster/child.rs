@@ -452,7 +452,8 @@ async fn node_cmd(h: &LeaderHandle<Bench>, counter: &Counter, cmd: &Value) -> Va
                 }
                 let mut p = vec![0u8; size.max(8)];
                 p[..8].copy_from_slice(&(first + i).to_le_bytes());
-                if let Err(e) = h.leader_cast(p) {
+                // Paced by the node's bounded mailbox when it is full.
+                if let Err(e) = h.leader_cast_wait(p).await {
                     return error_to(cmd, format!("leader_cast: {e}"));
                 }
                 if i % 1024 == 1023 {

@@ -110,7 +110,7 @@ impl Report {
             "raw baseline (same run)",
             "ratio",
             "gen_leader (reference)",
-            "target (DESIGN §6)",
+            "target",
             "",
         ];
         let cells: Vec<[&str; 7]> = self

@@ -17,10 +17,11 @@ use tokio::sync::{oneshot, watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::accept::accept_loop;
 use super::broadcast::{Held, Sequencer, MAX_HELD_CASTS};
 use super::calls::{CallReq, Calls, ReplySender};
 use super::conns::Peer;
-use super::dialing::{accept_loop, Connected, DialOutcome};
+use super::dialing::{Connected, DialOutcome};
 use super::fastpath::FastPath;
 use super::handle::Mailbox;
 use super::state::{election, NodeState};

@@ -2,10 +2,12 @@
 //! leader's answer to a call's outcome (the direct path in `fastpath` uses it too).
 //!
 //! A call made on this node waits for a leader, is sent to leader L at term T, or is served
-//! here (this node leads). Calls this node serves *as leader* — its own and those forwarded by
-//! followers — are remembered with the term they were served in, so that a deferred reply
-//! carries that term (not the term at reply time), and so that losing leadership fails them at
-//! once. Every entry leaves exactly once: with a reply, an error, or at its deadline.
+//! here (this node leads). Calls this node serves *as leader* whose reply the behaviour
+//! deferred — its own and those forwarded by followers — are remembered with the term they were
+//! served in, so that the deferred reply carries that term (not the term at reply time), and so
+//! that losing leadership fails them at once. (A reply given at once needs no record: the term
+//! cannot change while a callback runs.) Every entry leaves exactly once: with a reply, an
+//! error, or at its deadline.
 //!
 //! Pure state fed `now` (no clock, no I/O): unit-tested with exact expectations.
 
@@ -98,7 +100,8 @@ pub(crate) enum Dispatch<C> {
 pub(crate) struct Calls<C, R> {
     entries: HashMap<u64, Entry<C, R>>,
     waiting: VecDeque<u64>,
-    /// Calls served by this node as leader (its own and forwarded ones), with their term.
+    /// Deferred calls served by this node as leader (its own and forwarded ones), with their
+    /// term. At most `max`: past that, a deferred reply is not recorded (and is dropped).
     served: HashMap<Origin, Term>,
     next_sweep: Option<Instant>,
     max: usize,
@@ -159,7 +162,13 @@ impl<C, R> Calls<C, R> {
         Ok(())
     }
 
+    /// The oldest call waiting for a leader (it leaves the waiting queue).
+    pub(crate) fn pop_waiting(&mut self) -> Option<u64> {
+        self.waiting.pop_front()
+    }
+
     /// The calls waiting for a leader, oldest first (they leave the waiting queue).
+    #[cfg(test)]
     pub(crate) fn take_waiting(&mut self) -> Vec<u64> {
         self.waiting.drain(..).collect()
     }
@@ -184,7 +193,6 @@ impl<C, R> Calls<C, R> {
         let req = e.req.take()?;
         if leader == me {
             e.state = State::Local;
-            self.served.insert(Origin::Local(id), term);
             Some(Dispatch::Serve(req))
         } else {
             e.state = State::Sent { leader, term };
@@ -201,7 +209,6 @@ impl<C, R> Calls<C, R> {
 
     /// Resolves call `id` (if still there).
     pub(crate) fn resolve(&mut self, id: u64, r: Result<ReplyBody<R>, CallError>) {
-        self.served.remove(&Origin::Local(id));
         if let Some(e) = self.entries.remove(&id) {
             let _ = e.reply.send(r);
         }
@@ -264,9 +271,11 @@ impl<C, R> Calls<C, R> {
         ids.len()
     }
 
-    /// A call served by this node as leader at `term` (forwarded by a follower).
-    pub(crate) fn serving(&mut self, origin: Origin, term: Term) {
-        self.served.insert(origin, term);
+    /// The behaviour deferred its reply to a call it served as leader at `term`.
+    pub(crate) fn deferred(&mut self, origin: Origin, term: Term) {
+        if self.served.len() < self.max {
+            self.served.insert(origin, term);
+        }
     }
 
     /// A served call is answered: the term it was served in, or `None` if it no longer
@@ -311,6 +320,9 @@ impl<C, R> Calls<C, R> {
         for (id, e) in &self.entries {
             if e.deadline <= now {
                 expired.push((*id, e.state == State::Waiting));
+                if e.state == State::Local {
+                    self.served.remove(&Origin::Local(*id));
+                }
             } else {
                 next = Some(next.map_or(e.deadline, |n: Instant| n.min(e.deadline)));
             }
@@ -475,7 +487,8 @@ mod tests {
             conn: 3,
             id: 9,
         };
-        t.serving(remote, Term(7));
+        t.deferred(Origin::Local(1), Term(7));
+        t.deferred(remote, Term(7));
         t.leadership_lost(&name("me"));
         assert_eq!(
             err(&mut local),
@@ -498,10 +511,10 @@ mod tests {
             conn: 3,
             id: 9,
         };
-        t.serving(o, Term(7));
+        t.deferred(o, Term(7));
         assert_eq!(t.served(o), Some(Term(7)));
         assert_eq!(t.served(o), None, "answered once");
-        t.serving(o, Term(8));
+        t.deferred(o, Term(8));
         t.forget_connection(NodeId(1), 3);
         assert_eq!(t.served(o), None);
     }

@@ -1,29 +1,22 @@
-//! Opening connections: the dial tasks this node runs to its peers, and the accept loop with
-//! its admission of inbound connections. The rules (who dials, backoff, when a peer is
-//! unreachable, who is admitted) are in `transport::peers`; this file only runs them.
+//! Opening connections: the dial tasks this node runs to its peers, and the admission of
+//! inbound connections (the accept loop itself is in `accept`). The rules (who dials, backoff,
+//! when a peer is unreachable, who is admitted) are in `transport::peers`; this file only runs
+//! them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ractor::ActorRef;
 use rand::Rng;
-use tokio::sync::{oneshot, Semaphore};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::actor::NodeMsg;
 use super::state::NodeState;
 use crate::behaviour::Behaviour;
-use crate::config::Config;
 use crate::transport::peers::{self, Admission, DialResult, Existing};
-use crate::transport::{BoxStream, Listener};
+use crate::transport::BoxStream;
 use crate::types::NodeId;
-use crate::wire::handshake::{self, HandshakeConfig, HandshakeError, Refusal};
-
-/// Concurrent inbound handshakes; more connections wait in the accept backlog.
-const MAX_HANDSHAKES: usize = 64;
+use crate::wire::handshake::{self, HandshakeError, Refusal};
 
 /// How a dial task ended.
 pub(crate) enum DialOutcome {
@@ -207,109 +200,4 @@ pub(crate) struct Connected {
     pub incarnation: u64,
     pub stream: BoxStream,
     pub read_buf: BytesMut,
-}
-
-/// The accept loop: at most [`MAX_HANDSHAKES`] inbound handshakes at once.
-pub(super) async fn accept_loop<B: Behaviour>(
-    mut listener: Box<dyn Listener>,
-    myself: ActorRef<NodeMsg<B>>,
-    hs: Arc<HandshakeConfig>,
-    config: Arc<Config>,
-    refused: Arc<AtomicU64>,
-) {
-    let sem = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    loop {
-        let Ok(permit) = sem.clone().acquire_owned().await else {
-            return;
-        };
-        match listener.accept().await {
-            Ok((stream, from)) => {
-                let refused = refused.clone();
-                let myself = myself.clone();
-                let hs = hs.clone();
-                let config = config.clone();
-                tokio::spawn(async move {
-                    accept_one(stream, from, myself, hs, config, refused).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                warn!(node = %config.me(), error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn accept_one<B: Behaviour>(
-    stream: BoxStream,
-    from: String,
-    myself: ActorRef<NodeMsg<B>>,
-    hs: Arc<HandshakeConfig>,
-    config: Arc<Config>,
-    refused: Arc<AtomicU64>,
-) {
-    let members = config.members();
-    let admitted: std::sync::Mutex<Option<(NodeId, u64)>> = std::sync::Mutex::new(None);
-    let result = handshake::accept(
-        stream,
-        &hs,
-        |name| members.id_of_str(name).is_some(),
-        |hello| {
-            let myself = myself.clone();
-            let admitted = &admitted;
-            async move {
-                let Some(peer) = members.id_of_str(&hello.name) else {
-                    return Err(Refusal::Unknown(hello.name));
-                };
-                let (tx, rx) = oneshot::channel();
-                myself
-                    .cast(NodeMsg::Admit {
-                        peer,
-                        incarnation: hello.incarnation,
-                        reply: tx,
-                    })
-                    .map_err(|_| Refusal::ShuttingDown)?;
-                let conn = rx.await.map_err(|_| Refusal::ShuttingDown)??;
-                if let Ok(mut a) = admitted.lock() {
-                    *a = Some((peer, conn));
-                }
-                Ok(())
-            }
-        },
-    )
-    .await;
-    let admitted = admitted.lock().ok().and_then(|a| *a);
-    match (result, admitted) {
-        (Ok(ok), Some((peer, conn))) => {
-            let _ = myself.cast(NodeMsg::Admitted {
-                peer,
-                conn,
-                done: Some(Connected {
-                    incarnation: ok.peer.incarnation,
-                    stream: ok.stream,
-                    read_buf: ok.read_buf,
-                }),
-            });
-        }
-        (Ok(_), None) => {}
-        (Err(e), admitted) => {
-            if let Some((peer, conn)) = admitted {
-                let _ = myself.cast(NodeMsg::Admitted {
-                    peer,
-                    conn,
-                    done: None,
-                });
-            }
-            match &e {
-                HandshakeError::Rejected(Refusal::CallBack) => {
-                    debug!(node = %config.me(), %from, "peer asked us to dial it")
-                }
-                _ => {
-                    refused.fetch_add(1, Ordering::Relaxed);
-                    warn!(node = %config.me(), %from, reason = %e, "inbound connection refused")
-                }
-            }
-        }
-    }
 }

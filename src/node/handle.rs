@@ -73,6 +73,10 @@ impl Mailbox {
         &self,
         deadline: tokio::time::Instant,
     ) -> Result<OwnedSemaphorePermit, CallError> {
+        // No timer unless the mailbox is full.
+        if let Ok(p) = self.0.clone().try_acquire_owned() {
+            return Ok(p);
+        }
         match tokio::time::timeout_at(deadline, self.0.clone().acquire_owned()).await {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(_)) => Err(CallError::Stopped),
@@ -353,6 +357,15 @@ impl<B: Behaviour> LeaderHandle<B> {
             Ok(Err(_)) => Err(CallError::Stopped),
             Err(_) => Err(CallError::Timeout),
         }
+    }
+
+    /// [`leader_cast`](Self::leader_cast), but waits for room in the node's mailbox (up to the
+    /// call timeout: then [`CallError::Timeout`]) instead of failing with
+    /// [`CallError::Overloaded`]: for producers that should be paced by the node.
+    pub async fn leader_cast_wait(&self, message: B::Cast) -> Result<(), CallError> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.call_timeout;
+        self.tell_waiting(UserMsg::LeaderCast(message), deadline)
+            .await
     }
 
     /// A cast to this node's own `handle_cast` (gen_leader's `cast/2`).

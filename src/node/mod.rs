@@ -12,12 +12,13 @@
 //! casts (`broadcast`), and, in `transport`, who dials whom and who is admitted (`peers`) and
 //! heartbeats and failure detection (`liveness`). The async shell moves bytes and runs
 //! callbacks: connections and the outbox policy (`conns`), dials and the accept loop
-//! (`dialing`), frames from peers (`inbound`), calls and casts to and from the leader
+//! (`dialing`, `accept`), frames from peers (`inbound`), calls and casts to and from the leader
 //! (`routing`), and follower calls that skip the actor (`fastpath`). `handle` is the public
 //! [`LeaderHandle`]; `storage` the persisted term and the audit trail.
 //!
 //! Nodes never use ractor's global registry: several nodes run in one process.
 
+mod accept;
 mod actor;
 mod broadcast;
 mod calls;

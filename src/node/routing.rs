@@ -47,13 +47,14 @@ impl<B: Behaviour> NodeState<B> {
         if self.engine.leader().is_none() {
             return;
         }
-        if self.calls.waiting() > 0 {
-            for id in self.calls.take_waiting() {
-                // Read again for each: a send that drops a connection can lose the leader.
-                match self.engine.leader() {
-                    Some(l) => self.dispatch(id, l.node, l.term).await,
-                    None => self.calls.requeue(id),
-                }
+        for _ in 0..self.calls.waiting() {
+            let Some(id) = self.calls.pop_waiting() else {
+                break;
+            };
+            // Read again for each: a send that drops a connection can lose the leader.
+            match self.engine.leader() {
+                Some(l) => self.dispatch(id, l.node, l.term).await,
+                None => self.calls.requeue(id),
             }
         }
         if self.held.len() > 0 && self.engine.leader().is_some() {
@@ -85,7 +86,7 @@ impl<B: Behaviour> NodeState<B> {
                     .behaviour
                     .handle_leader_call(req, ReplyTo::new(Origin::Local(id)), &election)
                     .await;
-                self.finish_leader_call(Origin::Local(id), r).await;
+                self.finish_leader_call(Origin::Local(id), term, r).await;
             }
             Some(Dispatch::Send(req)) => {
                 let frame = match req {
@@ -104,26 +105,37 @@ impl<B: Behaviour> NodeState<B> {
         }
     }
 
-    async fn finish_leader_call(&mut self, origin: Origin, r: LeaderReply<B::Reply, B::Broadcast>) {
+    /// What the behaviour answered to a call served at `term`.
+    async fn finish_leader_call(
+        &mut self,
+        origin: Origin,
+        term: Term,
+        r: LeaderReply<B::Reply, B::Broadcast>,
+    ) {
         match r {
-            LeaderReply::Reply(r) => self.deliver_reply(origin, r).await,
+            LeaderReply::Reply(r) => self.reply(origin, term, r).await,
             LeaderReply::ReplyAndBroadcast(r, b) => {
                 self.broadcast(b).await;
-                self.deliver_reply(origin, r).await;
+                self.reply(origin, term, r).await;
             }
-            LeaderReply::NoReply => {}
+            LeaderReply::NoReply => self.calls.deferred(origin, term),
         }
     }
 
-    /// Delivers a reply to a call this node served as leader: to the local caller, or on the
-    /// caller's connection, with the term the call was served in. A reply to a call that no
-    /// longer counts (leadership lost since, or its connection gone) is dropped: its caller has
-    /// been told.
+    /// A deferred reply (`LeaderHandle::reply`): sent with the term the call was served in. A
+    /// reply to a call that no longer counts (leadership lost since, or its connection gone) is
+    /// dropped: its caller has been told.
     pub(super) async fn deliver_reply(&mut self, to: Origin, reply: B::Reply) {
         let Some(term) = self.calls.served(to) else {
             debug!(node = %self.name(self.me()), ?to, "reply to a call that no longer counts dropped");
             return;
         };
+        self.reply(to, term, reply).await;
+    }
+
+    /// Sends a reply to a call this node served as leader at `term`: to the local caller, or
+    /// on the caller's connection.
+    async fn reply(&mut self, to: Origin, term: Term, reply: B::Reply) {
         match to {
             Origin::Local(id) => self.calls.resolve(id, Ok(ReplyBody::Value(reply))),
             Origin::Remote { peer, conn, id } => {
@@ -169,14 +181,13 @@ impl<B: Behaviour> NodeState<B> {
             }
         };
         let origin = Origin::Remote { peer, conn, id };
-        self.calls.serving(origin, term);
         self.counters.leader_calls_served += 1;
         let election = election!(self);
         let r = self
             .behaviour
             .handle_leader_call(req, ReplyTo::new(origin), &election)
             .await;
-        self.finish_leader_call(origin, r).await;
+        self.finish_leader_call(origin, term, r).await;
     }
 
     /// The leader's answer to one of this node's calls, through the actor.
