@@ -56,7 +56,9 @@ impl<B: Behaviour> NodeState<B> {
             view::publish(&self.view_tx, &self.engine, self.cfg.members());
             self.update_route();
         }
-        self.flush_waiting().await;
+        if self.calls.waiting() > 0 || self.held.len() > 0 {
+            self.flush_waiting().await;
+        }
         self.schedule();
     }
 
