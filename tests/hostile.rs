@@ -606,11 +606,12 @@ async fn idle_clients_are_dropped_after_the_handshake_timeout() {
     let got = read_until_closed(&mut s).await;
     let took = t.elapsed();
     assert!(got.is_empty(), "{got:?}");
+    // A silent client has 2 heartbeats, at least 200 ms (at most the handshake timeout), to
+    // send its Hello: here 200 ms, not the 2 s default handshake timeout.
     assert!(
-        took >= HS_TIMEOUT - Duration::from_millis(50),
-        "closed after {took:?}, before the handshake timeout"
+        took >= Duration::from_millis(150),
+        "closed after {took:?}, before the Hello deadline"
     );
-    // The configured 300 ms, not the 2 s default.
     assert!(took < Duration::from_millis(1900), "took {took:?}");
 
     // Announces an in-cap frame, sends a few bytes of it, then stalls.
@@ -633,8 +634,7 @@ async fn idle_clients_are_dropped_after_the_handshake_timeout() {
     assert!(matches!(read_one(&mut s).await, HsMsg::Challenge { .. }));
     read_until_closed(&mut s).await;
 
-    // More idle clients than the node runs handshakes at once (64): every one of them is
-    // still dropped (those past the limit wait in the backlog first).
+    // Many idle clients at once: every one of them is still dropped.
     let idle = (0..80).map(|_| async move {
         let mut s = connect(target).await;
         read_until_closed(&mut s).await

@@ -236,11 +236,22 @@ pub(crate) fn child_node() {
 
 async fn node_main() {
     let mut cmds = stdin_commands();
-    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-        Ok(l) => l,
-        Err(e) => {
-            emit(&json!({"ev": "error", "error": format!("bind 127.0.0.1:0: {e}")}));
-            std::process::exit(2);
+    // `BENCH_NODE_PORT`: a restart binds the port of the node it replaces (set by the `flood`
+    // section; a few tries, as the port is being released).
+    let port = crate::util::env_u64("BENCH_NODE_PORT").unwrap_or(0);
+    let addr = format!("127.0.0.1:{port}");
+    let mut tries = 0;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(&addr).await {
+            Ok(l) => break l,
+            Err(_) if port != 0 && tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => {
+                emit(&json!({"ev": "error", "error": format!("bind {addr}: {e}")}));
+                std::process::exit(2);
+            }
         }
     };
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);

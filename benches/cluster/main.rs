@@ -10,7 +10,8 @@
 //! knobs: `BENCH_WORKERS=N` (child runtime workers, `0` = current-thread),
 //! `BENCH_DATA_DIRS=0` (no data directories), `BENCH_LOG=<filter>` (logs),
 //! `BENCH_CONC=64` (only these concurrency levels, comma-separated), `BENCH_SEQ_N=N`
-//! (sequential calls per round).
+//! (sequential calls per round), `BENCH_FLOOD_IDLE=N` and `BENCH_FLOOD_REPS=N` (the `flood`
+//! section's idle connections per node and runs).
 //!
 //! Sections (`--only` takes a comma-separated list of them):
 //!
@@ -25,6 +26,9 @@
 //! * `failover` (`failover.rs`): SIGKILL and SIGSTOP of the leader process (then SIGCONT).
 //! * `election` (`election.rs`): last node up → all agree, 3 to 33 in-process nodes.
 //! * `idle` (`idle.rs`): RSS and CPU time of idle node processes.
+//! * `flood` (`flood.rs`): SIGKILL of the leader and a restart of it while every node's port
+//!   is flooded with 1 000 idle connections and garbage, next to the same without the flood
+//!   (`--quick`: 100 idle connections, one run).
 //!
 //! The bench re-executes its own binary with a hidden role (`__node`: `child.rs`, `__raw`:
 //! `raw.rs`) to run a node or a raw echo/client process. Children read JSON commands on stdin
@@ -44,6 +48,7 @@ mod calls_ct;
 mod child;
 mod election;
 mod failover;
+mod flood;
 mod idle;
 mod procs;
 mod raw;
@@ -62,6 +67,7 @@ use crate::calls_ct::sec_calls_ct;
 use crate::child::{child_node, init_logs, ACK_EVERY, BCAST_WINDOW};
 use crate::election::sec_election;
 use crate::failover::sec_failover;
+use crate::flood::sec_flood;
 use crate::idle::{loadavg, sec_idle};
 use crate::raw::child_raw;
 use crate::report::Report;
@@ -80,7 +86,9 @@ pub(crate) const STALL: Duration = Duration::from_secs(1);
 /// Give up on an election after this long.
 pub(crate) const ELECTION_GIVE_UP: Duration = Duration::from_secs(10);
 
-const SECTIONS: [&str; 6] = ["calls", "calls-ct", "bcast", "failover", "election", "idle"];
+const SECTIONS: [&str; 7] = [
+    "calls", "calls-ct", "bcast", "failover", "election", "idle", "flood",
+];
 
 pub(crate) struct Opts {
     pub(crate) quick: bool,
@@ -160,6 +168,8 @@ pub(crate) struct Params {
     pub(crate) elect_reps: usize,
     pub(crate) elect_sizes: Vec<usize>,
     pub(crate) idle_secs: f64,
+    pub(crate) flood_idle: usize,
+    pub(crate) flood_reps: usize,
 }
 
 impl Params {
@@ -177,6 +187,8 @@ impl Params {
                 elect_reps: 1,
                 elect_sizes: vec![3, 5, 9, 17, 33],
                 idle_secs: 2.0,
+                flood_idle: 100,
+                flood_reps: 1,
             }
         } else {
             Params {
@@ -191,6 +203,8 @@ impl Params {
                 elect_reps: 5,
                 elect_sizes: vec![3, 5, 9, 17, 33],
                 idle_secs: 10.0,
+                flood_idle: 1_000,
+                flood_reps: 3,
             }
         }
     }
@@ -202,6 +216,7 @@ impl Params {
             "bcast_reps": self.bcast_reps, "failover_reps": self.fail_reps,
             "election_reps": self.elect_reps, "election_sizes": self.elect_sizes,
             "idle_secs": self.idle_secs,
+            "flood_idle_per_node": self.flood_idle, "flood_reps": self.flood_reps,
             "child_runtime_workers": std::env::var("BENCH_WORKERS").ok(),
             "data_dirs": data_dirs_default(),
             "bcast_window": BCAST_WINDOW, "bcast_ack_every": ACK_EVERY,
@@ -256,13 +271,14 @@ fn run(opts: &Opts) -> i32 {
         }
     );
     type Section = fn(&Params, &mut Report);
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("calls", sec_calls),
         ("calls-ct", sec_calls_ct),
         ("bcast", sec_bcast),
         ("failover", sec_failover),
         ("election", sec_election),
         ("idle", sec_idle),
+        ("flood", sec_flood),
     ];
     for (name, sec) in sections {
         if !opts.runs(name) {

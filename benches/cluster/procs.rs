@@ -42,10 +42,18 @@ impl DerefMut for Proc {
 impl Proc {
     /// Starts this binary in `role` (`__node`, `__raw`), its stderr in `log`.
     pub(crate) fn spawn(role: &str, label: &str, log: PathBuf) -> Proc {
+        Proc::spawn_env(role, label, log, &[])
+    }
+
+    /// [`Proc::spawn`] with extra environment variables (`BENCH_NODE_PORT`: see `child.rs`).
+    pub(crate) fn spawn_env(role: &str, label: &str, log: PathBuf, env: &[(&str, String)]) -> Proc {
         let exe = std::env::current_exe().expect("current_exe");
         let mut cmd = Command::new(exe);
         if let Some(w) = *lock(&CHILD_WORKERS) {
             cmd.env("BENCH_WORKERS", w);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         cmd.arg(role);
         let p = testkit::Proc::spawn(cmd, label, &log)
@@ -156,8 +164,10 @@ pub(crate) fn wait_until<T>(
 pub(crate) struct Cluster {
     pub(crate) procs: Vec<Proc>,
     pub(crate) names: Vec<String>,
+    /// Whether the nodes have data directories (`<dir>/n<i>`).
+    pub(crate) durable: bool,
     // Removed after the children are gone (fields drop in order).
-    _dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -203,11 +213,33 @@ impl Cluster {
         let c = Cluster {
             procs,
             names,
-            _dir: dir,
+            durable,
+            dir,
         };
         let all: Vec<usize> = (0..n).collect();
         c.wait_agreed(&all, T_START, "the cluster's first agreement");
         c
+    }
+
+    /// Replaces node `i` (already killed) by a new process under the same name, on the same
+    /// port and with the same data directory. Returns the wall-clock time (`util::wall_ns`)
+    /// just before the start command was sent (the process had bound the port).
+    pub(crate) fn restart(&mut self, i: usize, label: &str) -> u64 {
+        let port = self.names[i].rsplit(':').next().unwrap_or("0").to_string();
+        let mut p = Proc::spawn_env(
+            "__node",
+            &format!("{label}/n{i}-restarted"),
+            self.dir.path().join(format!("n{i}-restarted.log")),
+            &[("BENCH_NODE_PORT", port)],
+        );
+        p.wait(0, T_START, "the restarted node to bind", |v| {
+            ev(v) == "bound"
+        });
+        let dd = self.durable.then(|| self.dir.path().join(format!("n{i}")));
+        let t = crate::util::wall_ns();
+        p.send(&json!({"cmd": "start", "me": i, "names": self.names, "data_dir": dd}));
+        self.procs[i] = p;
+        t
     }
 
     pub(crate) fn procs_ref(&self) -> Vec<&Proc> {

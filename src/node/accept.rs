@@ -1,14 +1,29 @@
 //! The accept loop: every inbound connection runs the handshake in its own task, and an
 //! authenticated one asks the node's actor to be admitted (`dialing::admit`).
+//!
+//! Why it never waits: the cluster port is reachable by anyone who can reach the host, so a
+//! loop that stopped accepting while handshakes are pending would let a few hundred idle
+//! connections keep the members out. Every connection is accepted at once; the pending
+//! (unauthenticated) handshakes are capped per source host and in total, and when a cap is
+//! exceeded the oldest pending one of the lowest class is shed (its task aborted, its socket
+//! closed): the rules are in `accept/budget.rs`. A connection must also deliver its `Hello`
+//! within a short deadline (`budget::hello_deadline`, 200 ms by default), far less than the
+//! whole handshake's timeout.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+mod budget;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::ActorRef;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use self::budget::{hello_deadline, host_of, Budget, Limits};
 use super::actor::NodeMsg;
 use super::dialing::Connected;
 use crate::behaviour::Behaviour;
@@ -17,10 +32,75 @@ use crate::transport::{BoxStream, Listener};
 use crate::types::NodeId;
 use crate::wire::handshake::{self, HandshakeConfig, HandshakeError, Refusal};
 
-/// Concurrent inbound handshakes; more connections wait in the accept backlog.
-const MAX_HANDSHAKES: usize = 64;
+/// How often, at most, the loop reports (at WARN) that it sheds connections.
+const SHED_REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// The accept loop: at most [`MAX_HANDSHAKES`] inbound handshakes at once.
+/// The pending handshakes: the budget's bookkeeping and the tasks to abort when shed.
+struct Pending {
+    budget: Budget,
+    tasks: HashMap<u64, AbortHandle>,
+    /// Connections shed since the last report.
+    shed: u64,
+}
+
+type Shared = Arc<Mutex<Pending>>;
+
+impl Pending {
+    /// Takes the tasks of the `ids` the budget shed (to abort once the lock is released).
+    fn take(&mut self, ids: Vec<u64>) -> Vec<AbortHandle> {
+        self.shed += ids.len() as u64;
+        ids.into_iter()
+            .filter_map(|id| self.tasks.remove(&id))
+            .collect()
+    }
+}
+
+fn lock(p: &Shared) -> std::sync::MutexGuard<'_, Pending> {
+    p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn abort(tasks: Vec<AbortHandle>) {
+    for t in tasks {
+        t.abort();
+    }
+}
+
+/// Removes a handshake from the pending set when its task ends (or is aborted).
+struct Leave(Shared, u64);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        let mut p = lock(&self.0);
+        p.budget.remove(self.1);
+        p.tasks.remove(&self.1);
+    }
+}
+
+/// Aborts every pending handshake when the accept loop ends (the node stops).
+struct AbortAll(Shared);
+
+impl Drop for AbortAll {
+    fn drop(&mut self) {
+        let tasks: Vec<AbortHandle> = lock(&self.0).tasks.drain().map(|(_, t)| t).collect();
+        abort(tasks);
+    }
+}
+
+/// The hosts of the members' addresses (their connections get a budget of their own). Only
+/// addresses are compared, names are not resolved: a member configured by host name counts
+/// as any other host.
+fn member_hosts(config: &Config) -> Vec<String> {
+    let m = config.members();
+    m.all()
+        .iter()
+        .filter(|n| *n != config.me())
+        .filter_map(|n| m.id(n))
+        .map(|id| host_of(&config.dial_addr(id)).to_string())
+        .collect()
+}
+
+/// The accept loop: takes every connection at once and runs its handshake in a task; sheds
+/// pending handshakes beyond the budget (see the module doc).
 pub(super) async fn accept_loop<B: Behaviour>(
     mut listener: Box<dyn Listener>,
     myself: ActorRef<NodeMsg<B>>,
@@ -28,51 +108,127 @@ pub(super) async fn accept_loop<B: Behaviour>(
     config: Arc<Config>,
     refused: Arc<AtomicU64>,
 ) {
-    let sem = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let pending: Shared = Arc::new(Mutex::new(Pending {
+        budget: Budget::new(Limits::DEFAULT, member_hosts(&config)),
+        tasks: HashMap::new(),
+        shed: 0,
+    }));
+    let _abort_all = AbortAll(pending.clone());
+    let hello = hello_deadline(config.heartbeat(), hs.timeout);
+    let mut next_id = 0u64;
+    let mut last_report: Option<Instant> = None;
     loop {
-        let Ok(permit) = sem.clone().acquire_owned().await else {
-            return;
-        };
         match listener.accept().await {
             Ok((stream, from)) => {
-                let refused = refused.clone();
-                let myself = myself.clone();
-                let hs = hs.clone();
-                let config = config.clone();
-                tokio::spawn(async move {
-                    accept_one(stream, from, myself, hs, config, refused).await;
-                    drop(permit);
-                });
+                next_id += 1;
+                let id = next_id;
+                let now = Instant::now();
+                let shed = {
+                    let mut p = lock(&pending);
+                    let ids = p.budget.arrived(id, &from, now.into_std());
+                    p.take(ids)
+                };
+                abort(shed);
+                let task = tokio::spawn(accept_one(
+                    stream,
+                    from,
+                    Admission {
+                        id,
+                        pending: pending.clone(),
+                        hello,
+                    },
+                    myself.clone(),
+                    hs.clone(),
+                    config.clone(),
+                    refused.clone(),
+                ));
+                let mut p = lock(&pending);
+                // Unless it already ended (or was shed), it can be shed from now on.
+                if p.budget.contains(id) {
+                    p.tasks.insert(id, task.abort_handle());
+                }
+                if p.shed > 0 && last_report.is_none_or(|t| now - t >= SHED_REPORT_EVERY) {
+                    refused.fetch_add(p.shed, Ordering::Relaxed);
+                    warn!(
+                        node = %config.me(),
+                        shed = p.shed,
+                        pending = p.budget.len(),
+                        "too many unauthenticated inbound connections: shed the oldest \
+                         (is the cluster port exposed? see the guide, \"Operating\")"
+                    );
+                    p.shed = 0;
+                    last_report = Some(now);
+                }
             }
             Err(e) => {
+                // Out of file descriptors, most likely: free one by shedding the oldest pending
+                // handshake, and let the others progress a little.
+                let shed = {
+                    let mut p = lock(&pending);
+                    let ids = p.budget.shed_one().into_iter().collect();
+                    p.take(ids)
+                };
+                abort(shed);
                 warn!(node = %config.me(), error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }
 }
 
+/// A handshake's place in the pending set.
+struct Admission {
+    id: u64,
+    pending: Shared,
+    hello: Duration,
+}
+
 async fn accept_one<B: Behaviour>(
     stream: BoxStream,
     from: String,
+    slot: Admission,
     myself: ActorRef<NodeMsg<B>>,
     hs: Arc<HandshakeConfig>,
     config: Arc<Config>,
     refused: Arc<AtomicU64>,
 ) {
+    let _leave = Leave(slot.pending.clone(), slot.id);
     let members = config.members();
     let admitted: std::sync::Mutex<Option<(NodeId, u64)>> = std::sync::Mutex::new(None);
-    let result = handshake::accept(
+    // Set when the dialer's `Hello` passed the checks made before any MAC and named a member.
+    let hello_in = AtomicBool::new(false);
+    let handshake = handshake::accept(
         stream,
         &hs,
-        |name| members.id_of_str(name).is_some(),
+        |name| {
+            let member = members.id_of_str(name).is_some();
+            if member && !hello_in.swap(true, Ordering::AcqRel) {
+                let shed = {
+                    let mut p = lock(&slot.pending);
+                    let ids = p.budget.named(slot.id, name);
+                    p.take(ids)
+                };
+                abort(shed);
+            }
+            member
+        },
         |hello| {
             let myself = myself.clone();
             let admitted = &admitted;
+            let pending = &slot.pending;
             async move {
                 let Some(peer) = members.id_of_str(&hello.name) else {
                     return Err(Refusal::Unknown(hello.name));
                 };
+                // It proved the cookie: it is no longer shed, unless it already was.
+                let still_pending = {
+                    let mut p = lock(pending);
+                    p.tasks.remove(&slot.id);
+                    p.budget.authenticated(slot.id)
+                };
+                if !still_pending {
+                    return Err(Refusal::Other("too many pending connections".into()));
+                }
                 let (tx, rx) = oneshot::channel();
                 myself
                     .cast(NodeMsg::Admit {
@@ -88,8 +244,19 @@ async fn accept_one<B: Behaviour>(
                 Ok(())
             }
         },
-    )
-    .await;
+    );
+    // The `Hello` must be in within `slot.hello`; the rest of the exchange has the whole
+    // handshake timeout.
+    let hello_timer = async {
+        tokio::time::sleep(slot.hello).await;
+        if hello_in.load(Ordering::Acquire) {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        r = handshake => r,
+        () = hello_timer => Err(HandshakeError::Timeout),
+    };
     let admitted = admitted.lock().ok().and_then(|a| *a);
     match (result, admitted) {
         (Ok(ok), Some((peer, conn))) => {
@@ -115,6 +282,18 @@ async fn accept_one<B: Behaviour>(
             match &e {
                 HandshakeError::Rejected(Refusal::CallBack) => {
                     debug!(node = %config.me(), %from, "peer asked us to dial it")
+                }
+                // What a flood (or a port scanner) produces: silence, garbage, a close. Not
+                // worth a line each.
+                HandshakeError::Timeout
+                | HandshakeError::Closed
+                | HandshakeError::Io(_)
+                | HandshakeError::Codec(_)
+                | HandshakeError::Protocol(_)
+                    if admitted.is_none() =>
+                {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    debug!(node = %config.me(), %from, reason = %e, "inbound connection dropped")
                 }
                 _ => {
                     refused.fetch_add(1, Ordering::Relaxed);
