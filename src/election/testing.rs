@@ -370,9 +370,12 @@ impl Cluster {
     /// it; returns the outputs. `seed` replaces the configured jitter seed if given.
     pub fn start(&mut self, i: NodeId, now: Instant, seed: Option<u64>) -> Vec<Output> {
         let m = &mut self.members[i.index()];
+        // The store's two values: the reservation (proposals start above it) and the promise
+        // (every `PersistTerm` is written through, so it is the last one).
         let floor = m.reserved;
         m.reserved = reserve(floor);
-        m.cfg.initial_term = floor;
+        m.cfg.initial_term = m.checker.persisted();
+        m.cfg.proposal_floor = floor;
         if let Some(s) = seed {
             m.cfg.seed = s;
         }

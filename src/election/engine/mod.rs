@@ -64,8 +64,16 @@ pub struct EngineConfig {
     pub announce_interval: Duration,
     /// Seed for the timer jitter.
     pub seed: u64,
-    /// The last term this node persisted (0 on a first start).
+    /// The term this node last promised (proposed or accepted), as persisted: 0 on a first
+    /// start. It is what the node's `Status` and `Join` carry, so it must be the real promise:
+    /// a restarted follower whose promise is its leader's term joins that leader with no new
+    /// term (gen_leader's join rule).
     pub initial_term: Term,
+    /// A term at least as high as every term this node may have proposed before (its on-disk
+    /// reservation; 0 on a first start): it proposes only terms above it, so it never reuses
+    /// one. Separate from [`EngineConfig::initial_term`] because a reservation is not a
+    /// promise: claiming it as one made every restart force a re-election above it.
+    pub proposal_floor: Term,
 }
 
 /// What the engine is doing.
@@ -129,7 +137,7 @@ impl Engine {
             deadline: Some(now + cfg.startup_timeout),
             announce_at: None,
             promised: cfg.initial_term,
-            max_seen: cfg.initial_term,
+            max_seen: cfg.initial_term.max(cfg.proposal_floor),
             leader: None,
             connected: BTreeSet::new(),
             statuses: BTreeMap::new(),
