@@ -12,11 +12,15 @@
 //! re-elected itself above them instead of taking the node back (gen_leader's join rule).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::types::Term;
+
+/// The length of `<data_dir>/promised`: 20 digits (any `u64`) and a newline, so that every
+/// write overwrites the whole file in place.
+const PROMISE_LEN: u64 = 21;
 
 /// How many terms past the last one used a node reserves on disk at once: promising a term
 /// below the reservation needs no fsync, so elections do not wait for the disk. A restarted
@@ -42,19 +46,23 @@ pub(crate) trait TermStore: Send + 'static {
 /// * `<data_dir>/term`, the reservation: replaced atomically with an fsync (write, fsync,
 ///   rename, fsync of the directory), at least as high as any term this node has proposed or
 ///   accepted, so it survives a power loss.
-/// * `<data_dir>/promised`, the promise: replaced atomically on every change (write, rename)
-///   **without** an fsync, after the reservation covers it. It survives a crash of the process
-///   (SIGKILL, panic, OOM kill), which is what a restart usually is. A power loss may bring
-///   back an older promise, or an empty file: a term is still never reused (the reservation
-///   is fsynced), but the node may then follow a leader whose term is below the one it
-///   followed before; an empty or missing file is read as the reservation, which only costs
-///   one extra election. An fsync here would cost 2–21 ms per election and per node.
+/// * `<data_dir>/promised`, the promise: overwritten in place on every change (one
+///   fixed-width write of [`PROMISE_LEN`] bytes at offset 0) **without** an fsync, after the
+///   reservation covers it. It survives a crash of the process (SIGKILL, panic, OOM kill),
+///   which is what a restart usually is. A power loss may bring back an older promise, or a
+///   file that does not read as one: a term is still never reused (the reservation is
+///   fsynced), but the node may then follow a leader whose term is below the one it followed
+///   before; a file that does not read as a promise is replaced by the reservation, which
+///   only costs one extra election. An fsync here would cost 2–21 ms per election and per
+///   node.
 ///
 /// Without a data directory nothing is written (and a restart may reuse a term: the node
 /// warns at start).
 #[derive(Debug)]
 pub(crate) struct FileTermStore {
     dir: Option<PathBuf>,
+    /// `<data_dir>/promised`, kept open: it is overwritten in place.
+    promised: Option<File>,
     reserved: Term,
     floor: Term,
 }
@@ -93,15 +101,19 @@ fn read_term(path: &Path) -> io::Result<Option<Term>> {
 impl FileTermStore {
     /// Opens (creating the directory), reads the reservation (0 if none: the
     /// [`TermStore::proposal_floor`]) and the promise, which the node must start from
-    /// (returned), and reserves the next [`TERM_RESERVATION`] terms on disk.
+    /// (returned), reserves the next [`TERM_RESERVATION`] terms on disk and rewrites the
+    /// promise in its fixed-width form.
     ///
-    /// A data directory written before the promise had its own file has only `term`: the
-    /// promise is then taken to be the reservation (safe; the first join may re-elect).
+    /// A `promised` that is missing, empty, unreadable as a term or above the reservation
+    /// (a data directory from before the promise had its own file, or what a power loss left
+    /// of a file that is never fsynced) is replaced by the reservation, which is always a safe
+    /// promise (at the cost of one re-election when the node joins), with a warning.
     pub(crate) fn open(dir: Option<&Path>) -> io::Result<(Self, Term)> {
         let Some(dir) = dir else {
             return Ok((
                 FileTermStore {
                     dir: None,
+                    promised: None,
                     reserved: Term(u64::MAX),
                     floor: Term(0),
                 },
@@ -110,40 +122,53 @@ impl FileTermStore {
         };
         fs::create_dir_all(dir)?;
         let term = read_term(&dir.join("term"))?.unwrap_or(Term(0));
-        let promised = match read_term(&dir.join("promised"))? {
-            Some(p) if p > term => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{}: promise {p} above the reservation {term} in {}: the files are corrupt",
-                        dir.join("promised").display(),
-                        dir.join("term").display()
-                    ),
-                ))
+        let path = dir.join("promised");
+        let promised = match read_term(&path) {
+            Ok(Some(p)) if p <= term => p,
+            Ok(None) if term == Term(0) => term,
+            other => {
+                let why = match other {
+                    Ok(Some(p)) => format!("promise {p} above the reservation"),
+                    Ok(None) => "missing or empty".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(path = %path.display(), reservation = %term, %why,
+                    "no valid promise on disk: starting from the reservation (the node may \
+                     make the leader re-elect when it joins)");
+                term
             }
-            Some(p) => p,
-            None => term,
         };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
         let mut store = FileTermStore {
             dir: Some(dir.to_path_buf()),
+            promised: Some(file),
             reserved: term,
             floor: term,
         };
         store.reserve(term)?;
-        if !dir.join("promised").exists() {
-            // So that a node killed before it promises anything does not read its
-            // reservation as its promise next time.
-            store.write_promised(promised)?;
+        store.write_promised(promised)?;
+        if let Some(f) = &store.promised {
+            f.set_len(PROMISE_LEN)?;
         }
         Ok((store, promised))
     }
 
-    /// Replaces `promised` (write, rename; no fsync: see the type's docs).
-    fn write_promised(&self, term: Term) -> io::Result<()> {
-        let Some(dir) = &self.dir else { return Ok(()) };
-        let tmp = dir.join("promised.tmp");
-        fs::write(&tmp, format!("{}\n", term.0))?;
-        fs::rename(&tmp, dir.join("promised"))
+    /// Overwrites `promised` in place: one fixed-width write at offset 0, no fsync (see the
+    /// type's docs). A write of a few bytes within one page is all or nothing if the process
+    /// dies; a write-and-rename would cost 1–2 ms on ext4 (the rename flushes the new file's
+    /// data), as much as a whole failover, this costs microseconds.
+    fn write_promised(&mut self, term: Term) -> io::Result<()> {
+        let Some(f) = self.promised.as_mut() else {
+            return Ok(());
+        };
+        let line = format!("{:0width$}\n", term.0, width = PROMISE_LEN as usize - 1);
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(line.as_bytes())
     }
 
     fn reserve(&mut self, term: Term) -> io::Result<()> {
@@ -284,36 +309,45 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_or_empty_promise_is_read_as_the_reservation() {
-        // A data directory from before the promise had its own file, or an empty file left
-        // by a power loss: the reservation is a safe promise.
+    fn a_promise_that_does_not_read_as_one_is_replaced_by_the_reservation() {
+        // A data directory from before the promise had its own file, or what a power loss
+        // left of a file never fsynced: the reservation is a safe promise.
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("term"), "70\n").unwrap();
         let (_, p) = FileTermStore::open(Some(d.path())).unwrap();
-        assert_eq!(p, Term(70));
-        fs::write(d.path().join("promised"), "").unwrap();
-        let (s, p) = FileTermStore::open(Some(d.path())).unwrap();
-        assert_eq!((p, s.proposal_floor()), (Term(134), Term(134)));
+        assert_eq!(p, Term(70), "missing");
+        for bad in ["", "\0\0\0\0", "x\n", "999999\n"] {
+            fs::write(d.path().join("promised"), bad).unwrap();
+            let reservation = read_term(&d.path().join("term")).unwrap().unwrap();
+            let (s, p) = FileTermStore::open(Some(d.path())).unwrap();
+            assert_eq!(
+                (p, s.proposal_floor()),
+                (reservation, reservation),
+                "{bad:?}"
+            );
+        }
+        // What it rewrote reads back.
+        let (_, p) = FileTermStore::open(Some(d.path())).unwrap();
+        assert_eq!(p, Term(70 + 4 * TERM_RESERVATION));
     }
 
     #[test]
-    fn a_corrupt_promise_is_an_error() {
+    fn the_promise_is_overwritten_in_place_at_a_fixed_width() {
         let d = tempfile::tempdir().unwrap();
-        fs::write(d.path().join("term"), "70\n").unwrap();
-        fs::write(d.path().join("promised"), "71\n").unwrap();
-        assert!(
-            FileTermStore::open(Some(d.path())).is_err(),
-            "above the reservation"
-        );
-        fs::write(d.path().join("promised"), "x\n").unwrap();
-        assert!(FileTermStore::open(Some(d.path())).is_err());
+        let (mut s, _) = FileTermStore::open(Some(d.path())).unwrap();
+        s.store(Term(123_456)).unwrap();
+        s.store(Term(123_457)).unwrap();
+        let text = fs::read_to_string(d.path().join("promised")).unwrap();
+        assert_eq!(text.len() as u64, PROMISE_LEN);
+        assert_eq!(text.trim().parse::<u64>().unwrap(), 123_457);
     }
 
     #[test]
     fn a_failed_promise_write_is_an_error() {
         let d = tempfile::tempdir().unwrap();
         let (mut s, _) = FileTermStore::open(Some(d.path())).unwrap();
-        fs::create_dir(d.path().join("promised.tmp")).unwrap();
+        // Read-only: every write fails.
+        s.promised = Some(File::open(d.path().join("promised")).unwrap());
         assert!(
             s.store(Term(3)).is_err(),
             "the node must stop, not go on unpersisted"
