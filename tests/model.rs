@@ -321,6 +321,7 @@ impl EngineModel {
             announce_interval: Duration::from_millis(ANNOUNCE_MS),
             seed: u64::from(me) * 7919 + 1,
             initial_term: Term(0),
+            proposal_floor: Term(0),
         }
     }
 

@@ -441,3 +441,93 @@ fn restarted_node_rejoins_with_higher_term() {
     assert_eq!(c.call(0, "otra vez"), "ok otra vez");
     c.assert_terms_monotonic();
 }
+
+/// The elected/surrendered events of node `i`'s current incarnation, from event `from` on, as
+/// `(event, leader, term, joined)`.
+fn changes(c: &Cluster, i: usize, from: usize) -> Vec<(String, String, u64, Option<String>)> {
+    c.events(i)
+        .iter()
+        .skip(from)
+        .filter(|e| matches!(e.event(), "elected" | "surrendered"))
+        .map(|e| {
+            (
+                e.event().to_string(),
+                e.str("leader").unwrap_or("").to_string(),
+                e.term(),
+                e.str("joined").map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+/// Kills node `x` (SIGKILL), starts it again under its name with its data directory, and
+/// checks gen_leader's join rule exactly: the sitting `leader` (node index `l`) keeps `term`
+/// and prints one `elected` event with the joiner and nothing else, the joiner prints one
+/// `surrendered` to that leader and term, the `bystander` prints nothing, and the joiner's
+/// persisted promise is that term.
+fn restart_and_check_join(c: &mut Cluster, x: usize, l: usize, bystander: usize, term: u64) {
+    let leader = c.procs[l].name.clone();
+    let joiner = c.procs[x].name.clone();
+    if c.procs[x].current().is_some() {
+        c.sigkill(x);
+    }
+    c.wait_until(WAIT, "the leader's DOWN of the killed node", |c| {
+        c.has(l, |e| e.event() == "down" && e.str("down") == Some(&joiner))
+    });
+    let (ml, mb) = (c.events(l).len(), c.events(bystander).len());
+    c.spawn(x);
+    c.wait_until(WAIT, "the restarted node surrenders", |c| {
+        c.has(x, |e| e.event() == "surrendered")
+    });
+    let (agreed, after) = c.wait_agreed(WAIT, &[0, 1, 2], "all three agree", |_, _| true);
+    // A call from the restarted node goes through the leader: its events are in by then.
+    assert_eq!(c.call(x, "de nuevo"), "ok de nuevo");
+    let report = c.dump();
+    assert_eq!(
+        (agreed.as_str(), after),
+        (leader.as_str(), term),
+        "the restart changed the leader or the term\n{report}"
+    );
+    assert_eq!(
+        changes(c, l, ml),
+        vec![("elected".into(), leader.clone(), term, Some(joiner.clone()))],
+        "the leader's only change is the join\n{report}"
+    );
+    assert_eq!(
+        changes(c, x, 0),
+        vec![("surrendered".into(), leader.clone(), term, None)],
+        "the joiner surrenders once, to the sitting leader and term\n{report}"
+    );
+    assert_eq!(
+        changes(c, bystander, mb),
+        vec![],
+        "the bystander sees nothing\n{report}"
+    );
+    let promised = std::fs::read_to_string(c.procs[x].data_dir.join("promised")).unwrap();
+    assert_eq!(
+        promised.trim().parse::<u64>().ok(),
+        Some(term),
+        "the joiner's promise: {promised:?}"
+    );
+}
+
+/// gen_leader's join rule across a restart, with real processes: a follower killed with
+/// SIGKILL and restarted under its name and data directory joins the sitting leader with no
+/// new term; so does a former leader (no `preempt`) once another has replaced it.
+#[test]
+fn restart_joins_the_sitting_leader_with_no_new_term() {
+    let (mut c, _leader, term) = Cluster::start(3);
+    // The lowest-priority follower.
+    restart_and_check_join(&mut c, 2, 0, 1, term);
+
+    // The leader dies; the second candidate replaces it (a new term, expected); the former
+    // leader restarts and joins it.
+    let first = c.procs[0].name.clone();
+    c.sigkill(0);
+    let (l, t1) = c.wait_agreed(WAIT, &[1, 2], "a new leader after SIGKILL", |l, t| {
+        l != first && t > term
+    });
+    assert_eq!(l, c.procs[1].name);
+    restart_and_check_join(&mut c, 0, 1, 2, t1);
+    c.assert_terms_monotonic();
+}

@@ -969,6 +969,7 @@ impl Setup {
             announce_interval: Duration::from_millis(self.announce_ms),
             seed: self.seed,
             initial_term: Term(self.initial_term),
+            proposal_floor: Term(self.initial_term),
         }
     }
 }

@@ -11,7 +11,16 @@
 //!   engine harnesses; this file adds the timed, faulty network);
 //! * once the faults stop and the network is whole, within [`CONVERGE`] exactly one leader,
 //!   every node agrees on it, and no node is left in an election;
-//! * after that, no leadership change while nothing fails (no flapping).
+//! * after that, no leadership change while nothing fails (no flapping);
+//! * then **a restart while a leader sits causes no new term** (gen_leader's join rule): with
+//!   the network whole and no fault but the one crash, a non-leader is crashed and restarted
+//!   from what its store keeps; once it is back, the leader's output is exactly
+//!   `Elected { term, joined: Some(node) }`, the restarted node's exactly one `Surrendered`
+//!   to that leader and term (preceded, if it had promised less, by `PersistTerm(term)`), no
+//!   `Propose` anywhere, every other node's nothing, and all agree on the same leader and term
+//!   as before. The same for a former leader: the leader is crashed, the others
+//!   elect a new one (a new term, expected), and the old leader restarted (no `preempt`)
+//!   must join that one the same way.
 //!
 //! A failure prints the seed and the fault schedule; `SIM_SEED=<seed> cargo test --test sim
 //! replay -- --nocapture` replays one seed (without `SIM_SEED`, `replay` replays the
@@ -23,7 +32,7 @@ use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use gen_leader::election::testing::Cluster;
-use gen_leader::election::{ElectionMsg, Engine, EngineConfig, Output};
+use gen_leader::election::{ElectionMsg, Engine, EngineConfig, Output, Role};
 use gen_leader::{NodeId, Term};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -104,6 +113,8 @@ struct Sim {
     log: Vec<String>,
     verbose: bool,
     term_limit: Option<u64>,
+    /// While set, every output but a `Send` (a `Propose` excepted), by node.
+    record: Option<Vec<(usize, Output)>>,
 }
 
 impl Sim {
@@ -127,6 +138,7 @@ impl Sim {
                 announce_interval: ANNOUNCE,
                 seed: 0, // drawn at every (re)start
                 initial_term: Term(0),
+                proposal_floor: Term(0),
             }),
             nodes: Vec::new(),
             link: vec![vec![true; n]; n],
@@ -140,6 +152,7 @@ impl Sim {
             log: Vec::new(),
             verbose: std::env::var("SIM_VERBOSE").is_ok(),
             term_limit: None,
+            record: None,
         };
         for i in 0..n {
             sim.nodes.push(SimNode {
@@ -248,6 +261,14 @@ impl Sim {
     /// invariant), logs and sends its outputs, and re-arms its timer.
     fn drain(&mut self, i: usize) {
         let outs = self.cluster.drain(NodeId(i as u32));
+        if let Some(r) = self.record.as_mut() {
+            for o in &outs {
+                if !matches!(o, Output::Send { msg, .. } if !matches!(msg, ElectionMsg::Propose { .. }))
+                {
+                    r.push((i, o.clone()));
+                }
+            }
+        }
         for out in outs {
             match out {
                 Output::Send { to, msg } => {
@@ -567,6 +588,77 @@ impl Sim {
     fn agreement(&self) -> Result<(NodeId, Term), String> {
         self.cluster.agreement().map(|l| (l.node, l.term))
     }
+
+    /// Like [`Sim::agreement`], over the running nodes only.
+    fn running_agreement(&self) -> Option<(NodeId, Term)> {
+        let running: Vec<&Engine> = self
+            .cluster
+            .members
+            .iter()
+            .filter_map(|m| m.engine.as_ref())
+            .collect();
+        let l = running.first()?.leader()?;
+        let all = running
+            .iter()
+            .all(|e| e.leader() == Some(l) && matches!(e.role(), Role::Leader | Role::Follower));
+        let leader = self.cluster.engine(l.node)?;
+        (all && leader.is_leader() && leader.followers().len() == running.len() - 1)
+            .then_some((l.node, l.term))
+    }
+
+    /// Crashes `x` (not the leader `leader` of `term`, which all follow), restarts it and
+    /// checks that it joins `leader` with no new term: see the module docs.
+    fn restart_joins(&mut self, x: NodeId, leader: NodeId, term: Term) {
+        self.fault(Fault::Crash(x));
+        // Peers see the connection close (RST) within a millisecond.
+        self.run_until(self.now + Duration::from_millis(50));
+        if self.running_agreement() != Some((leader, term)) {
+            self.fail(&format!("n{} crashed: the others no longer agree", x.0));
+        }
+        self.record = Some(Vec::new());
+        self.fault(Fault::Restart(x));
+        self.run_until(self.now + STARTUP_TIMEOUT + ELECTION_TIMEOUT * 4);
+        let record = self.record.take().unwrap_or_default();
+        let of = |n: NodeId| -> Vec<&Output> {
+            record
+                .iter()
+                .filter(|(i, _)| *i == n.index())
+                .map(|(_, o)| o)
+                .collect()
+        };
+        let want_leader = [Output::Elected {
+            term,
+            joined: Some(x),
+        }];
+        // A joiner that promised less than the leader's term (a former leader, replaced)
+        // raises its promise to that term first: not a new term.
+        let surrendered = Output::Surrendered {
+            leader,
+            term,
+            synch: Vec::new(),
+        };
+        let joiner = of(x);
+        let joiner_ok = joiner.as_slice() == [&surrendered]
+            || joiner.as_slice() == [&Output::PersistTerm(term), &surrendered];
+        let others: Vec<&(usize, Output)> = record
+            .iter()
+            .filter(|(i, _)| *i != leader.index() && *i != x.index())
+            .collect();
+        let ok = of(leader).into_iter().eq(&want_leader)
+            && joiner_ok
+            && others.is_empty()
+            && self.agreement() == Ok((leader, term));
+        if !ok {
+            self.fail(&format!(
+                "a restart while n{} leads term {term} caused more than a join of n{}: {:?} \
+                 (agreement {:?})",
+                leader.0,
+                x.0,
+                record,
+                self.agreement()
+            ));
+        }
+    }
 }
 
 /// A run: cluster shape and the fault schedule (drawn from the seed), before the heal.
@@ -723,6 +815,26 @@ fn run_traced(sc: &Scenario) -> Outcome {
         sim.fail(&format!(
             "elected/surrendered ran with no fault: {changes:?} -> {after:?}"
         ));
+    }
+    if sim.n > 1 {
+        // A restart while a leader sits: a follower (or worker), then a former leader.
+        let k = sim.rng.random_range(1..sim.n as u32);
+        let x = NodeId((leader.0 + k) % sim.n as u32);
+        sim.restart_joins(x, leader, term);
+        if sim.n_cands > 1 {
+            sim.fault(Fault::Crash(leader));
+            let start = sim.now;
+            let (next, next_term) = loop {
+                sim.run_until(sim.now + step);
+                if let Some(a) = sim.running_agreement() {
+                    break a;
+                }
+                if sim.now.duration_since(start) > CONVERGE {
+                    sim.fail("no new leader after the leader crashed");
+                }
+            };
+            sim.restart_joins(leader, next, next_term);
+        }
     }
     let mut h = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(&sim.log, &mut h);

@@ -179,6 +179,8 @@ impl<'a> Arbitrary<'a> for Case {
             _ => u.arbitrary::<u64>()?,
         }
         .min(ceiling());
+        // The on-disk reservation: at or above the promise.
+        let floor_gap = u64::from(u.int_in_range(0u8..=128)?);
         let cfg = EngineConfig {
             me: NodeId(me),
             n_candidates,
@@ -189,6 +191,7 @@ impl<'a> Arbitrary<'a> for Case {
             announce_interval: Duration::from_millis(u.int_in_range(1u64..=3000)?),
             seed: u.arbitrary()?,
             initial_term: Term(initial_term),
+            proposal_floor: Term(initial_term.saturating_add(floor_gap).min(ceiling())),
         };
         let mut inputs = Vec::new();
         while !u.is_empty() && inputs.len() < 256 {

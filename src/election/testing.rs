@@ -14,8 +14,8 @@
 //!   propose or lead, messages only go to valid peers; optionally, a node only proposes or
 //!   leads terms it owns).
 //! * [`LeaderLog`]: at most one leader per term, over a whole run.
-//! * [`Cluster`]: engines with their configurations, crash and restart with the persisted
-//!   term, the driver's rules for draining outputs (`Elected` is answered with an empty
+//! * [`Cluster`]: engines with their configurations, crash and restart with what the node's
+//!   store keeps (its on-disk term reservation, see [`STORE_RESERVATION`]), the driver's rules for draining outputs (`Elected` is answered with an empty
 //!   Synch), the checks above after every step, and the "all agree on one leader" test.
 //! * [`Network`]: a [`Cluster`] on a virtual clock with a FIFO message queue per link, links
 //!   that can be cut and healed, and `pump`/`advance` to run it until quiet.
@@ -26,6 +26,11 @@ use std::time::{Duration, Instant};
 
 use super::{ElectionMsg, Engine, EngineConfig, LeaderRef, Output, Role};
 use crate::types::{NodeId, Term};
+
+/// How many terms the runtime's term store reserves on disk past the last term it stores
+/// (`node::storage::TERM_RESERVATION`, which a unit test keeps equal): the harness models the
+/// store so that a restart starts from what the real node would read.
+pub const STORE_RESERVATION: u64 = 64;
 
 /// A broken invariant, with the node where it was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -293,6 +298,10 @@ pub struct Member {
     pub checker: NodeChecker,
     /// `Elected { joined: None }` and `Surrendered` outputs so far (leadership changes).
     pub changes: u64,
+    /// The term reservation on its disk, as the runtime's store keeps it: raised to
+    /// `t + STORE_RESERVATION` by a `PersistTerm(t)` above it, and by `STORE_RESERVATION` at
+    /// every start (the store reserves again when it opens).
+    pub reserved: Term,
 }
 
 /// Engines with their configurations, driven as the real driver does, checked after every
@@ -317,6 +326,7 @@ impl Cluster {
                 cfg,
                 engine: None,
                 changes: 0,
+                reserved: Term(0),
             })
             .collect();
         Cluster {
@@ -356,11 +366,16 @@ impl Cluster {
         self.violation.as_ref()
     }
 
-    /// (Re)starts `i` at `now` with the term it persisted last, and drains it; returns the
-    /// outputs. `seed` replaces the configured jitter seed if given.
+    /// (Re)starts `i` at `now` from what its store holds, as the runtime does, and drains
+    /// it; returns the outputs. `seed` replaces the configured jitter seed if given.
     pub fn start(&mut self, i: NodeId, now: Instant, seed: Option<u64>) -> Vec<Output> {
         let m = &mut self.members[i.index()];
+        // The store's two values: the reservation (proposals start above it) and the promise
+        // (every `PersistTerm` is written through, so it is the last one).
+        let floor = m.reserved;
+        m.reserved = reserve(floor);
         m.cfg.initial_term = m.checker.persisted();
+        m.cfg.proposal_floor = floor;
         if let Some(s) = seed {
             m.cfg.seed = s;
         }
@@ -397,6 +412,7 @@ impl Cluster {
                 self.violation.get_or_insert(v);
             }
             match &out {
+                Output::PersistTerm(t) if *t > m.reserved => m.reserved = reserve(*t),
                 Output::Elected { joined, term } => {
                     if joined.is_none() {
                         m.changes += 1;
@@ -452,6 +468,11 @@ impl Cluster {
         }
         Ok(l)
     }
+}
+
+/// The reservation the store writes to cover `t`.
+fn reserve(t: Term) -> Term {
+    Term(t.0.saturating_add(STORE_RESERVATION).min(super::MAX_TERM))
 }
 
 /// A [`Cluster`] on a virtual clock, with a FIFO queue of messages per directed link.

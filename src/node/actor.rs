@@ -108,6 +108,7 @@ pub(crate) struct NodeArgs<B: Behaviour> {
     pub connector: Arc<dyn Connector>,
     pub view_tx: watch::Sender<ClusterView>,
     pub terms: Box<dyn TermStore>,
+    /// The promise the store read (its reservation is `terms.proposal_floor()`).
     pub initial_term: Term,
     pub audit: AuditLog,
 }
@@ -187,7 +188,10 @@ impl<B: Behaviour> Actor for NodeActor<B> {
                 announce_interval: config.heartbeat * 10,
                 preempt: config.preempt,
                 seed,
+                // What the store read: the promise (what Status and Join carry) and the
+                // reservation (proposals start above it). See `storage`.
                 initial_term,
+                proposal_floor: terms.proposal_floor(),
             },
             now.into_std(),
         );

@@ -19,6 +19,7 @@ fn cfg(me: u32, cands: u32, nodes: u32) -> EngineConfig {
         announce_interval: Duration::from_secs(1),
         seed: u64::from(me),
         initial_term: Term(0),
+        proposal_floor: Term(0),
     }
 }
 
@@ -689,3 +690,5 @@ fn partial_partition_keeps_followers_with_a_healthy_link_to_the_leader() {
     assert!(net.engine(0).is_leader());
     net.assert_ok();
 }
+
+mod restart;

@@ -13,6 +13,7 @@ fn cfg(me: u32) -> EngineConfig {
         announce_interval: Duration::from_secs(1),
         seed: 0,
         initial_term: Term(4),
+        proposal_floor: Term(4),
     }
 }
 

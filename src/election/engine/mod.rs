@@ -1,0 +1,440 @@
+//! The engine's state machine. See the module docs of [`crate::election`].
+//!
+//! This file holds the state, the queries and the inputs (each input is dispatched to a
+//! handler, then `announce_if_changed` runs). The handlers and election steps live
+//! in one submodule per concern, so that each rule can be read on its own:
+//! `start` (deciding after a start or a loss), `propose` (proposals and their answers),
+//! `join` (joining a sitting leader and following it), `status` (what peers say about
+//! whom they follow) and `terms` (term ownership, the promise and its persistence).
+
+mod join;
+mod propose;
+mod start;
+mod status;
+mod terms;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::{ElectionMsg, LeaderRef, LossReason, Output};
+use crate::types::{NodeId, Term};
+
+/// The largest term the engine uses or accepts (2^62). Terms grow by at most a few per
+/// election, so no honest cluster reaches it; a message carrying a larger term is dropped, so
+/// a faulty peer cannot exhaust the term space.
+pub const MAX_TERM: u64 = 1 << 62;
+
+fn max_term_in(msg: &ElectionMsg) -> Term {
+    match msg {
+        ElectionMsg::Status { promised, leader } => {
+            (*promised).max(leader.map_or(Term(0), |l| l.term))
+        }
+        ElectionMsg::Propose { term, .. }
+        | ElectionMsg::Accept { term }
+        | ElectionMsg::Leader { term, .. } => *term,
+        ElectionMsg::Reject {
+            round,
+            promised,
+            leader,
+        } => (*round)
+            .max(*promised)
+            .max(leader.map_or(Term(0), |l| l.term)),
+        ElectionMsg::Join { promised } => *promised,
+    }
+}
+
+/// The engine's configuration. All nodes of a cluster must agree on `n_candidates`,
+/// `n_nodes` and `preempt`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EngineConfig {
+    /// This node.
+    pub me: NodeId,
+    /// Number of candidates: ids `0..n_candidates` are candidates in priority order.
+    pub n_candidates: u32,
+    /// Number of members (candidates then workers): ids `n_candidates..n_nodes` are workers.
+    pub n_nodes: u32,
+    /// How long a proposal waits for answers, and the base of every election wait.
+    pub election_timeout: Duration,
+    /// How long a starting node waits to hear from its peers before it elects on its own.
+    pub startup_timeout: Duration,
+    /// Whether a higher-priority candidate replaces a sitting leader when it (re)joins.
+    pub preempt: bool,
+    /// How often a leader re-sends its `Status` to every connected node, so that two leaders
+    /// always end up learning of each other even if a message was lost.
+    pub announce_interval: Duration,
+    /// Seed for the timer jitter.
+    pub seed: u64,
+    /// The term this node last promised (proposed or accepted), as persisted: 0 on a first
+    /// start. It is what the node's `Status` and `Join` carry, so it must be the real promise:
+    /// a restarted follower whose promise is its leader's term joins that leader with no new
+    /// term (gen_leader's join rule).
+    pub initial_term: Term,
+    /// A term at least as high as every term this node may have proposed before (its on-disk
+    /// reservation; 0 on a first start): it proposes only terms above it, so it never reuses
+    /// one. Separate from [`EngineConfig::initial_term`] because a reservation is not a
+    /// promise: claiming it as one made every restart force a re-election above it.
+    pub proposal_floor: Term,
+}
+
+/// What the engine is doing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[non_exhaustive]
+pub enum Role {
+    /// Just started: waiting to hear from every peer (or for the startup timeout).
+    Starting,
+    /// No leader: waiting for a higher-priority candidate to propose (a worker waits for any
+    /// leader).
+    Waiting,
+    /// Proposing itself for a term and waiting for answers.
+    Proposing,
+    /// Accepted another node's proposal; waiting for its `Leader` announcement.
+    Captured,
+    /// Asked a sitting leader to take it.
+    Joining,
+    /// Following a leader.
+    Follower,
+    /// Leading.
+    Leader,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Proposal {
+    term: Term,
+    takeover: bool,
+    pending: BTreeSet<NodeId>,
+    accepted: BTreeSet<NodeId>,
+}
+
+/// The election state machine of one node. See the [module docs](crate::election).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Engine {
+    cfg: EngineConfig,
+    role: Role,
+    deadline: Option<Instant>,
+    announce_at: Option<Instant>,
+    promised: Term,
+    max_seen: Term,
+    leader: Option<LeaderRef>,
+    connected: BTreeSet<NodeId>,
+    statuses: BTreeMap<NodeId, Option<LeaderRef>>,
+    unreachable: BTreeSet<NodeId>,
+    proposal: Option<Proposal>,
+    captured_by: Option<LeaderRef>,
+    joining: Option<NodeId>,
+    followers: BTreeSet<NodeId>,
+    previous_leader: Option<NodeId>,
+    /// The leader last announced to the peers with a `Status`.
+    announced: Option<LeaderRef>,
+    rng: u64,
+    out: VecDeque<Output>,
+}
+
+impl Engine {
+    /// Creates the engine of a node that starts at `now`.
+    pub fn new(cfg: EngineConfig, now: Instant) -> Self {
+        let mut e = Engine {
+            role: Role::Starting,
+            deadline: Some(now + cfg.startup_timeout),
+            announce_at: None,
+            promised: cfg.initial_term,
+            max_seen: cfg.initial_term.max(cfg.proposal_floor),
+            leader: None,
+            connected: BTreeSet::new(),
+            statuses: BTreeMap::new(),
+            unreachable: BTreeSet::new(),
+            proposal: None,
+            captured_by: None,
+            joining: None,
+            followers: BTreeSet::new(),
+            previous_leader: None,
+            announced: None,
+            rng: cfg.seed ^ 0x9E37_79B9_7F4A_7C15,
+            out: VecDeque::new(),
+            cfg,
+        };
+        e.try_finish_start(now);
+        e.announce_if_changed();
+        e
+    }
+
+    // ----- queries -------------------------------------------------------------------------
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.cfg.me
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// What the engine is doing.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader this node follows (itself, if it leads), if any.
+    pub fn leader(&self) -> Option<LeaderRef> {
+        self.leader
+    }
+
+    /// Whether this node leads.
+    pub fn is_leader(&self) -> bool {
+        self.leader.is_some_and(|l| l.node == self.cfg.me)
+    }
+
+    /// The current term: the leader's term if there is a leader, else the highest promised
+    /// term. Never decreases.
+    pub fn term(&self) -> Term {
+        self.leader.map_or(self.promised, |l| l.term)
+    }
+
+    /// The highest term this node has proposed or accepted (what is persisted).
+    pub fn promised(&self) -> Term {
+        self.promised
+    }
+
+    /// Peers with a live connection.
+    pub fn connected(&self) -> &BTreeSet<NodeId> {
+        &self.connected
+    }
+
+    /// Whether `id` is connected (or is this node).
+    pub fn is_alive(&self, id: NodeId) -> bool {
+        id == self.cfg.me || self.connected.contains(&id)
+    }
+
+    /// The nodes that follow this leader (empty unless it leads).
+    pub fn followers(&self) -> &BTreeSet<NodeId> {
+        &self.followers
+    }
+
+    /// Whether `id` is a candidate (may lead).
+    pub fn is_candidate(&self, id: NodeId) -> bool {
+        id.0 < self.cfg.n_candidates
+    }
+
+    /// The next timer deadline: call [`Engine::handle_timeout`] when it has passed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.deadline, self.announce_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next output to act on.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    // ----- inputs --------------------------------------------------------------------------
+
+    /// A connection to `peer` is up (handshake done).
+    pub fn handle_peer_up(&mut self, _now: Instant, peer: NodeId) {
+        if !self.valid_peer(peer) || !self.connected.insert(peer) {
+            return;
+        }
+        self.unreachable.remove(&peer);
+        self.send(
+            peer,
+            ElectionMsg::Status {
+                promised: self.promised,
+                leader: self.leader,
+            },
+        );
+        if let Some(p) = self.proposal.as_mut() {
+            p.pending.insert(peer);
+            let msg = ElectionMsg::Propose {
+                term: p.term,
+                takeover: p.takeover,
+            };
+            self.send(peer, msg);
+        }
+    }
+
+    /// The connection to `peer` was lost or timed out.
+    pub fn handle_peer_down(&mut self, now: Instant, peer: NodeId) {
+        self.handle_peer_down_inner(now, peer);
+        self.announce_if_changed();
+    }
+
+    fn handle_peer_down_inner(&mut self, now: Instant, peer: NodeId) {
+        if !self.connected.remove(&peer) {
+            return;
+        }
+        self.statuses.remove(&peer);
+        if let Some(p) = self.proposal.as_mut() {
+            p.pending.remove(&peer);
+            p.accepted.remove(&peer);
+        }
+        if self.is_leader() {
+            self.followers.remove(&peer);
+            self.out.push_back(Output::Down { node: peer });
+        }
+        if let Some(l) = self.leader.filter(|l| l.node == peer) {
+            self.leader = None;
+            self.previous_leader = Some(peer);
+            self.out.push_back(Output::LeaderLost {
+                leader: peer,
+                term: l.term,
+                reason: LossReason::LeaderDown,
+            });
+            self.elect(now);
+            return;
+        }
+        match self.role {
+            Role::Captured if self.captured_by.is_some_and(|c| c.node == peer) => self.elect(now),
+            Role::Joining if self.joining == Some(peer) => self.elect(now),
+            Role::Starting => self.try_finish_start(now),
+            Role::Proposing => self.check_proposal(now),
+            _ => {}
+        }
+    }
+
+    /// A dial to `peer` failed: during startup the node stops waiting for it.
+    pub fn handle_peer_unreachable(&mut self, now: Instant, peer: NodeId) {
+        self.handle_peer_unreachable_inner(now, peer);
+        self.announce_if_changed();
+    }
+
+    fn handle_peer_unreachable_inner(&mut self, now: Instant, peer: NodeId) {
+        if !self.valid_peer(peer) || self.connected.contains(&peer) {
+            return;
+        }
+        self.unreachable.insert(peer);
+        if self.role == Role::Starting {
+            self.try_finish_start(now);
+        }
+    }
+
+    /// A timer deadline may have passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.handle_timeout_inner(now);
+        self.announce_if_changed();
+    }
+
+    fn handle_timeout_inner(&mut self, now: Instant) {
+        if self.announce_at.is_some_and(|a| now >= a) {
+            if self.is_leader() {
+                self.broadcast_status();
+                self.announce_at = Some(now + self.cfg.announce_interval);
+            } else {
+                self.announce_at = None;
+            }
+        }
+        match self.deadline {
+            Some(d) if now >= d => {}
+            _ => return,
+        }
+        self.deadline = None;
+        match self.role {
+            Role::Starting => self.decide_after_start(now),
+            Role::Waiting => {
+                if let Some(l) = self.known_live_leader() {
+                    self.join(now, l);
+                } else if self.is_candidate(self.cfg.me) {
+                    self.propose(now, false);
+                }
+            }
+            Role::Proposing => self.become_leader(now),
+            Role::Captured | Role::Joining => {
+                self.captured_by = None;
+                self.joining = None;
+                self.elect(now);
+            }
+            Role::Follower | Role::Leader => {}
+        }
+    }
+
+    /// The Synch for an [`Output::Elected`]: sends the `Leader` announcement to every follower
+    /// (`joined: None`) or to the joiner.
+    pub fn provide_synch(&mut self, joined: Option<NodeId>, synch: Vec<u8>) {
+        let Some(l) = self.leader.filter(|l| l.node == self.cfg.me) else {
+            return;
+        };
+        let targets: Vec<NodeId> = match joined {
+            None => self.followers.iter().copied().collect(),
+            Some(j) if self.followers.contains(&j) => vec![j],
+            Some(_) => Vec::new(),
+        };
+        for t in targets {
+            self.send(
+                t,
+                ElectionMsg::Leader {
+                    term: l.term,
+                    synch: synch.clone(),
+                },
+            );
+        }
+    }
+
+    /// A message from `from` (over a live connection).
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: ElectionMsg) {
+        self.handle_message_inner(now, from, msg);
+        self.announce_if_changed();
+    }
+
+    fn handle_message_inner(&mut self, now: Instant, from: NodeId, msg: ElectionMsg) {
+        if max_term_in(&msg) > Term(MAX_TERM) {
+            // No honest node gets anywhere near: a corrupt or hostile peer.
+            return;
+        }
+        if !self.connected.contains(&from) {
+            return;
+        }
+        match msg {
+            ElectionMsg::Status { promised, leader } => {
+                self.see(promised);
+                if let Some(l) = leader {
+                    self.see(l.term);
+                }
+                self.statuses.insert(from, leader);
+                self.on_status(now, from, promised, leader);
+            }
+            ElectionMsg::Propose { term, takeover } => self.on_propose(now, from, term, takeover),
+            ElectionMsg::Accept { term } => {
+                if let Some(p) = self.proposal.as_mut().filter(|p| p.term == term) {
+                    p.pending.remove(&from);
+                    p.accepted.insert(from);
+                    self.check_proposal(now);
+                }
+            }
+            ElectionMsg::Reject {
+                round,
+                promised,
+                leader,
+            } => self.on_reject(now, from, round, promised, leader),
+            ElectionMsg::Join { promised } => self.on_join(now, from, promised),
+            ElectionMsg::Leader { term, synch } => self.on_leader(from, term, synch),
+        }
+    }
+
+    // ----- helpers (the handlers and election steps are in the submodules) ------------------
+
+    fn valid_peer(&self, p: NodeId) -> bool {
+        p != self.cfg.me && p.0 < self.cfg.n_nodes
+    }
+
+    fn is_reachable(&self, n: NodeId) -> bool {
+        n == self.cfg.me || self.connected.contains(&n)
+    }
+
+    fn send(&mut self, to: NodeId, msg: ElectionMsg) {
+        self.out.push_back(Output::Send { to, msg });
+    }
+
+    fn jittered(&mut self) -> Duration {
+        // splitmix64
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let base = self.cfg.election_timeout;
+        base + base.mul_f64((z % 1000) as f64 / 2000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests;
