@@ -11,6 +11,7 @@ use tracing::{debug, warn};
 
 use super::actor::NodeMsg;
 use super::dialing::Connected;
+use super::refusals::Refusals;
 use crate::behaviour::Behaviour;
 use crate::config::Config;
 use crate::transport::{BoxStream, Listener};
@@ -27,6 +28,7 @@ pub(super) async fn accept_loop<B: Behaviour>(
     hs: Arc<HandshakeConfig>,
     config: Arc<Config>,
     refused: Arc<AtomicU64>,
+    refusals: Arc<Refusals>,
 ) {
     let sem = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
@@ -39,8 +41,9 @@ pub(super) async fn accept_loop<B: Behaviour>(
                 let myself = myself.clone();
                 let hs = hs.clone();
                 let config = config.clone();
+                let refusals = refusals.clone();
                 tokio::spawn(async move {
-                    accept_one(stream, from, myself, hs, config, refused).await;
+                    accept_one(stream, from, myself, hs, config, refused, refusals).await;
                     drop(permit);
                 });
             }
@@ -59,13 +62,22 @@ async fn accept_one<B: Behaviour>(
     hs: Arc<HandshakeConfig>,
     config: Arc<Config>,
     refused: Arc<AtomicU64>,
+    refusals: Arc<Refusals>,
 ) {
     let members = config.members();
     let admitted: std::sync::Mutex<Option<(NodeId, u64)>> = std::sync::Mutex::new(None);
+    // The member the dialer claims to be (unauthenticated until the MAC checks), for logs.
+    let claimed: std::sync::Mutex<Option<NodeId>> = std::sync::Mutex::new(None);
     let result = handshake::accept(
         stream,
         &hs,
-        |name| members.id_of_str(name).is_some(),
+        |name| {
+            let id = members.id_of_str(name);
+            if let Ok(mut c) = claimed.lock() {
+                *c = id;
+            }
+            id.is_some()
+        },
         |hello| {
             let myself = myself.clone();
             let admitted = &admitted;
@@ -118,7 +130,29 @@ async fn accept_one<B: Behaviour>(
                 }
                 _ => {
                     refused.fetch_add(1, Ordering::Relaxed);
-                    warn!(node = %config.me(), %from, reason = %e, "inbound connection refused")
+                    let claimed = claimed.lock().ok().and_then(|c| *c);
+                    let peer = claimed.map(|id| members.name(id));
+                    // Named by the member it claims to be, else by its address (without the
+                    // port, which changes at every attempt).
+                    let who = match peer {
+                        Some(p) => format!("{p} (from {from})"),
+                        None => from.clone(),
+                    };
+                    let key = match peer {
+                        Some(p) => p.to_string(),
+                        None => from.rsplit_once(':').map_or(&*from, |(ip, _)| ip).to_owned(),
+                    };
+                    let line = e.explain(&who, &hs.parts);
+                    refusals.warn(&key, &line);
+                    // Shown in the view only for a member not connected otherwise: the claim
+                    // is not authenticated, and must not hide a working connection.
+                    if let Some(p) = peer {
+                        if e.refusal().is_some_and(Refusal::is_misconfiguration)
+                            && !refusals.is_alive(p)
+                        {
+                            refusals.refused(p, &line);
+                        }
+                    }
                 }
             }
         }
