@@ -132,18 +132,14 @@ async fn accept_one<B: Behaviour>(
                     refused.fetch_add(1, Ordering::Relaxed);
                     let claimed = claimed.lock().ok().and_then(|c| *c);
                     let peer = claimed.map(|id| members.name(id));
-                    // Named by the member it claims to be, else by its address (without the
-                    // port, which changes at every attempt).
+                    // Named by the member it claims to be, else by its address without the
+                    // port (which changes at every attempt, and would defeat the rate limit).
                     let who = match peer {
-                        Some(p) => format!("{p} (from {from})"),
-                        None => from.clone(),
-                    };
-                    let key = match peer {
                         Some(p) => p.to_string(),
                         None => from.rsplit_once(':').map_or(&*from, |(ip, _)| ip).to_owned(),
                     };
                     let line = e.explain(&who, &hs.parts);
-                    refusals.warn(&key, &line);
+                    refusals.warn(&who, &line);
                     // Shown in the view only for a member not connected otherwise: the claim
                     // is not authenticated, and must not hide a working connection.
                     if let Some(p) = peer {
