@@ -515,8 +515,11 @@ async fn watch_leader(handle: LeaderHandle<Datos>, out: Out) {
                 if view.refused.is_empty() {
                     "refused: none (every refused peer has connected)".to_string()
                 } else {
-                    let lines: Vec<String> =
-                        view.refused.iter().map(|(_, r)| format!("refused: {r}")).collect();
+                    let lines: Vec<String> = view
+                        .refused
+                        .iter()
+                        .map(|(_, r)| format!("refused: {r}"))
+                        .collect();
                     lines.join("\n")
                 }
             });

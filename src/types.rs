@@ -230,7 +230,12 @@ mod tests {
             "a@h:1 b@h:2".parse::<NodeName>(),
             Err(NodeNameError::Separator(_))
         ));
-        for (bad, ch) in [("a@h/x:1", '/'), ("a@b@h:1", '@'), ("a@h,b:1", ','), ("a@h*:1", '*')] {
+        for (bad, ch) in [
+            ("a@h/x:1", '/'),
+            ("a@b@h:1", '@'),
+            ("a@h,b:1", ','),
+            ("a@h*:1", '*'),
+        ] {
             assert_eq!(
                 bad.parse::<NodeName>(),
                 Err(NodeNameError::BadHost {
@@ -244,7 +249,11 @@ mod tests {
         // A mistyped IP address is a valid host name: it is reported when it cannot be
         // reached (see `transport::peers`).
         assert!("a@127.0.0.l:1".parse::<NodeName>().is_ok());
-        for good in ["a@my-host.example.com:1", "a@[fe80::1%eth0]:9", "a@under_score:2"] {
+        for good in [
+            "a@my-host.example.com:1",
+            "a@[fe80::1%eth0]:9",
+            "a@under_score:2",
+        ] {
             assert!(good.parse::<NodeName>().is_ok(), "{good}");
         }
     }

@@ -101,16 +101,28 @@ async fn wrong_cookie_is_named_on_both_sides_once_and_shown_in_the_view() {
     let all = [a.as_str(), b.as_str()];
 
     // a (the lower id) dials b and finds b's proof wrong: a refused b; b was refused by a.
-    let la_line = logged(&a, &[&format!("refused {b}: wrong cookie (authentication failed)")], &all).await;
+    let la_line = logged(
+        &a,
+        &[&format!(
+            "refused {b}: wrong cookie (authentication failed)"
+        )],
+        &all,
+    )
+    .await;
     let lb_line = logged(
         &b,
-        &[&format!("{a} refused our connection: wrong cookie (authentication failed)")],
+        &[&format!(
+            "{a} refused our connection: wrong cookie (authentication failed)"
+        )],
         &all,
     )
     .await;
     // The cookie itself is never logged.
     for l in [&la_line, &lb_line] {
-        assert!(!l.contains("test-cookie") && !l.contains("another-cookie"), "{l}");
+        assert!(
+            !l.contains("test-cookie") && !l.contains("another-cookie"),
+            "{l}"
+        );
     }
 
     // Both lead alone (bully mode favours availability), and the view says why.

@@ -609,6 +609,7 @@ fn hs_msg_strategy() -> impl Strategy<Value = HsMsg> {
 
 /// One frame (or not) of what the fake dialer writes.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // test input, built once per case
 enum HsPiece {
     Msg(HsMsg),
     /// A real election message: well formed, but not a handshake message.

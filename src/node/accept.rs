@@ -136,7 +136,10 @@ async fn accept_one<B: Behaviour>(
                     // port (which changes at every attempt, and would defeat the rate limit).
                     let who = match peer {
                         Some(p) => p.to_string(),
-                        None => from.rsplit_once(':').map_or(&*from, |(ip, _)| ip).to_owned(),
+                        None => from
+                            .rsplit_once(':')
+                            .map_or(&*from, |(ip, _)| ip)
+                            .to_owned(),
                     };
                     let line = e.explain(&who, &hs.parts);
                     refusals.warn(&who, &line);

@@ -148,10 +148,7 @@ mod tests {
                 over: s(30)
             }
         );
-        assert_eq!(
-            l.check("b", "wrong cookie", t0 + s(31)),
-            Verdict::Suppress
-        );
+        assert_eq!(l.check("b", "wrong cookie", t0 + s(31)), Verdict::Suppress);
         // A quiet spell: the next one is logged with what was counted.
         assert_eq!(
             l.check("b", "wrong cookie", t0 + s(100)),
@@ -195,9 +192,6 @@ mod tests {
     #[test]
     fn summaries_read_well() {
         assert_eq!(summary(0, Duration::ZERO), "");
-        assert_eq!(
-            summary(57, s(30)),
-            " (and 57 more times in the last 30 s)"
-        );
+        assert_eq!(summary(57, s(30)), " (and 57 more times in the last 30 s)");
     }
 }

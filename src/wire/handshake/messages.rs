@@ -78,7 +78,10 @@ impl Refusal {
     pub fn describe(&self, we_refused: bool, ours: &ConfigParts) -> String {
         match self {
             Refusal::Config(m) => m.describe(we_refused, ours),
-            Refusal::Version { ours: v_refusing, theirs: v_refused } => {
+            Refusal::Version {
+                ours: v_refusing,
+                theirs: v_refused,
+            } => {
                 let (o, t) = if we_refused {
                     (v_refusing, v_refused)
                 } else {

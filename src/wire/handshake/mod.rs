@@ -65,7 +65,7 @@ pub use machine::Step;
 #[doc(hidden)]
 pub use messages::HandshakeMsg;
 pub use messages::{PeerHello, Refusal};
-pub use parts::{ConfigField, ConfigMismatch, ConfigParts, ListDifference};
+pub use parts::{ConfigField, ConfigMismatch, ConfigParts, ListDifference, MAX_LIST_BYTES};
 
 /// Cap on frame length while the handshake runs (peers are not yet trusted).
 pub const HANDSHAKE_MAX_FRAME_LEN: usize = 4096;

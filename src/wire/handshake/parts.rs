@@ -94,7 +94,8 @@ impl ConfigParts {
             })
         };
         let scalar = |field, ours: String, theirs: String| {
-            (ours != theirs).then(|| ConfigMismatch {
+            let differs = ours != theirs;
+            differs.then_some(ConfigMismatch {
                 field,
                 refusing: ours,
                 refused: theirs,
@@ -445,13 +446,17 @@ mod tests {
 
     #[test]
     fn long_lists_travel_as_digests_only() {
-        let many: Vec<String> = (0..200).map(|i| format!("node{i}@host.example:{i}")).collect();
+        let many: Vec<String> = (0..200)
+            .map(|i| format!("node{i}@host.example:{i}"))
+            .collect();
         let p = ConfigParts::new(many.clone(), vec![], false, ms(1), ms(2));
         assert!(p.candidates.is_empty());
         assert_eq!(p.candidates_digest, list_digest(&many));
         let other = parts(&["a@h:1"], &[], false, 1, 2);
         let m = p.mismatch(&other).expect("differs");
         assert_eq!(m.first_difference, None, "unknown without the list");
-        assert!(m.describe(true, &p).starts_with("its candidate list differs: ours (digest "));
+        assert!(m
+            .describe(true, &p)
+            .starts_with("its candidate list differs: ours (digest "));
     }
 }
