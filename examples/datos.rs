@@ -146,8 +146,10 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour only on a terminal: escape codes in a log file are noise.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
 }
@@ -330,10 +332,26 @@ impl Out {
     ) {
         let _order = std::io::stdout().lock();
         let view = handle.view();
+        // Every view event says which peers refused us (or we them) and why, so a script
+        // can tell "alone because misconfigured" from "alone because the others are down".
+        let mut fields = fields;
+        if let Value::Object(f) = &mut fields {
+            f.insert("refused".into(), refused_json(&view));
+        }
         self.emit(event, view.leader.as_ref(), view.term.get(), fields, || {
             human(&view)
         })
     }
+}
+
+/// `[{"peer": NAME, "reason": TEXT}, ...]`: the view's refused connections.
+fn refused_json(view: &ClusterView) -> Value {
+    Value::Array(
+        view.refused
+            .iter()
+            .map(|(peer, reason)| json!({ "peer": peer.to_string(), "reason": reason }))
+            .collect(),
+    )
 }
 
 fn names(v: &[&NodeName]) -> String {
@@ -488,8 +506,24 @@ async fn run_node(config: Config, json: bool) -> ExitCode {
 async fn watch_leader(handle: LeaderHandle<Datos>, out: Out) {
     let mut rx = handle.changes();
     let mut last = None;
+    let mut last_refused = Vec::new();
     loop {
         let view = rx.borrow_and_update().clone();
+        if view.refused != last_refused {
+            last_refused = view.refused.clone();
+            out.emit_view("refused", &handle, json!({}), |view| {
+                if view.refused.is_empty() {
+                    "refused: none (every refused peer has connected)".to_string()
+                } else {
+                    let lines: Vec<String> = view
+                        .refused
+                        .iter()
+                        .map(|(_, r)| format!("refused: {r}"))
+                        .collect();
+                    lines.join("\n")
+                }
+            });
+        }
         let key = (view.leader.clone(), view.term);
         if last.as_ref() != Some(&key) {
             last = Some(key);

@@ -29,6 +29,19 @@ pub enum NodeNameError {
     /// The part after `@` is not `host:port`.
     #[error("node name {0:?}: expected HOST:PORT after '@' (port 1-65535)")]
     BadAddress(String),
+    /// The host has a character that cannot be in a host name or an IP address.
+    #[error("node name {name:?}: the host {host:?} has the character {bad:?}, which cannot be in a host name (allowed: A-Z a-z 0-9 - . _, or an IPv6 address in [ ])")]
+    BadHost {
+        /// The whole string.
+        name: String,
+        /// The host part.
+        host: String,
+        /// The first character not allowed.
+        bad: char,
+    },
+    /// The string looks like several node names joined by something other than `,`.
+    #[error("{0:?} is not one node name: it contains ';' or a space; separate node names with ',' (e.g. --candidates a@h:1,b@h:2)")]
+    Separator(String),
 }
 
 impl NodeName {
@@ -67,6 +80,9 @@ impl FromStr for NodeName {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
+        if s.contains(';') || s.contains(char::is_whitespace) {
+            return Err(NodeNameError::Separator(s.to_string()));
+        }
         let (name, addr) = s
             .split_once('@')
             .ok_or_else(|| NodeNameError::MissingAt(s.to_string()))?;
@@ -81,8 +97,23 @@ impl FromStr for NodeName {
         let bad = || NodeNameError::BadAddress(s.to_string());
         let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() || host.len() > 255 || host.chars().any(|c| c.is_whitespace()) {
+        if host.is_empty() || host.len() > 255 {
             return Err(bad());
+        }
+        // A DNS name (letters, digits, '-', '.', and '_' as some resolvers allow) or an IP
+        // address (IPv6 inside '[ ]', with ':' and a '%' zone).
+        let ipv6 = addr.starts_with('[');
+        let allowed = |c: char| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, '-' | '.' | '_')
+                || (ipv6 && matches!(c, ':' | '%'))
+        };
+        if let Some(bad) = host.chars().find(|&c| !allowed(c)) {
+            return Err(NodeNameError::BadHost {
+                name: s.to_string(),
+                host: host.to_string(),
+                bad,
+            });
         }
         let port: u16 = port.parse().map_err(|_| bad())?;
         if port == 0 {
@@ -184,6 +215,46 @@ mod tests {
             "a@h:x",
         ] {
             assert!(bad.parse::<NodeName>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn rejects_hosts_that_cannot_be_host_names_with_a_hint() {
+        let e = "a@h:1;b@h:2".parse::<NodeName>().unwrap_err();
+        assert_eq!(e, NodeNameError::Separator("a@h:1;b@h:2".into()));
+        assert!(
+            e.to_string().contains("separate node names with ','"),
+            "{e}"
+        );
+        assert!(matches!(
+            "a@h:1 b@h:2".parse::<NodeName>(),
+            Err(NodeNameError::Separator(_))
+        ));
+        for (bad, ch) in [
+            ("a@h/x:1", '/'),
+            ("a@b@h:1", '@'),
+            ("a@h,b:1", ','),
+            ("a@h*:1", '*'),
+        ] {
+            assert_eq!(
+                bad.parse::<NodeName>(),
+                Err(NodeNameError::BadHost {
+                    name: bad.into(),
+                    host: bad[2..bad.len() - 2].into(),
+                    bad: ch
+                }),
+                "{bad}"
+            );
+        }
+        // A mistyped IP address is a valid host name: it is reported when it cannot be
+        // reached (see `transport::peers`).
+        assert!("a@127.0.0.l:1".parse::<NodeName>().is_ok());
+        for good in [
+            "a@my-host.example.com:1",
+            "a@[fe80::1%eth0]:9",
+            "a@under_score:2",
+        ] {
+            assert!(good.parse::<NodeName>().is_ok(), "{good}");
         }
     }
 }

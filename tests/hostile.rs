@@ -15,7 +15,8 @@ use std::time::Duration;
 use common::*;
 use gen_leader::wire::codec::{decode_body, encode_frame, PROTOCOL_VERSION};
 use gen_leader::wire::handshake::{
-    self, HandshakeConfig, HandshakeError, Refusal, HANDSHAKE_MAX_FRAME_LEN,
+    self, ConfigMismatch, ConfigParts, HandshakeConfig, HandshakeError, Refusal,
+    HANDSHAKE_MAX_FRAME_LEN,
 };
 use gen_leader::Term;
 use rand::{Rng, SeedableRng};
@@ -85,6 +86,15 @@ use gen_leader::wire::handshake::HandshakeMsg as HsMsg;
 /// The node's configuration digest (`Config::members_digest`). The node's config is rebuilt
 /// with `common::config`, which is how every node of this file is configured.
 fn members_digest(node: &TNode) -> [u8; 32] {
+    node_config(node).members_digest()
+}
+
+/// The node's configuration field by field, as its `Hello` carries it.
+fn parts(node: &TNode) -> ConfigParts {
+    ConfigParts::of(&node_config(node))
+}
+
+fn node_config(node: &TNode) -> gen_leader::Config {
     let names = |ns: &[gen_leader::NodeName]| ns.iter().map(|n| n.to_string()).collect::<Vec<_>>();
     config(
         &node.name,
@@ -93,7 +103,6 @@ fn members_digest(node: &TNode) -> [u8; 32] {
     )
     .build()
     .expect("config")
-    .members_digest()
 }
 
 fn hello(from: &str, to: &str, digest: [u8; 32]) -> HsMsg {
@@ -105,6 +114,7 @@ fn hello(from: &str, to: &str, digest: [u8; 32]) -> HsMsg {
         incarnation: 0x5eed,
         members_digest: digest,
         nonce: [9; 16],
+        parts: ConfigParts::default(),
     }
 }
 
@@ -229,6 +239,7 @@ fn intruder_config(me: &str, cookie: &[u8], digest: [u8; 32]) -> HandshakeConfig
         me: me.into(),
         incarnation: 0xbad,
         members_digest: digest,
+        parts: ConfigParts::default(),
         timeout: Duration::from_secs(5),
     }
 }
@@ -533,9 +544,26 @@ async fn well_formed_hellos_without_the_cookie_are_refused() {
     if let HsMsg::Hello { cluster, .. } = &mut other_cluster {
         *cluster = "another-cluster".into();
     }
+    // A wrong digest: the parts say which field differs (here every one: the intruder sent
+    // empty parts), or, when they agree, only that something does.
+    let ours = parts(&nodes[0]);
+    let mut same_parts = hello(peer, me, [0; 32]);
+    if let HsMsg::Hello { parts, .. } = &mut same_parts {
+        *parts = ours.clone();
+    }
     let cases = [
-        (hello(peer, me, [0; 32]), Refusal::Members),
-        (other_cluster, Refusal::Cluster),
+        (
+            hello(peer, me, [0; 32]),
+            Refusal::Config(
+                ours.mismatch(&ConfigParts::default())
+                    .expect("parts differ"),
+            ),
+        ),
+        (same_parts, Refusal::Members),
+        (
+            other_cluster,
+            Refusal::Config(ConfigMismatch::cluster(CLUSTER, "another-cluster")),
+        ),
         (
             hello("x@127.0.0.1:1", me, digest),
             Refusal::Unknown("x@127.0.0.1:1".into()),

@@ -20,7 +20,8 @@ use gen_leader::wire::codec::{
     FrameCodec, DEFAULT_MAX_FRAME_LEN, PROTOCOL_VERSION,
 };
 use gen_leader::wire::handshake::{
-    accept, HandshakeConfig, HandshakeError, PeerHello, Refusal, HANDSHAKE_MAX_FRAME_LEN,
+    accept, ConfigParts, HandshakeConfig, HandshakeError, PeerHello, Refusal,
+    HANDSHAKE_MAX_FRAME_LEN,
 };
 use gen_leader::wire::{Msg, ReplyResult};
 use gen_leader::{NodeId, Term};
@@ -528,6 +529,7 @@ fn hs_cfg() -> HandshakeConfig {
         me: B.into(),
         incarnation: 2,
         members_digest: DIGEST,
+        parts: ConfigParts::default(),
         timeout: HS_TIMEOUT,
     }
 }
@@ -591,6 +593,7 @@ fn hs_msg_strategy() -> impl Strategy<Value = HsMsg> {
                 incarnation,
                 members_digest,
                 nonce,
+                parts: ConfigParts::default(),
             },
         );
     prop_oneof![
@@ -606,6 +609,7 @@ fn hs_msg_strategy() -> impl Strategy<Value = HsMsg> {
 
 /// One frame (or not) of what the fake dialer writes.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // test input, built once per case
 enum HsPiece {
     Msg(HsMsg),
     /// A real election message: well formed, but not a handshake message.
@@ -803,6 +807,7 @@ fn handshake_good_hello_forged_auth_is_rejected() {
         incarnation: 1,
         members_digest: DIGEST,
         nonce: [1; 16],
+        parts: ConfigParts::default(),
     };
     let bytes = render_hs(&[
         HsPiece::Msg(hello),

@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
             incarnation: 1,
             members_digest: DIGEST,
             nonce: [3; 16],
+            parts: gen_leader::wire::handshake::ConfigParts::default(),
         };
         bytes.extend_from_slice(&encode_frame(&hello).expect("encode"));
     }
@@ -64,6 +65,7 @@ fuzz_target!(|data: &[u8]| {
         me: B.into(),
         incarnation: 2,
         members_digest: DIGEST,
+        parts: gen_leader::wire::handshake::ConfigParts::default(),
         timeout: TIMEOUT,
     };
 

@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
             incarnation: 1,
             members_digest: DIGEST,
             nonce: [3; 16],
+            parts: gen_leader::wire::handshake::ConfigParts::default(),
         };
         bytes.extend_from_slice(&encode_frame(&hello).expect("encode"));
     }
@@ -45,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
         me: B.into(),
         incarnation: 2,
         members_digest: DIGEST,
+        parts: gen_leader::wire::handshake::ConfigParts::default(),
         timeout: Duration::from_secs(5),
     };
     let mut acceptor = Acceptor::new(&cfg, |n: &str| n == A || n == B, [9; 16]);

@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 use self::budget::{hello_deadline, host_of, Budget, Limits};
 use super::actor::NodeMsg;
 use super::dialing::Connected;
+use super::refusals::Refusals;
 use crate::behaviour::Behaviour;
 use crate::config::Config;
 use crate::transport::{BoxStream, Listener};
@@ -107,6 +108,7 @@ pub(super) async fn accept_loop<B: Behaviour>(
     hs: Arc<HandshakeConfig>,
     config: Arc<Config>,
     refused: Arc<AtomicU64>,
+    refusals: Arc<Refusals>,
 ) {
     let pending: Shared = Arc::new(Mutex::new(Pending {
         budget: Budget::new(Limits::DEFAULT, member_hosts(&config)),
@@ -141,6 +143,7 @@ pub(super) async fn accept_loop<B: Behaviour>(
                     hs.clone(),
                     config.clone(),
                     refused.clone(),
+                    refusals.clone(),
                 ));
                 let mut p = lock(&pending);
                 // Unless it already ended (or was shed), it can be shed from now on.
@@ -191,17 +194,24 @@ async fn accept_one<B: Behaviour>(
     hs: Arc<HandshakeConfig>,
     config: Arc<Config>,
     refused: Arc<AtomicU64>,
+    refusals: Arc<Refusals>,
 ) {
     let _leave = Leave(slot.pending.clone(), slot.id);
     let members = config.members();
     let admitted: std::sync::Mutex<Option<(NodeId, u64)>> = std::sync::Mutex::new(None);
     // Set when the dialer's `Hello` passed the checks made before any MAC and named a member.
     let hello_in = AtomicBool::new(false);
+    // The member the dialer claims to be (unauthenticated until the MAC checks), for logs.
+    let claimed: std::sync::Mutex<Option<NodeId>> = std::sync::Mutex::new(None);
     let handshake = handshake::accept(
         stream,
         &hs,
         |name| {
-            let member = members.id_of_str(name).is_some();
+            let id = members.id_of_str(name);
+            if let Ok(mut c) = claimed.lock() {
+                *c = id;
+            }
+            let member = id.is_some();
             if member && !hello_in.swap(true, Ordering::AcqRel) {
                 let shed = {
                     let mut p = lock(&slot.pending);
@@ -297,7 +307,28 @@ async fn accept_one<B: Behaviour>(
                 }
                 _ => {
                     refused.fetch_add(1, Ordering::Relaxed);
-                    warn!(node = %config.me(), %from, reason = %e, "inbound connection refused")
+                    let claimed = claimed.lock().ok().and_then(|c| *c);
+                    let peer = claimed.map(|id| members.name(id));
+                    // Named by the member it claims to be, else by its address without the
+                    // port (which changes at every attempt, and would defeat the rate limit).
+                    let who = match peer {
+                        Some(p) => p.to_string(),
+                        None => from
+                            .rsplit_once(':')
+                            .map_or(&*from, |(ip, _)| ip)
+                            .to_owned(),
+                    };
+                    let line = e.explain(&who, &hs.parts);
+                    refusals.warn(&who, &line);
+                    // Shown in the view only for a member not connected otherwise: the claim
+                    // is not authenticated, and must not hide a working connection.
+                    if let Some(p) = peer {
+                        if e.refusal().is_some_and(Refusal::is_misconfiguration)
+                            && !refusals.is_alive(p)
+                        {
+                            refusals.refused(p, &line);
+                        }
+                    }
                 }
             }
         }

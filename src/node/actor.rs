@@ -24,6 +24,7 @@ use super::conns::Peer;
 use super::dialing::{Connected, DialOutcome};
 use super::fastpath::FastPath;
 use super::handle::Mailbox;
+use super::refusals::Refusals;
 use super::state::{election, NodeState};
 use super::storage::{AuditLog, TermStore};
 use super::{ClusterView, LeaderHandle, NodeStats};
@@ -33,7 +34,7 @@ use crate::election::{Engine, EngineConfig};
 use crate::error::{BoxError, CallError};
 use crate::transport::{Connector, Listener};
 use crate::types::{NodeId, Term};
-use crate::wire::handshake::{HandshakeConfig, Refusal};
+use crate::wire::handshake::{ConfigParts, HandshakeConfig, Refusal};
 use crate::wire::Msg;
 
 /// Calls held (waiting for a leader or a reply) per node.
@@ -160,6 +161,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             me: config.me().to_string(),
             incarnation,
             members_digest: config.members_digest(),
+            parts: ConfigParts::of(&config),
             timeout: config.handshake_timeout,
         });
 
@@ -198,6 +200,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
 
         let (timer_tx, timer_rx) = watch::channel(None);
         let refused = Arc::new(AtomicU64::new(0));
+        let refusals = Arc::new(Refusals::new(config.me().clone(), view_tx.clone()));
         let mut tasks = vec![
             tokio::spawn(timer_loop(myself.clone(), timer_rx, config.heartbeat / 2)),
             tokio::spawn(accept_loop(
@@ -206,6 +209,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
                 hs.clone(),
                 config.clone(),
                 refused.clone(),
+                refusals.clone(),
             )),
         ];
         let spin = config.spin.map(|window| {
@@ -247,6 +251,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             dirty: true,
             counters: NodeStats::default(),
             refused,
+            refusals,
             spin,
         };
         info!(node = %config.me(), term = %initial_term, "node starting");

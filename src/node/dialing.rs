@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rand::Rng;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::actor::NodeMsg;
 use super::state::NodeState;
@@ -22,8 +22,8 @@ use crate::wire::handshake::{self, HandshakeError, Refusal};
 pub(crate) enum DialOutcome {
     /// Could not open a connection at all.
     Unreachable(String),
-    /// The peer refused the handshake, or it failed.
-    Failed(String),
+    /// The peer refused the handshake, we refused it, or it failed.
+    Failed(HandshakeError),
     /// The peer asked us to wait for its dial (we are the larger id).
     CallBackRequested,
     /// Handshake done: the connection is ours.
@@ -55,8 +55,8 @@ impl<B: Behaviour> NodeState<B> {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let outcome = match connector.connect(addr).await {
-                Err(e) => DialOutcome::Unreachable(e.to_string()),
+            let outcome = match connector.connect(addr.clone()).await {
+                Err(e) => DialOutcome::Unreachable(format!("connecting to {addr} failed: {e}")),
                 Ok(stream) => match handshake::dial(stream, &hs, &name).await {
                     Ok(ok) => DialOutcome::Connected {
                         incarnation: ok.peer.incarnation,
@@ -66,7 +66,7 @@ impl<B: Behaviour> NodeState<B> {
                     Err(HandshakeError::Refused(Refusal::CallBack)) => {
                         DialOutcome::CallBackRequested
                     }
-                    Err(e) => DialOutcome::Failed(e.to_string()),
+                    Err(e) => DialOutcome::Failed(e),
                 },
             };
             let _ = myself.cast(NodeMsg::DialDone { peer, gen, outcome });
@@ -94,23 +94,39 @@ impl<B: Behaviour> NodeState<B> {
                 self.peers[peer.index()]
                     .dial
                     .finished(DialResult::Connected, 0.0);
+                self.refusals.connected(self.cfg.members().name(peer));
                 self.install(peer, incarnation, stream, read_buf);
                 return;
             }
             DialOutcome::CallBackRequested => (DialResult::CallBack, None),
-            DialOutcome::Unreachable(e) => (DialResult::Unreachable, Some(e)),
-            DialOutcome::Failed(e) => (DialResult::Refused, Some(e)),
+            DialOutcome::Unreachable(e) => (
+                DialResult::Unreachable,
+                Some((
+                    format!("cannot reach {}: {e} (will keep trying)", self.name(peer)),
+                    false,
+                )),
+            ),
+            DialOutcome::Failed(e) => {
+                let to = self.name(peer).to_string();
+                let misconfigured = e.refusal().is_some_and(Refusal::is_misconfiguration);
+                (
+                    DialResult::Refused,
+                    Some((e.explain(&to, &self.hs.parts), misconfigured)),
+                )
+            }
         };
         let jitter = self.rng.random::<f64>();
         let after = self.peers[peer.index()].dial.finished(result, jitter);
-        if let Some(e) = error {
-            let (node, to) = (self.name(self.me()), self.name(peer));
+        if let Some((line, misconfigured)) = error {
+            let to = self.name(peer).clone();
             if after.warn {
-                // The peer is up but refuses us (wrong cookie, version, configuration): say so
-                // loudly, but not at every retry.
-                warn!(node = %node, peer = %to, reason = %e, "connection refused by peer");
+                // Loudly, but once: then a count at most every 30 s.
+                self.refusals.warn(&to.to_string(), &line);
             } else {
-                debug!(node = %node, peer = %to, error = %e, "dial failed");
+                debug!(node = %self.name(self.me()), peer = %to, "dial failed: {line}");
+            }
+            if misconfigured {
+                self.refusals.refused(&to, &line);
             }
         }
         if after.unreachable {
@@ -190,6 +206,7 @@ impl<B: Behaviour> NodeState<B> {
         }
         p.reserved = None;
         if let Some(c) = done {
+            self.refusals.connected(self.cfg.members().name(peer));
             self.install(peer, c.incarnation, c.stream, c.read_buf);
         }
     }

@@ -28,6 +28,7 @@ mod driver;
 mod fastpath;
 mod handle;
 mod inbound;
+mod refusals;
 mod routing;
 mod state;
 mod storage;

@@ -18,6 +18,7 @@ use super::broadcast::{Held, Sequencer};
 use super::calls::Calls;
 use super::conns::Peer;
 use super::fastpath::FastPath;
+use super::refusals::Refusals;
 use super::storage::{AuditEvent, AuditLog, TermStore};
 use super::{ClusterView, NodeStats};
 use crate::behaviour::{Behaviour, StopReason};
@@ -75,6 +76,9 @@ pub(crate) struct NodeState<B: Behaviour> {
     pub(super) dirty: bool,
     pub(super) counters: NodeStats,
     pub(super) refused: Arc<AtomicU64>,
+    /// Rate-limited warnings about refused and failed connections, and the view's list of
+    /// refusals.
+    pub(super) refusals: Arc<Refusals>,
     /// Opt-in spin mode: wakes the spinner after activity.
     pub(super) spin: Option<Arc<Notify>>,
 }

@@ -26,6 +26,13 @@ pub struct ClusterView {
     pub alive: Vec<NodeName>,
     /// Members this node is not connected to.
     pub down: Vec<NodeName>,
+    /// Members whose connection was refused, by them or by this node, because the two are
+    /// configured differently (cookie, protocol version, cluster name, member lists,
+    /// `preempt`, heartbeat or failure timeout), with the reason as logged; e.g.
+    /// `(n2, "n2@h:2 refused our connection: wrong cookie (authentication failed): ...")`.
+    /// A member leaves this list when it connects. A node that is alone while this list is
+    /// not empty is alone because of a misconfiguration, not because the others are down.
+    pub refused: Vec<(NodeName, String)>,
 }
 
 impl ClusterView {
@@ -49,6 +56,7 @@ impl ClusterView {
                 .filter(|n| *n != config.me())
                 .cloned()
                 .collect(),
+            refused: Vec::new(),
         }
     }
 }
@@ -81,4 +89,57 @@ pub(crate) fn publish(tx: &watch::Sender<ClusterView>, engine: &Engine, members:
         }
         true
     });
+}
+
+/// Sets (`Some`) or clears (`None`) the refusal shown for `peer`.
+pub(crate) fn set_refused(tx: &watch::Sender<ClusterView>, peer: &NodeName, reason: Option<&str>) {
+    tx.send_if_modified(|v| {
+        let i = v.refused.iter().position(|(n, _)| n == peer);
+        match (i, reason) {
+            (Some(i), Some(r)) if v.refused[i].1 == r => false,
+            (Some(i), Some(r)) => {
+                v.refused[i].1 = r.to_owned();
+                true
+            }
+            (Some(i), None) => {
+                v.refused.remove(i);
+                true
+            }
+            (None, Some(r)) => {
+                v.refused.push((peer.clone(), r.to_owned()));
+                v.refused.sort_by(|a, b| a.0.cmp(&b.0));
+                true
+            }
+            (None, None) => false,
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_set_replaced_and_cleared() {
+        let cfg = Config::builder("a@127.0.0.1:1")
+            .candidates(["a@127.0.0.1:1", "b@127.0.0.1:2", "c@127.0.0.1:3"])
+            .cookie("c")
+            .build()
+            .expect("config");
+        let (tx, rx) = watch::channel(ClusterView::starting(&cfg));
+        let (b, c) = (
+            cfg.members().candidates()[1].clone(),
+            cfg.members().candidates()[2].clone(),
+        );
+        assert!(rx.borrow().refused.is_empty());
+        set_refused(&tx, &c, Some("x"));
+        set_refused(&tx, &b, Some("y"));
+        assert_eq!(
+            rx.borrow().refused,
+            vec![(b.clone(), "y".into()), (c.clone(), "x".into())]
+        );
+        set_refused(&tx, &c, Some("z"));
+        set_refused(&tx, &b, None);
+        assert_eq!(rx.borrow().refused, vec![(c, "z".into())]);
+    }
 }

@@ -23,6 +23,7 @@ use crate::wire::codec::{decode_body, CodecError, FrameCodec};
 
 pub(crate) mod liveness;
 pub(crate) mod peers;
+pub(crate) mod ratelimit;
 use crate::wire::Msg;
 
 /// A byte stream between two nodes.

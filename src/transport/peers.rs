@@ -22,9 +22,6 @@ pub(crate) const BACKOFF_CAP: Duration = Duration::from_millis(500);
 pub(crate) const ASK_AGAIN: Duration = Duration::from_millis(25);
 /// After a connection is lost, the next dial starts this soon.
 pub(crate) const REDIAL: Duration = Duration::from_millis(5);
-/// Of the refusals by a running peer (wrong cookie, version, configuration), one in this many
-/// is logged at WARN; the others at DEBUG.
-const WARN_EVERY: u32 = 10;
 
 /// How a dial ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +43,8 @@ pub(crate) struct AfterFailure {
     pub unreachable: bool,
     /// Dial again after this delay.
     pub redial: Option<Duration>,
-    /// Log the failure at WARN (else DEBUG).
+    /// Report the failure at WARN (rate-limited by the caller; else DEBUG): a refusal, or a
+    /// peer that has just been found unreachable.
     pub warn: bool,
 }
 
@@ -136,13 +134,15 @@ impl PeerDial {
             }
             DialResult::Unreachable | DialResult::Refused => {
                 let refused = result == DialResult::Refused;
-                let warn = refused && self.attempt % WARN_EVERY == 0;
                 // A refused connection right at startup often means the peer is starting too
                 // and not listening yet: only the second failure in a row (tens of ms later)
                 // makes it unreachable, so that simultaneous starts elect by priority. A
                 // peer that is up but refuses the handshake is unreachable at once.
                 self.refusals = self.refusals.saturating_add(1);
                 let unreachable = refused || self.refusals >= 2;
+                // A refusal is news; so is a peer nobody answers for twice in a row (an
+                // unresolvable or mistyped host, a firewall). The caller rate-limits both.
+                let warn = unreachable;
                 let redial = if self.me < self.peer {
                     let a = self.attempt;
                     self.attempt = a.saturating_add(1);
@@ -291,23 +291,34 @@ mod tests {
             AfterFailure {
                 unreachable: true,
                 redial: None,
-                warn: false
+                warn: true
             }
         );
     }
 
     #[test]
-    fn a_refusing_peer_is_unreachable_at_once_and_warned_about_sometimes() {
+    fn a_refusing_peer_is_unreachable_and_warned_about_at_once() {
         let t0 = Instant::now();
         let mut d = PeerDial::new(NodeId(0), NodeId(1), t0);
-        let mut warns = 0;
         for _ in 0..20 {
             d.start(t0, Duration::ZERO);
             let a = d.finished(DialResult::Refused, 0.0);
-            assert!(a.unreachable);
-            warns += a.warn as u32;
+            assert!(a.unreachable && a.warn, "{a:?}");
         }
-        assert_eq!(warns, 2, "one WARN in {WARN_EVERY}");
+    }
+
+    #[test]
+    fn an_unreachable_peer_is_warned_about_from_the_second_failure() {
+        // The first failure at startup is usually a peer not listening yet: DEBUG. The second
+        // in a row is news (e.g. host `127.0.0.l`): WARN, rate-limited by the caller.
+        for (me, peer) in [(0, 1), (1, 0)] {
+            let t0 = Instant::now();
+            let mut d = PeerDial::new(NodeId(me), NodeId(peer), t0);
+            d.start(t0, Duration::ZERO);
+            assert!(!d.finished(DialResult::Unreachable, 0.0).warn);
+            d.start(t0, Duration::ZERO);
+            assert!(d.finished(DialResult::Unreachable, 0.0).warn);
+        }
     }
 
     #[test]

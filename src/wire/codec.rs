@@ -29,7 +29,10 @@ use serde::Serialize;
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Version byte carried in every frame. A peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u8 = 1;
+///
+/// History: 1, the first release; 2, `Hello` carries the configuration field by field and
+/// refusals name the field that differs (`Refusal::Config`).
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Default cap on the announced frame length `N` (8 MiB). Also the limit used
 /// when decoding a body or payload, and the largest frame [`encode_frame`] builds.

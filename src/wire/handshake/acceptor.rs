@@ -15,6 +15,7 @@ use super::config::HandshakeConfig;
 use super::mac::{Transcript, ACCEPTOR_LABEL, DIALER_LABEL};
 use super::machine::{unexpected, unusable_cookie, Core, Step};
 use super::messages::{HandshakeMsg, PeerHello, Refusal};
+use super::parts::{ConfigMismatch, ConfigParts};
 
 #[derive(Debug)]
 enum State {
@@ -131,6 +132,7 @@ impl<'a, F: Fn(&str) -> bool> Acceptor<'a, F> {
                     incarnation,
                     members_digest,
                     nonce,
+                    parts,
                 },
             ) => {
                 let hello = Hello {
@@ -141,6 +143,7 @@ impl<'a, F: Fn(&str) -> bool> Acceptor<'a, F> {
                     incarnation,
                     members_digest,
                     nonce,
+                    parts,
                 };
                 self.on_hello(hello);
             }
@@ -156,15 +159,26 @@ impl<'a, F: Fn(&str) -> bool> Acceptor<'a, F> {
     /// The checks made before any MAC, in this order; the first failing one is the refusal.
     fn refusal(&self, h: &Hello) -> Option<Refusal> {
         let cfg = self.cfg;
+        // Asked first, so that the caller learns the claimed name (for its logs) whatever
+        // the refusal.
+        let member = (self.is_member)(&h.from);
         if h.version != PROTOCOL_VERSION {
             Some(Refusal::Version {
                 ours: PROTOCOL_VERSION,
                 theirs: h.version,
             })
         } else if h.cluster != cfg.cluster {
-            Some(Refusal::Cluster)
+            Some(Refusal::Config(ConfigMismatch::cluster(
+                &cfg.cluster,
+                &h.cluster,
+            )))
         } else if h.members_digest != cfg.members_digest {
-            Some(Refusal::Members)
+            // Name the field when the parts tell (they may not: digests computed differently).
+            Some(
+                cfg.parts
+                    .mismatch(&h.parts)
+                    .map_or(Refusal::Members, Refusal::Config),
+            )
         } else if h.to != cfg.me {
             Some(Refusal::WrongNode {
                 expected: h.to.clone(),
@@ -172,7 +186,7 @@ impl<'a, F: Fn(&str) -> bool> Acceptor<'a, F> {
             })
         } else if h.from == cfg.me {
             Some(Refusal::Duplicate(h.from.clone()))
-        } else if !(self.is_member)(&h.from) {
+        } else if !member {
             Some(Refusal::Unknown(h.from.clone()))
         } else {
             None
@@ -230,6 +244,7 @@ struct Hello {
     incarnation: u64,
     members_digest: [u8; 32],
     nonce: [u8; 16],
+    parts: ConfigParts,
 }
 
 #[cfg(test)]
@@ -360,13 +375,13 @@ mod tests {
     fn pre_mac_refusals() {
         let ours = PROTOCOL_VERSION;
         refuses(
-            &frame_with_version(&hello(), 2),
-            Refusal::Version { ours, theirs: 2 },
+            &frame_with_version(&hello(), 1),
+            Refusal::Version { ours, theirs: 1 },
         );
         // The version byte alone is enough.
         refuses(
-            &frame_with_version(&hello(), 2)[..5],
-            Refusal::Version { ours, theirs: 2 },
+            &frame_with_version(&hello(), 1)[..5],
+            Refusal::Version { ours, theirs: 1 },
         );
         let set = |f: fn(&mut HandshakeMsg)| edited_hello(f);
         refuses(
@@ -383,7 +398,7 @@ mod tests {
                     *cluster = "other".into();
                 }
             }),
-            Refusal::Cluster,
+            Refusal::Config(ConfigMismatch::cluster("pin", "other")),
         );
         refuses(
             &set(|h| {
@@ -392,6 +407,30 @@ mod tests {
                 }
             }),
             Refusal::Members,
+        );
+        // With the parts telling which field differs, the refusal names it.
+        let theirs = ConfigParts::new(
+            vec![B.into(), A.into()],
+            vec![],
+            false,
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_millis(600),
+        );
+        let want = parts().mismatch(&theirs).expect("differs");
+        assert_eq!(want.field, super::super::ConfigField::Candidates);
+        refuses(
+            &edited_hello(|h| {
+                if let HandshakeMsg::Hello {
+                    members_digest,
+                    parts,
+                    ..
+                } = h
+                {
+                    members_digest[0] ^= 1;
+                    *parts = theirs.clone();
+                }
+            }),
+            Refusal::Config(want),
         );
         refuses(
             &set(|h| {
@@ -432,7 +471,7 @@ mod tests {
                     *from = C.into();
                 }
             }),
-            Refusal::Cluster,
+            Refusal::Config(ConfigMismatch::cluster("pin", "other")),
         );
     }
 
@@ -557,7 +596,7 @@ mod tests {
         // After a refusal the rest of a huge chunk is neither parsed nor kept.
         let c = cfg(B, 22);
         let mut a = acceptor(&c);
-        let mut input = frame_with_version(&hello(), 2);
+        let mut input = frame_with_version(&hello(), 1);
         input.resize(input.len() + 1_000_000, 0xFF);
         a.receive(&input);
         assert!(format!("{:?}", a.core).len() < 2_000, "input kept");

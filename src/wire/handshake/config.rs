@@ -7,6 +7,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::parts::ConfigParts;
+
 /// What a node needs to know to authenticate connections.
 #[derive(Clone)]
 pub struct HandshakeConfig {
@@ -20,6 +22,9 @@ pub struct HandshakeConfig {
     pub incarnation: u64,
     /// SHA-256 of the cluster member list; both sides must agree.
     pub members_digest: [u8; 32],
+    /// The same configuration field by field, sent in `Hello` so that a mismatch can be
+    /// named (see [`ConfigParts`]).
+    pub parts: ConfigParts,
     /// Time limit for the whole handshake.
     pub timeout: Duration,
 }
@@ -32,6 +37,7 @@ impl fmt::Debug for HandshakeConfig {
             .field("me", &self.me)
             .field("incarnation", &self.incarnation)
             .field("members_digest", &HexDigest(&self.members_digest))
+            .field("parts", &self.parts)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -59,6 +65,7 @@ mod tests {
             me: "a@127.0.0.1:4001".into(),
             incarnation: 1,
             members_digest: [7; 32],
+            parts: ConfigParts::default(),
             timeout: Duration::from_secs(5),
         }
     }

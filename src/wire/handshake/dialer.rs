@@ -50,6 +50,7 @@ impl<'a> Dialer<'a> {
             incarnation: cfg.incarnation,
             members_digest: cfg.members_digest,
             nonce,
+            parts: cfg.parts.clone(),
         });
         Self {
             cfg,

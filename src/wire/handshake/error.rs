@@ -8,6 +8,7 @@ use std::io;
 
 use super::super::codec::CodecError;
 use super::messages::Refusal;
+use super::parts::ConfigParts;
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,31 @@ pub enum HandshakeError {
     /// The peer closed the connection before the handshake completed.
     #[error("connection closed during handshake")]
     Closed,
+}
+
+impl HandshakeError {
+    /// The failure as one log line that says who refused whom and why: `peer` is the other
+    /// node's name (or address), `ours` this node's configuration. For example
+    /// `"refused n2@h:3: its candidate list differs: ..."` on the refusing side and
+    /// `"n1@h:1 refused our connection: our candidate list differs from its: ..."` on the
+    /// refused side.
+    pub fn explain(&self, peer: &str, ours: &ConfigParts) -> String {
+        match self {
+            HandshakeError::Rejected(r) => format!("refused {peer}: {}", r.describe(true, ours)),
+            HandshakeError::Refused(r) => {
+                format!("{peer} refused our connection: {}", r.describe(false, ours))
+            }
+            other => format!("handshake with {peer} failed: {other}"),
+        }
+    }
+
+    /// The refusal, if the handshake was refused by either side.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            HandshakeError::Rejected(r) | HandshakeError::Refused(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 impl From<CodecError> for HandshakeError {
@@ -65,6 +91,31 @@ mod tests {
         assert_eq!(
             HandshakeError::Refused(Refusal::BadAuth).to_string(),
             "peer refused the handshake: wrong cookie (authentication failed)"
+        );
+    }
+
+    #[test]
+    fn both_sides_say_who_refused_whom() {
+        let ours = ConfigParts::default();
+        assert_eq!(
+            HandshakeError::Rejected(Refusal::BadAuth).explain("b@h:2", &ours),
+            "refused b@h:2: wrong cookie (authentication failed): its proof does not match \
+             our cookie, so the two nodes have different cookies"
+        );
+        assert_eq!(
+            HandshakeError::Refused(Refusal::BadAuth).explain("a@h:1", &ours),
+            "a@h:1 refused our connection: wrong cookie (authentication failed): our proof \
+             does not match its cookie, so the two nodes have different cookies"
+        );
+        let v = Refusal::Version { ours: 2, theirs: 1 };
+        assert_eq!(
+            HandshakeError::Refused(v).explain("a@h:1", &ours),
+            "a@h:1 refused our connection: our protocol version differs from its: ours 1, \
+             theirs 2 (run the same release of gen_leader on every node)"
+        );
+        assert_eq!(
+            HandshakeError::Timeout.explain("a@h:1", &ours),
+            "handshake with a@h:1 failed: handshake timed out"
         );
     }
 

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::super::codec::{encode_frame, CodecError};
+use super::parts::{ConfigMismatch, ConfigParts};
 
 /// The authenticated identity of the peer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -31,11 +32,13 @@ pub enum Refusal {
         /// Version of the node that was refused.
         theirs: u8,
     },
-    /// The cluster names differ.
+    /// The cluster names differ (sent by nodes before protocol version 2; newer ones send
+    /// [`Refusal::Config`] with both names).
     #[error("cluster name mismatch")]
     Cluster,
     /// The cluster configurations differ (candidates, workers, `preempt`, heartbeat or
-    /// failure timeout).
+    /// failure timeout), and the refusing node could not tell which field (newer nodes send
+    /// [`Refusal::Config`]).
     #[error("cluster configuration mismatch (candidates, workers, preempt, heartbeat or failure timeout differ)")]
     Members,
     /// The dialer reached a node other than the one it meant to.
@@ -64,6 +67,64 @@ pub enum Refusal {
     /// Any other reason.
     #[error("{0}")]
     Other(String),
+    /// A configuration field differs: which one, and both values.
+    #[error("configuration mismatch: {0}")]
+    Config(ConfigMismatch),
+}
+
+impl Refusal {
+    /// The refusal as seen by one side, for its logs: `we_refused` says whether this node is
+    /// the refusing one; `ours` is this node's configuration (to show its own values in full).
+    pub fn describe(&self, we_refused: bool, ours: &ConfigParts) -> String {
+        match self {
+            Refusal::Config(m) => m.describe(we_refused, ours),
+            Refusal::Version {
+                ours: v_refusing,
+                theirs: v_refused,
+            } => {
+                let (o, t) = if we_refused {
+                    (v_refusing, v_refused)
+                } else {
+                    (v_refused, v_refusing)
+                };
+                let whose = if we_refused {
+                    "its protocol version differs"
+                } else {
+                    "our protocol version differs from its"
+                };
+                format!(
+                    "{whose}: ours {o}, theirs {t} \
+                     (run the same release of gen_leader on every node)"
+                )
+            }
+            Refusal::BadAuth if we_refused => {
+                "wrong cookie (authentication failed): its proof does not match our cookie, \
+                 so the two nodes have different cookies"
+                    .into()
+            }
+            Refusal::BadAuth => {
+                "wrong cookie (authentication failed): our proof does not match its cookie, \
+                 so the two nodes have different cookies"
+                    .into()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether this refusal says the two nodes are configured differently (as opposed to a
+    /// passing condition: a duplicate connection, a call back, a node shutting down).
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(
+            self,
+            Refusal::Version { .. }
+                | Refusal::Cluster
+                | Refusal::Members
+                | Refusal::Config(_)
+                | Refusal::WrongNode { .. }
+                | Refusal::Unknown(_)
+                | Refusal::BadAuth
+        )
+    }
 }
 
 /// The handshake's messages, in order: `Hello` (dialer), `Challenge` (acceptor), `Auth`
@@ -90,6 +151,8 @@ pub enum HandshakeMsg {
         members_digest: [u8; 32],
         /// The dialer's fresh nonce.
         nonce: [u8; 16],
+        /// The dialer's configuration, field by field, so that a mismatch can be named.
+        parts: ConfigParts,
     },
     /// The acceptor's proof that it knows the cookie, and its own nonce.
     Challenge {
@@ -146,15 +209,15 @@ mod tests {
     fn small_frames_are_pinned() {
         assert_eq!(
             hex(&HandshakeMsg::Welcome.to_frame().unwrap()),
-            "000000020103"
+            "000000020203"
         );
         let refuse = |r| hex(&HandshakeMsg::Refuse(r).to_frame().unwrap());
-        assert_eq!(refuse(Refusal::BadAuth), "00000003010405");
+        assert_eq!(refuse(Refusal::BadAuth), "00000003020405");
         assert_eq!(
             refuse(Refusal::Version { ours: 1, theirs: 2 }),
-            "000000050104000102"
+            "000000050204000102"
         );
-        assert_eq!(refuse(Refusal::Duplicate("x".into())), "000000050104060178");
+        assert_eq!(refuse(Refusal::Duplicate("x".into())), "000000050204060178");
     }
 
     #[test]

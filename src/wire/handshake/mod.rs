@@ -4,7 +4,7 @@
 //! accepted it (the *acceptor*) prove to each other that they know the
 //! cluster cookie, without sending it, in four messages:
 //!
-//! 1. dialer → acceptor: `Hello { version, cluster, from, to, incarnation, members_digest, nonce_d }`
+//! 1. dialer → acceptor: `Hello { version, cluster, from, to, incarnation, members_digest, nonce_d, parts }`
 //! 2. acceptor → dialer: `Challenge { from, incarnation, nonce_a, mac_a }`, or `Refuse(Refusal)`
 //! 3. dialer → acceptor: `Auth { mac_d }`, or `Refuse(BadAuth)` if `mac_a` is wrong
 //! 4. acceptor → dialer: `Welcome`, or `Refuse(Refusal)`
@@ -21,7 +21,10 @@
 //! Before any MAC is computed the acceptor checks the protocol version (frame
 //! version byte and `Hello.version`), cluster name, member-list digest, that
 //! `to` is its own name, that `from` is not its own name and that `from` is a
-//! known member; a mismatch is answered with a [`Refusal`] before closing.
+//! known member; a mismatch is answered with a [`Refusal`] before closing. `Hello` also
+//! carries the dialer's configuration field by field ([`ConfigParts`]: both member lists or
+//! their digests, `preempt`, heartbeat, failure timeout; never the cookie), so that a
+//! mismatch is refused with [`Refusal::Config`] naming the field and both values.
 //! After authentication the acceptor asks the caller's admission closure
 //! (e.g. to detect duplicate or simultaneous connections).
 //!
@@ -43,6 +46,7 @@ mod error;
 mod mac;
 mod machine;
 mod messages;
+mod parts;
 
 #[cfg(test)]
 mod testkit;
@@ -61,6 +65,7 @@ pub use machine::Step;
 #[doc(hidden)]
 pub use messages::HandshakeMsg;
 pub use messages::{PeerHello, Refusal};
+pub use parts::{ConfigField, ConfigMismatch, ConfigParts, ListDifference, MAX_LIST_BYTES};
 
 /// Cap on frame length while the handshake runs (peers are not yet trusted).
 pub const HANDSHAKE_MAX_FRAME_LEN: usize = 4096;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::super::codec::PROTOCOL_VERSION;
-use super::{HandshakeConfig, HandshakeMsg, Refusal, Step};
+use super::{ConfigParts, HandshakeConfig, HandshakeMsg, Refusal, Step};
 
 pub(super) const A: &str = "a@127.0.0.1:4001";
 pub(super) const B: &str = "b@127.0.0.1:4002";
@@ -20,25 +20,37 @@ pub(super) const NONCE_A: [u8; 16] = [0xa2; 16];
 
 /// The frames of the pinned exchange (A, incarnation 11, dials B, incarnation 22; cluster
 /// "pin", cookie "pin cookie", digest `[0x5d; 32]`, nonces `NONCE_D` / `NONCE_A`), as written
-/// by the implementation before the sans-IO refactor.
+/// by the implementation before the sans-IO refactor, then with protocol version 2 (`Hello`
+/// carries [`parts`]; the other frames only changed their version byte).
 pub(super) const HELLO: &str = concat!(
-    "0000005a0100010370696e",
+    "000000c90200020370696e",
     "1061403132372e302e302e313a34303031",
     "1062403132372e302e302e313a34303032",
     "0b",
     "5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d",
     "d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1",
+    // parts: two candidates, their digest, no workers, their digest, preempt false,
+    // heartbeat 100 000 µs, failure timeout 600 000 µs.
+    "02",
+    "1061403132372e302e302e313a34303031",
+    "1062403132372e302e302e313a34303032",
+    "3a4678dcde501713f2de249a1cd974e90a84f9d049447ea908a756bd2056b594",
+    "00",
+    "919f80fe7e8d981279f39dcad55bb7eada954d42382a3d199fb587376e9162c7",
+    "00",
+    "fca0860100",
+    "fcc0270900",
 );
 pub(super) const CHALLENGE: &str = concat!(
-    "000000440101",
+    "000000440201",
     "1062403132372e302e302e313a34303032",
     "16",
     "a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2a2",
     "307598f05ce74bfb96982cd60386618082db381e65e4e12a78474b0219d84aa2",
 );
 pub(super) const AUTH: &str =
-    "000000220102fbce32a06195d0b53fbe88f8fb0e8b92d5badb7dd92e8260c9d3f5b2000f1425";
-pub(super) const WELCOME: &str = "000000020103";
+    "000000220202fbce32a06195d0b53fbe88f8fb0e8b92d5badb7dd92e8260c9d3f5b2000f1425";
+pub(super) const WELCOME: &str = "000000020203";
 
 pub(super) fn cfg(me: &str, incarnation: u64) -> HandshakeConfig {
     HandshakeConfig {
@@ -47,8 +59,20 @@ pub(super) fn cfg(me: &str, incarnation: u64) -> HandshakeConfig {
         me: me.into(),
         incarnation,
         members_digest: [0x5d; 32],
+        parts: parts(),
         timeout: Duration::from_secs(5),
     }
+}
+
+/// The pinned configuration's parts: candidates A and B, defaults otherwise.
+pub(super) fn parts() -> ConfigParts {
+    ConfigParts::new(
+        vec![A.into(), B.into()],
+        vec![],
+        false,
+        Duration::from_millis(100),
+        Duration::from_millis(600),
+    )
 }
 
 pub(super) fn known(name: &str) -> bool {
@@ -90,6 +114,7 @@ pub(super) fn hello() -> HandshakeMsg {
         incarnation: 11,
         members_digest: [0x5d; 32],
         nonce: NONCE_D,
+        parts: parts(),
     }
 }
 

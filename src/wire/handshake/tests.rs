@@ -29,6 +29,13 @@ fn cfg(me: &str, incarnation: u64) -> HandshakeConfig {
         me: me.into(),
         incarnation,
         members_digest: [7; 32],
+        parts: ConfigParts::new(
+            vec![A.into(), B.into()],
+            vec![],
+            false,
+            Duration::from_millis(100),
+            Duration::from_millis(600),
+        ),
         timeout: Duration::from_secs(5),
     }
 }
@@ -94,6 +101,7 @@ fn hello(c: &HandshakeConfig, to: &str) -> Msg {
         incarnation: c.incarnation,
         members_digest: c.members_digest,
         nonce: [1; 16],
+        parts: c.parts.clone(),
     }
 }
 
@@ -303,12 +311,14 @@ async fn acceptor_refuses(first: &[u8], expected: Refusal) {
 
 #[tokio::test]
 async fn wrong_frame_version_from_dialer() {
+    // A node of the previous release (protocol version 1) is refused with a version message,
+    // whatever its Hello looks like.
     let ca = cfg(A, 1);
     let expected = Refusal::Version {
         ours: PROTOCOL_VERSION,
-        theirs: 2,
+        theirs: 1,
     };
-    acceptor_refuses(&frame_with_version(&hello(&ca, B), 2), expected).await;
+    acceptor_refuses(&frame_with_version(&hello(&ca, B), 1), expected).await;
 }
 
 #[tokio::test]
@@ -321,6 +331,7 @@ async fn wrong_hello_version_field() {
         incarnation,
         members_digest,
         nonce,
+        parts,
         ..
     } = hello(&ca, B)
     else {
@@ -334,6 +345,7 @@ async fn wrong_hello_version_field() {
         incarnation,
         members_digest,
         nonce,
+        parts,
     };
     let expected = Refusal::Version {
         ours: PROTOCOL_VERSION,
@@ -372,8 +384,13 @@ async fn wrong_cluster() {
     let mut cb = cfg(B, 2);
     cb.cluster = "other".into();
     let (d, a) = run(&ca, B, &cb).await;
-    assert_eq!(refused(&d), Some(&Refusal::Cluster), "{d:?}");
-    assert_eq!(rejected(&a), Some(&Refusal::Cluster), "{a:?}");
+    let expected = Refusal::Config(ConfigMismatch::cluster("other", "test"));
+    assert_eq!(refused(&d), Some(&expected), "{d:?}");
+    assert_eq!(rejected(&a), Some(&expected), "{a:?}");
+    assert_eq!(
+        expected.describe(false, &ca.parts),
+        "our cluster name differs from its: ours \"test\", theirs \"other\""
+    );
 }
 
 #[tokio::test]
@@ -381,9 +398,42 @@ async fn members_mismatch() {
     let ca = cfg(A, 1);
     let mut cb = cfg(B, 2);
     cb.members_digest = [8; 32];
+    // The parts agree: the acceptor cannot say which field differs.
     let (d, a) = run(&ca, B, &cb).await;
     assert_eq!(refused(&d), Some(&Refusal::Members), "{d:?}");
     assert_eq!(rejected(&a), Some(&Refusal::Members), "{a:?}");
+}
+
+/// The refusal names the field that differs and both values, and each side describes it
+/// from its own point of view.
+#[tokio::test]
+async fn field_mismatch_is_named_on_both_sides() {
+    let ca = cfg(A, 1);
+    let mut cb = cfg(B, 2);
+    cb.members_digest = [8; 32];
+    cb.parts = ConfigParts::new(
+        vec![A.into(), B.into()],
+        vec![],
+        false,
+        Duration::from_millis(250),
+        Duration::from_millis(600),
+    );
+    let (d, a) = run(&ca, B, &cb).await;
+    let Some(Refusal::Config(m)) = rejected(&a) else {
+        panic!("{a:?}")
+    };
+    assert_eq!(m.field, ConfigField::Heartbeat);
+    assert_eq!(refused(&d), Some(&Refusal::Config(m.clone())), "{d:?}");
+    let e = a.unwrap_err();
+    assert_eq!(
+        e.explain(A, &cb.parts),
+        format!("refused {A}: its heartbeat interval differs: ours 250ms, theirs 100ms")
+    );
+    let e = d.unwrap_err();
+    assert_eq!(
+        e.explain(B, &ca.parts),
+        format!("{B} refused our connection: our heartbeat interval differs from its: ours 100ms, theirs 250ms")
+    );
 }
 
 #[tokio::test]
