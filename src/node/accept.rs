@@ -117,6 +117,13 @@ pub(super) async fn accept_loop<B: Behaviour>(
     }));
     let _abort_all = AbortAll(pending.clone());
     let hello = hello_deadline(config.heartbeat(), hs.timeout);
+    let ctx = Arc::new(Ctx {
+        myself,
+        hs: hs.clone(),
+        config: config.clone(),
+        refused: refused.clone(),
+        refusals,
+    });
     let mut next_id = 0u64;
     let mut last_report: Option<Instant> = None;
     loop {
@@ -139,11 +146,7 @@ pub(super) async fn accept_loop<B: Behaviour>(
                         pending: pending.clone(),
                         hello,
                     },
-                    myself.clone(),
-                    hs.clone(),
-                    config.clone(),
-                    refused.clone(),
-                    refusals.clone(),
+                    ctx.clone(),
                 ));
                 let mut p = lock(&pending);
                 // Unless it already ended (or was shed), it can be shed from now on.
@@ -186,16 +189,28 @@ struct Admission {
     hello: Duration,
 }
 
-async fn accept_one<B: Behaviour>(
-    stream: BoxStream,
-    from: String,
-    slot: Admission,
+/// What every handshake task of a node shares.
+struct Ctx<B: Behaviour> {
     myself: ActorRef<NodeMsg<B>>,
     hs: Arc<HandshakeConfig>,
     config: Arc<Config>,
     refused: Arc<AtomicU64>,
     refusals: Arc<Refusals>,
+}
+
+async fn accept_one<B: Behaviour>(
+    stream: BoxStream,
+    from: String,
+    slot: Admission,
+    ctx: Arc<Ctx<B>>,
 ) {
+    let Ctx {
+        myself,
+        hs,
+        config,
+        refused,
+        refusals,
+    } = &*ctx;
     let _leave = Leave(slot.pending.clone(), slot.id);
     let members = config.members();
     let admitted: std::sync::Mutex<Option<(NodeId, u64)>> = std::sync::Mutex::new(None);
@@ -205,7 +220,7 @@ async fn accept_one<B: Behaviour>(
     let claimed: std::sync::Mutex<Option<NodeId>> = std::sync::Mutex::new(None);
     let handshake = handshake::accept(
         stream,
-        &hs,
+        hs,
         |name| {
             let id = members.id_of_str(name);
             if let Ok(mut c) = claimed.lock() {
