@@ -1,21 +1,21 @@
 //! A flood of connections on the cluster port must neither delay nor split the cluster.
 //!
-//! Three in-process nodes over TCP on 127.0.0.1; a flooder thread (its own runtime) holds
-//! [`IDLE`] idle connections open to every node (reopened as soon as the node closes one) and
-//! sends a stream of garbage connections. During the flood the leader is shut down, it is
-//! restarted under the same name on the same port, and calls are served. The bounds are
-//! generous (seconds where the measured figures are milliseconds): before the accept loop
-//! shed unauthenticated connections, a restarted node did not rejoin within them.
+//! Three in-process nodes over TCP on 127.0.0.1; a flooder thread (testkit's [`Flood`], its
+//! own runtime) holds [`IDLE`] idle connections open to every node (reopened as soon as the
+//! node closes one) and sends a stream of garbage connections. During the flood the leader is
+//! shut down, it is restarted under the same name on the same port, and calls are served. The
+//! bounds are generous (seconds where the measured figures are milliseconds): before the
+//! accept loop shed unauthenticated connections, a restarted node did not rejoin within them.
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use gen_leader::{LeaderHandle, NodeName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use testkit::{open_files_limit, Flood};
 
 /// Idle connections held open to each node.
 const IDLE: usize = 1_000;
@@ -24,116 +24,6 @@ const GARBAGE: usize = 4;
 /// Bound on failover and on rejoin under the flood (measured: well under a second; before
 /// the change the rejoin took tens of seconds).
 const BOUND: Duration = Duration::from_secs(8);
-
-/// The flooder: its own thread and runtime, so that it competes with the nodes for the CPU
-/// as another process would, not for their runtime's workers.
-struct Flood {
-    stop: Arc<AtomicBool>,
-    /// Connections opened to each node (idle ones and garbage ones).
-    opened: Arc<Vec<AtomicU64>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Flood {
-    fn start(addrs: Vec<String>, idle: usize, garbage: usize) -> Flood {
-        let stop = Arc::new(AtomicBool::new(false));
-        let opened: Arc<Vec<AtomicU64>> =
-            Arc::new(addrs.iter().map(|_| AtomicU64::new(0)).collect());
-        let (s, o) = (stop.clone(), opened.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let mut set = tokio::task::JoinSet::new();
-                for (i, addr) in addrs.into_iter().enumerate() {
-                    for _ in 0..idle {
-                        set.spawn(idle_conn(addr.clone(), s.clone(), o.clone(), i));
-                    }
-                    for k in 0..garbage {
-                        set.spawn(garbage_conn(addr.clone(), s.clone(), o.clone(), i, k));
-                    }
-                }
-                while !s.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                set.abort_all();
-            });
-        });
-        Flood {
-            stop,
-            opened,
-            thread: Some(thread),
-        }
-    }
-
-    fn opened(&self, i: usize) -> u64 {
-        self.opened[i].load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Flood {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Opens a connection, says nothing, waits for the node to close it, and starts again.
-async fn idle_conn(addr: String, stop: Arc<AtomicBool>, opened: Arc<Vec<AtomicU64>>, i: usize) {
-    let mut buf = [0u8; 256];
-    while !stop.load(Ordering::Relaxed) {
-        match tokio::net::TcpStream::connect(&addr).await {
-            Ok(mut s) => {
-                opened[i].fetch_add(1, Ordering::Relaxed);
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            }
-            // The node is down (restarting), or the machine is out of ports for a moment.
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
-/// Opens a connection, sends bytes that are no handshake, and starts again.
-async fn garbage_conn(
-    addr: String,
-    stop: Arc<AtomicBool>,
-    opened: Arc<Vec<AtomicU64>>,
-    i: usize,
-    k: usize,
-) {
-    let junk: Vec<Vec<u8>> = vec![
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-        vec![0xff; 300],
-        (0..=255u8).collect(),
-        vec![0, 0, 0, 9, 1, 2, 3],
-    ];
-    let mut buf = [0u8; 256];
-    let mut n = k;
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await {
-            opened[i].fetch_add(1, Ordering::Relaxed);
-            let _ = s.write_all(&junk[n % junk.len()]).await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await;
-        }
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// The soft limit on open files, from `/proc/self/limits` (Linux), if it can be read.
-fn open_files_limit() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = s.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
 
 /// One sample of every live node's view: (name, leads, term, leader).
 type Sample = Vec<(String, bool, u64, Option<NodeName>)>;
@@ -164,8 +54,8 @@ async fn a_flood_of_connections_neither_delays_nor_splits_the_cluster() {
     // Each idle connection holds a descriptor on the flooder's side and, until it is shed, one
     // on the node's: size the flood to fit the limit (say so if it had to shrink).
     let idle = match open_files_limit() {
-        Some(l) if (l as usize) < 3 * (2 * IDLE + 600) => {
-            let n = (l as usize / 3).saturating_sub(600) / 2;
+        Some(l) if l < 3 * (2 * IDLE + 600) => {
+            let n = (l / 3).saturating_sub(600) / 2;
             eprintln!(
                 "open files limit {l}: flooding with {n} idle connections per node, not {IDLE}"
             );
@@ -201,15 +91,15 @@ async fn a_flood_of_connections_neither_delays_nor_splits_the_cluster() {
         })
     };
 
-    let flood = Flood::start(addrs.clone(), idle, GARBAGE);
+    let flood = Flood::start(addrs.clone(), idle, GARBAGE).expect("the flooder's runtime");
     // The flood is up: `idle` connections to every node are open or being opened (a node that
     // cannot keep up leaves some in the kernel's queues: that is part of what is tested).
     let until = Instant::now() + Duration::from_secs(3);
-    while !(0..3).all(|i| flood.opened(i) >= idle as u64) && Instant::now() < until {
+    while flood.opened().iter().any(|&o| o < idle as u64) && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let ramp: Vec<u64> = (0..3).map(|i| flood.opened(i)).collect();
+    let ramp = flood.opened();
     eprintln!("flood up: {ramp:?} connections opened to the nodes");
 
     // Failover: the leader shuts down; the next candidate must take over.
@@ -277,7 +167,7 @@ async fn a_flood_of_connections_neither_delays_nor_splits_the_cluster() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     done.store(true, Ordering::Relaxed);
     monitor.await.unwrap();
-    let opened: Vec<u64> = (0..3).map(|i| flood.opened(i)).collect();
+    let opened = flood.opened();
     drop(flood);
 
     let samples = samples.lock().unwrap();

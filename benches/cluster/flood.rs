@@ -6,8 +6,8 @@
 //! within 2 × the no-flood figures plus one heartbeat), must not split the cluster, and must
 //! not make a node's memory grow without bound.
 //!
-//! One run: a fresh cluster; with the flood, a flooder thread in this process (its own tokio
-//! runtime) keeps `idle` connections open to every node, reopening each as soon as the node
+//! One run: a fresh cluster; with the flood, a flooder thread in this process (testkit's
+//! [`Flood`], its own tokio runtime) keeps `idle` connections open to every node, reopening each as soon as the node
 //! closes it, plus [`GARBAGE`] connections per node that send bytes that are no handshake;
 //! then the leader is SIGKILLed (failover: until a survivor's view names a new leader), a new
 //! process is started under its name, on its port, with its data directory (rejoin: until all
@@ -16,12 +16,10 @@
 //! peak (`VmHWM`) at the end. The flooder needs one descriptor per connection: the flood is
 //! sized to the open-files limit (the report says when it had to shrink).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use testkit::{open_files_limit, Flood};
 
 use crate::procs::{wait_until, Cluster};
 use crate::report::{fmt_ms, fmt_ms_range, Report, Row};
@@ -33,112 +31,6 @@ const GARBAGE: usize = 4;
 /// The nodes' heartbeat (the default), for the goal.
 const HEARTBEAT_MS: f64 = 100.0;
 
-/// The flooder (see the module doc).
-struct Flood {
-    stop: Arc<AtomicBool>,
-    opened: Arc<Vec<AtomicU64>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Flood {
-    fn start(addrs: Vec<String>, idle: usize) -> Flood {
-        let stop = Arc::new(AtomicBool::new(false));
-        let opened: Arc<Vec<AtomicU64>> =
-            Arc::new(addrs.iter().map(|_| AtomicU64::new(0)).collect());
-        let (s, o) = (stop.clone(), opened.clone());
-        let thread = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                let mut set = tokio::task::JoinSet::new();
-                for (i, addr) in addrs.into_iter().enumerate() {
-                    for _ in 0..idle {
-                        set.spawn(idle_conn(addr.clone(), s.clone(), o.clone(), i));
-                    }
-                    for k in 0..GARBAGE {
-                        set.spawn(garbage_conn(addr.clone(), s.clone(), o.clone(), i, k));
-                    }
-                }
-                while !s.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                set.abort_all();
-            });
-        });
-        Flood {
-            stop,
-            opened,
-            thread: Some(thread),
-        }
-    }
-
-    fn opened(&self) -> Vec<u64> {
-        self.opened
-            .iter()
-            .map(|o| o.load(Ordering::Relaxed))
-            .collect()
-    }
-}
-
-impl Drop for Flood {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Opens a connection, says nothing, waits for the node to close it, and starts again.
-async fn idle_conn(addr: String, stop: Arc<AtomicBool>, opened: Arc<Vec<AtomicU64>>, i: usize) {
-    let mut buf = [0u8; 256];
-    while !stop.load(Ordering::Relaxed) {
-        match tokio::net::TcpStream::connect(&addr).await {
-            Ok(mut s) => {
-                opened[i].fetch_add(1, Ordering::Relaxed);
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            }
-            // The node is down (being restarted).
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
-/// Opens a connection, sends bytes that are no handshake, and starts again.
-async fn garbage_conn(
-    addr: String,
-    stop: Arc<AtomicBool>,
-    opened: Arc<Vec<AtomicU64>>,
-    i: usize,
-    k: usize,
-) {
-    let junk: [Vec<u8>; 4] = [
-        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-        vec![0xff; 300],
-        (0..=255u8).collect(),
-        vec![0, 0, 0, 9, 1, 2, 3],
-    ];
-    let mut buf = [0u8; 256];
-    let mut n = k;
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await {
-            opened[i].fetch_add(1, Ordering::Relaxed);
-            let _ = s.write_all(&junk[n % junk.len()]).await;
-            let _ = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await;
-        }
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 /// A `/proc/<pid>/status` figure in KiB (`VmRSS`, `VmHWM`).
 fn status_kib(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -148,13 +40,6 @@ fn status_kib(pid: u32, key: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-/// The soft limit on open files (Linux), if it can be read.
-fn open_files_limit() -> Option<usize> {
-    let s = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = s.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// One run (see the module doc); `idle == 0`: no flood.
@@ -169,7 +54,8 @@ fn flood_rep(idle: usize, rep_no: usize) -> Value {
         .iter()
         .map(|n| n.split_once('@').map(|x| x.1).unwrap_or("").to_string())
         .collect();
-    let flood = (idle > 0).then(|| Flood::start(addrs, idle));
+    let flood =
+        (idle > 0).then(|| Flood::start(addrs, idle, GARBAGE).expect("the flooder's runtime"));
     let mut ramp = Vec::new();
     if let Some(fl) = &flood {
         let until = Instant::now() + Duration::from_secs(3);

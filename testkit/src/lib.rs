@@ -8,10 +8,14 @@
 //! * [`process`]: [`Proc`], a child whose stdout JSON lines are collected as [`Event`]s, with
 //!   signals, stdin lines and its stderr log; [`wait_for`] wakes on every event of any child.
 //! * [`datos`]: the `datos` example binary, and reading the views in its `--json` events.
+//! * [`flood`]: [`Flood`], a flood of idle and garbage connections on nodes' ports (the
+//!   `flood` test and the benchmark's `flood` section), and [`open_files_limit`] to size it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod datos;
+pub mod flood;
 pub mod process;
 
+pub use flood::{open_files_limit, Flood};
 pub use process::{kill_children_on_interrupt, wait_for, Event, Proc};
