@@ -7,9 +7,8 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -33,49 +32,23 @@ const CLUSTER: &str = "gen_leader";
 
 // ----- captured logs --------------------------------------------------------------------------
 
-/// Every INFO/WARN/ERROR line logged by any node of this test binary (to look for refusals
-/// and errors, and to show the connection history when a check fails).
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
+/// Captures every INFO/WARN/ERROR line logged by any node of this test binary (to look for
+/// refusals and errors, and to show the connection history when a check fails).
 fn init_logs() {
-    static INIT: OnceLock<()> = OnceLock::new();
-    INIT.get_or_init(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(|| LogWriter)
-            .try_init();
-    });
-}
-
-/// Captured log lines that mention `node` (as the `node=` field).
-fn log_lines_of(node: &str) -> Vec<String> {
-    let logs = LOGS.lock().unwrap();
-    let needle = format!("node={node}");
-    String::from_utf8_lossy(&logs)
-        .lines()
-        .filter(|l| l.split_whitespace().any(|w| w == needle))
-        .map(str::to_string)
-        .collect()
+    logs::capture(tracing::Level::INFO);
 }
 
 /// The captured log of every node, for failure messages.
 fn history(nodes: &[TNode]) -> String {
     nodes
         .iter()
-        .map(|n| format!("log of {}:\n{}\n", n.name, log_lines_of(&n.name).join("\n")))
+        .map(|n| {
+            format!(
+                "log of {}:\n{}\n",
+                n.name,
+                logs::lines_of(&n.name).join("\n")
+            )
+        })
         .collect()
 }
 
@@ -784,7 +757,7 @@ async fn two_nodes_with_different_cookies_never_connect() {
     // a (the lower id) dials b; b's Challenge is not signed with a's cookie, so a refuses it,
     // and b logs that a refused it for a bad cookie.
     eventually("b logs a's refusal for a wrong cookie", || {
-        log_lines_of(&b.name)
+        logs::lines_of(&b.name)
             .iter()
             .any(|l| l.contains("wrong cookie"))
     })
@@ -832,7 +805,7 @@ async fn two_nodes_with_different_cookies_never_connect() {
             n.name,
             n.events()
         );
-        let fatal: Vec<String> = log_lines_of(&n.name)
+        let fatal: Vec<String> = logs::lines_of(&n.name)
             .into_iter()
             .filter(|l| l.contains("ERROR"))
             .collect();
@@ -869,7 +842,7 @@ async fn member_with_the_wrong_cookie_is_kept_out() {
     // (and the outsider logs that), and the outsider's own dial to node 0 fails the same way.
     for who in [&nodes[2], &nodes[0]] {
         eventually("a wrong-cookie refusal is logged", || {
-            log_lines_of(&who.name)
+            logs::lines_of(&who.name)
                 .iter()
                 .any(|l| l.contains("wrong cookie"))
         })
@@ -898,7 +871,7 @@ async fn member_with_the_wrong_cookie_is_kept_out() {
     assert_eq!(nodes[0].handle.term(), term);
     assert_eq!(nodes[1].handle.term(), term);
     for n in &nodes {
-        let fatal: Vec<String> = log_lines_of(&n.name)
+        let fatal: Vec<String> = logs::lines_of(&n.name)
             .into_iter()
             .filter(|l| l.contains("ERROR"))
             .collect();

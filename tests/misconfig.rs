@@ -7,46 +7,21 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use common::*;
 use gen_leader::ClusterView;
 
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
+/// Captures the nodes' WARN lines (and worse).
 fn init_logs() {
-    static INIT: OnceLock<()> = OnceLock::new();
-    INIT.get_or_init(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(|| LogWriter)
-            .try_init();
-    });
+    logs::capture(tracing::Level::WARN);
 }
 
 /// The WARN lines logged by `node`.
 fn warns_of(node: &str) -> Vec<String> {
-    let logs = LOGS.lock().unwrap();
-    let needle = format!("node={node}");
-    String::from_utf8_lossy(&logs)
-        .lines()
-        .filter(|l| l.contains("WARN") && l.split_whitespace().any(|w| w == needle))
-        .map(str::to_string)
+    logs::lines_of(node)
+        .into_iter()
+        .filter(|l| l.contains("WARN"))
         .collect()
 }
 

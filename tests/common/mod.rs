@@ -2,6 +2,8 @@
 //! real nodes over TCP on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod logs;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
