@@ -22,8 +22,7 @@ use super::broadcast::{Held, Sequencer, MAX_HELD_CASTS};
 use super::calls::{CallReq, Calls, ReplySender};
 use super::conns::Peer;
 use super::dialing::{Connected, DialOutcome};
-use super::fastpath::FastPath;
-use super::handle::Mailbox;
+use super::handle::HandleParts;
 use super::refusals::Refusals;
 use super::state::{election, NodeState};
 use super::storage::{AuditLog, TermStore};
@@ -100,9 +99,7 @@ pub(crate) enum NodeMsg<B: Behaviour> {
 /// What a node starts with (storage is opened before the actor exists, so that its errors
 /// stay typed).
 pub(crate) struct NodeArgs<B: Behaviour> {
-    pub call_ids: Arc<AtomicU64>,
-    pub fast: Arc<FastPath<B::Reply>>,
-    pub mailbox: Mailbox,
+    pub parts: HandleParts<B::Reply>,
     pub config: Arc<Config>,
     pub behaviour: B,
     pub listener: Box<dyn Listener>,
@@ -138,9 +135,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
         args: NodeArgs<B>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let NodeArgs {
-            call_ids,
-            fast,
-            mailbox,
+            parts,
             config,
             mut behaviour,
             listener,
@@ -165,15 +160,8 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             timeout: config.handshake_timeout,
         });
 
-        let handle = LeaderHandle::from_parts(
-            myself.clone(),
-            view_tx.subscribe(),
-            config.clone(),
-            listener.local_addr(),
-            call_ids,
-            fast.clone(),
-            mailbox,
-        );
+        let fast = parts.fast.clone();
+        let handle = LeaderHandle::new(myself.clone(), parts, None);
         behaviour
             .init(handle)
             .await

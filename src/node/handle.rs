@@ -103,16 +103,34 @@ impl<R> Drop for CancelOnDrop<'_, R> {
     }
 }
 
+/// What every handle of a node shares, made once when the node starts.
+pub(crate) struct HandleParts<R> {
+    pub view: watch::Receiver<ClusterView>,
+    pub config: Arc<Config>,
+    pub local_addr: Option<std::net::SocketAddr>,
+    /// Ids of this node's `leader_call`s.
+    pub call_ids: Arc<AtomicU64>,
+    /// Where this node's calls to the leader go without crossing the node's actor.
+    pub fast: Arc<FastPath<R>>,
+    pub mailbox: Mailbox,
+}
+
+impl<R> Clone for HandleParts<R> {
+    fn clone(&self) -> Self {
+        HandleParts {
+            view: self.view.clone(),
+            config: self.config.clone(),
+            local_addr: self.local_addr,
+            call_ids: self.call_ids.clone(),
+            fast: self.fast.clone(),
+            mailbox: self.mailbox.clone(),
+        }
+    }
+}
+
 struct HandleInner<B: Behaviour> {
     actor: ActorRef<NodeMsg<B>>,
-    view: watch::Receiver<ClusterView>,
-    config: Arc<Config>,
-    local_addr: Option<std::net::SocketAddr>,
-    /// Ids of this node's `leader_call`s (shared by every handle of the node).
-    call_ids: Arc<AtomicU64>,
-    /// Where this node's calls to the leader go without crossing the node's actor.
-    fast: Arc<FastPath<B::Reply>>,
-    mailbox: Mailbox,
+    parts: HandleParts<B::Reply>,
     join: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -140,40 +158,17 @@ impl<B: Behaviour> std::fmt::Debug for LeaderHandle<B> {
 }
 
 impl<B: Behaviour> LeaderHandle<B> {
-    pub(crate) fn from_parts(
+    /// A handle on the node whose actor is `actor`; `join` ends with the actor (only the
+    /// handle returned by `Node::start*` holds it).
+    pub(crate) fn new(
         actor: ActorRef<NodeMsg<B>>,
-        view: watch::Receiver<ClusterView>,
-        config: Arc<Config>,
-        local_addr: Option<std::net::SocketAddr>,
-        call_ids: Arc<AtomicU64>,
-        fast: Arc<FastPath<B::Reply>>,
-        mailbox: Mailbox,
-    ) -> Self {
-        Self::with_join(
-            actor, view, config, local_addr, call_ids, fast, mailbox, None,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn with_join(
-        actor: ActorRef<NodeMsg<B>>,
-        view: watch::Receiver<ClusterView>,
-        config: Arc<Config>,
-        local_addr: Option<std::net::SocketAddr>,
-        call_ids: Arc<AtomicU64>,
-        fast: Arc<FastPath<B::Reply>>,
-        mailbox: Mailbox,
+        parts: HandleParts<B::Reply>,
         join: Option<JoinHandle<()>>,
     ) -> Self {
         LeaderHandle {
             inner: Arc::new(HandleInner {
                 actor,
-                view,
-                config,
-                local_addr,
-                call_ids,
-                fast,
-                mailbox,
+                parts,
                 join: Mutex::new(join),
             }),
         }
@@ -182,7 +177,7 @@ impl<B: Behaviour> LeaderHandle<B> {
     /// Sends `request` to the leader and waits for its reply, up to the configured call
     /// timeout (default 5 s). While an election runs the call waits for a leader.
     pub async fn leader_call(&self, request: B::Call) -> Result<B::Reply, CallError> {
-        self.leader_call_timeout(request, self.inner.config.call_timeout)
+        self.leader_call_timeout(request, self.inner.parts.config.call_timeout)
             .await
     }
 
@@ -197,7 +192,7 @@ impl<B: Behaviour> LeaderHandle<B> {
         let deadline = now
             .checked_add(timeout)
             .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
-        let id = self.inner.call_ids.fetch_add(1, Ordering::Relaxed);
+        let id = self.inner.parts.call_ids.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = oneshot::channel();
         // A follower encodes the call here, in the caller's task, and (when the route to the
         // leader is up) queues it on the leader's connection itself: the reply comes back from
@@ -207,7 +202,7 @@ impl<B: Behaviour> LeaderHandle<B> {
             (CallReq::Value(request), tx)
         } else {
             let frame = encode_call_frame(id, &request).map_err(CallError::Codec)?;
-            match self.inner.fast.send(id, frame, tx) {
+            match self.inner.parts.fast.send(id, frame, tx) {
                 Err(back) => (CallReq::Frame(back.frame), back.reply),
                 Ok(wait) => {
                     let r = self.await_direct(id, wait, deadline, &mut rx).await?;
@@ -226,7 +221,7 @@ impl<B: Behaviour> LeaderHandle<B> {
                 }
             }
         };
-        let permit = self.inner.mailbox.permit(deadline).await?;
+        let permit = self.inner.parts.mailbox.permit(deadline).await?;
         self.tell(NodeMsg::User(
             UserMsg::LeaderCall {
                 id,
@@ -262,7 +257,7 @@ impl<B: Behaviour> LeaderHandle<B> {
         rx: &mut oneshot::Receiver<Result<ReplyBody<B::Reply>, CallError>>,
     ) -> Result<CallResult<B::Reply>, CallError> {
         let mut guard = CancelOnDrop {
-            fast: &self.inner.fast,
+            fast: &self.inner.parts.fast,
             id,
             armed: true,
         };
@@ -270,14 +265,14 @@ impl<B: Behaviour> LeaderHandle<B> {
             // The leader connection's queue is full: wait for room, up to the deadline. (If
             // the connection closes meanwhile, the node fails the call with `LeaderDown`.)
             let room = tokio::time::timeout_at(deadline, queue.send(frame)).await;
-            if !matches!(room, Ok(Ok(()))) && self.inner.fast.cancel(id) {
+            if !matches!(room, Ok(Ok(()))) && self.inner.parts.fast.cancel(id) {
                 guard.armed = false;
                 return Err(CallError::Timeout);
             }
         }
         let r = match tokio::time::timeout_at(deadline, &mut *rx).await {
             Ok(r) => r,
-            Err(_) if self.inner.fast.cancel(id) => {
+            Err(_) if self.inner.parts.fast.cancel(id) => {
                 guard.armed = false;
                 return Err(CallError::Timeout);
             }
@@ -299,7 +294,7 @@ impl<B: Behaviour> LeaderHandle<B> {
         if self.is_stopped() {
             return Err(CallError::Stopped);
         }
-        let permit = self.inner.mailbox.try_permit()?;
+        let permit = self.inner.parts.mailbox.try_permit()?;
         self.tell(NodeMsg::User(msg, permit))
     }
 
@@ -312,7 +307,7 @@ impl<B: Behaviour> LeaderHandle<B> {
         if self.is_stopped() {
             return Err(CallError::Stopped);
         }
-        let permit = self.inner.mailbox.permit(deadline).await?;
+        let permit = self.inner.parts.mailbox.permit(deadline).await?;
         self.tell(NodeMsg::User(msg, permit))
     }
 
@@ -349,7 +344,7 @@ impl<B: Behaviour> LeaderHandle<B> {
     /// A call to this node's own `handle_call` (gen_leader's `call/2`).
     pub async fn call(&self, request: B::Call) -> Result<B::Reply, CallError> {
         let (tx, rx) = oneshot::channel();
-        let deadline = tokio::time::Instant::now() + self.inner.config.call_timeout;
+        let deadline = tokio::time::Instant::now() + self.inner.parts.config.call_timeout;
         self.tell_waiting(UserMsg::Call { request, reply: tx }, deadline)
             .await?;
         match tokio::time::timeout_at(deadline, rx).await {
@@ -363,7 +358,7 @@ impl<B: Behaviour> LeaderHandle<B> {
     /// call timeout: then [`CallError::Timeout`]) instead of failing with
     /// [`CallError::Overloaded`]: for producers that should be paced by the node.
     pub async fn leader_cast_wait(&self, message: B::Cast) -> Result<(), CallError> {
-        let deadline = tokio::time::Instant::now() + self.inner.config.call_timeout;
+        let deadline = tokio::time::Instant::now() + self.inner.parts.config.call_timeout;
         self.tell_waiting(UserMsg::LeaderCast(message), deadline)
             .await
     }
@@ -391,42 +386,42 @@ impl<B: Behaviour> LeaderHandle<B> {
 
     /// This node's name.
     pub fn me(&self) -> &NodeName {
-        self.inner.config.me()
+        self.inner.parts.config.me()
     }
 
     /// The address the listener is bound to, if it is a socket.
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        self.inner.local_addr
+        self.inner.parts.local_addr
     }
 
     /// The current view of the cluster.
     pub fn view(&self) -> ClusterView {
-        self.inner.view.borrow().clone()
+        self.inner.parts.view.borrow().clone()
     }
 
     /// The leader, if known (gen_leader's `leader_node/1`).
     pub fn leader(&self) -> Option<NodeName> {
-        self.inner.view.borrow().leader.clone()
+        self.inner.parts.view.borrow().leader.clone()
     }
 
     /// Whether this node leads.
     pub fn is_leader(&self) -> bool {
-        self.inner.view.borrow().is_leader()
+        self.inner.parts.view.borrow().is_leader()
     }
 
     /// The current term.
     pub fn term(&self) -> Term {
-        self.inner.view.borrow().term
+        self.inner.parts.view.borrow().term
     }
 
     /// Members connected to this node, and itself (gen_leader's `alive/1`).
     pub fn alive(&self) -> Vec<NodeName> {
-        self.inner.view.borrow().alive.clone()
+        self.inner.parts.view.borrow().alive.clone()
     }
 
     /// Members this node is not connected to (gen_leader's `down/1`).
     pub fn down(&self) -> Vec<NodeName> {
-        self.inner.view.borrow().down.clone()
+        self.inner.parts.view.borrow().down.clone()
     }
 
     /// Candidates, highest priority first.
@@ -440,12 +435,12 @@ impl<B: Behaviour> LeaderHandle<B> {
     }
 
     fn members(&self) -> &Members {
-        self.inner.config.members()
+        self.inner.parts.config.members()
     }
 
     /// A receiver of every change of this node's [`ClusterView`] (leader, term, alive/down).
     pub fn changes(&self) -> watch::Receiver<ClusterView> {
-        self.inner.view.clone()
+        self.inner.parts.view.clone()
     }
 
     /// Waits until `pred` holds for the view, or `timeout` passes; returns the view then.
@@ -454,7 +449,7 @@ impl<B: Behaviour> LeaderHandle<B> {
         timeout: Duration,
         mut pred: impl FnMut(&ClusterView) -> bool,
     ) -> Option<ClusterView> {
-        let mut rx = self.inner.view.clone();
+        let mut rx = self.inner.parts.view.clone();
         let r = tokio::time::timeout(timeout, rx.wait_for(|v| pred(v))).await;
         match r {
             Ok(Ok(v)) => Some(v.clone()),
@@ -465,7 +460,7 @@ impl<B: Behaviour> LeaderHandle<B> {
     /// Counters: calls in flight, casts held, connections, work done as leader.
     pub async fn stats(&self) -> Result<NodeStats, CallError> {
         let (tx, rx) = oneshot::channel();
-        let deadline = tokio::time::Instant::now() + self.inner.config.call_timeout;
+        let deadline = tokio::time::Instant::now() + self.inner.parts.config.call_timeout;
         self.tell_waiting(UserMsg::Stats(tx), deadline).await?;
         rx.await.map_err(|_| CallError::Stopped)
     }

@@ -47,7 +47,7 @@ use crate::transport::{Connector, Listener, TcpConnector, TcpListener};
 
 use actor::{InitFailed, NodeActor, NodeArgs, MAX_CALLS};
 use fastpath::FastPath;
-use handle::Mailbox;
+use handle::{HandleParts, Mailbox};
 pub use handle::{LeaderHandle, NodeStats};
 use storage::{AuditLog, FileTermStore};
 pub use view::ClusterView;
@@ -109,14 +109,16 @@ impl Node {
             FileTermStore::open(config.data_dir()).map_err(data_dir_error)?;
         let audit = AuditLog::open(config.data_dir()).map_err(data_dir_error)?;
         let (view_tx, view_rx) = watch::channel(ClusterView::starting(&config));
-        let local_addr = listener.local_addr();
-        let call_ids = Arc::new(AtomicU64::new(1));
-        let fast = Arc::new(FastPath::new(MAX_CALLS));
-        let mailbox = Mailbox::new(config.mailbox);
+        let parts = HandleParts {
+            view: view_rx,
+            config: config.clone(),
+            local_addr: listener.local_addr(),
+            call_ids: Arc::new(AtomicU64::new(1)),
+            fast: Arc::new(FastPath::new(MAX_CALLS)),
+            mailbox: Mailbox::new(config.mailbox),
+        };
         let args = NodeArgs {
-            call_ids: call_ids.clone(),
-            fast: fast.clone(),
-            mailbox: mailbox.clone(),
+            parts: parts.clone(),
             config: config.clone(),
             behaviour,
             listener: Box::new(listener),
@@ -137,15 +139,6 @@ impl Node {
                     source: Box::new(other),
                 },
             })?;
-        Ok(LeaderHandle::with_join(
-            actor,
-            view_rx,
-            config,
-            local_addr,
-            call_ids,
-            fast,
-            mailbox,
-            Some(join),
-        ))
+        Ok(LeaderHandle::new(actor, parts, Some(join)))
     }
 }
