@@ -322,6 +322,7 @@ impl EngineModel {
             seed: u64::from(me) * 7919 + 1,
             initial_term: Term(0),
             proposal_floor: Term(0),
+            quorum: None,
         }
     }
 

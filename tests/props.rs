@@ -975,6 +975,7 @@ impl Setup {
             seed: self.seed,
             initial_term: Term(self.initial_term),
             proposal_floor: Term(self.initial_term),
+            quorum: None,
         }
     }
 }

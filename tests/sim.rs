@@ -139,6 +139,7 @@ impl Sim {
                 seed: 0, // drawn at every (re)start
                 initial_term: Term(0),
                 proposal_floor: Term(0),
+                quorum: None,
             }),
             nodes: Vec::new(),
             link: vec![vec![true; n]; n],

@@ -192,6 +192,7 @@ impl<'a> Arbitrary<'a> for Case {
             seed: u.arbitrary()?,
             initial_term: Term(initial_term),
             proposal_floor: Term(initial_term.saturating_add(floor_gap).min(ceiling())),
+            quorum: None,
         };
         let mut inputs = Vec::new();
         while !u.is_empty() && inputs.len() < 256 {

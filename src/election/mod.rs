@@ -28,7 +28,9 @@ mod engine;
 #[doc(hidden)]
 pub mod testing;
 
-pub use engine::{Engine, EngineConfig, Role, MAX_TERM};
+pub use engine::{Engine, EngineConfig, NoQuorum, QuorumParams, Role, MAX_TERM};
+
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +92,28 @@ pub enum ElectionMsg {
         #[serde(with = "serde_bytes")]
         synch: Vec<u8>,
     },
+    /// Quorum mode: the leader's lease renewal round `round` for `term` (sent to every
+    /// connected candidate once per renewal interval).
+    Renew {
+        /// The leader's term.
+        term: Term,
+        /// The round number (increasing within a term).
+        round: u64,
+    },
+    /// Quorum mode: a voter acknowledges renewal `round` of `term`, and with it promises to
+    /// acknowledge no other node for the lease time `E` from when it received it.
+    RenewAck {
+        /// The leader's term.
+        term: Term,
+        /// The acknowledged round.
+        round: u64,
+    },
+    /// Quorum mode: the sender stopped acting as leader of `term` (it handed over to a
+    /// higher-priority candidate): voters may release the promise they gave it for `term`.
+    StepDown {
+        /// The term it no longer leads.
+        term: Term,
+    },
 }
 
 /// Why this node stopped following or leading.
@@ -102,6 +126,8 @@ pub enum LossReason {
     TakenOver,
     /// A leader with a newer term was accepted.
     NewerTerm,
+    /// Quorum mode: the lease ran out without a renewal acknowledged by a majority.
+    LeaseExpired,
 }
 
 /// What the engine asks its driver to do. Drain with [`Engine::poll_output`] after every
@@ -152,6 +178,15 @@ pub enum Output {
         term: Term,
         /// Why.
         reason: LossReason,
+    },
+    /// Quorum mode: this leader's lease now ends at `until` (on the clock of the `now`
+    /// arguments). Emitted when the lease starts (just before `Elected`) and whenever a
+    /// renewal acknowledged by a majority moves its end.
+    Lease {
+        /// The term led.
+        term: Term,
+        /// When the lease ends unless renewed.
+        until: Instant,
     },
     /// The leader's `handle_down` must run for `node` (a follower went down, or, right after
     /// an election, the previous leader).

@@ -182,6 +182,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
                 // reservation (proposals start above it). See `storage`.
                 initial_term,
                 proposal_floor: terms.proposal_floor(),
+                quorum: None,
             },
             now.into_std(),
         );

@@ -128,6 +128,7 @@ impl<B: Behaviour> NodeState<B> {
                 self.fail_calls_to(leader);
                 self.record("leader_lost", term, Some(leader), reason_str(reason));
             }
+            Output::Lease { .. } => {}
             Output::Down { node } => {
                 if self.engine.is_leader() {
                     let name = self.name(node).clone();
@@ -196,5 +197,6 @@ fn reason_str(r: LossReason) -> &'static str {
         LossReason::LeaderDown => "leader down",
         LossReason::TakenOver => "taken over by a higher-priority leader",
         LossReason::NewerTerm => "newer term",
+        LossReason::LeaseExpired => "lease expired",
     }
 }

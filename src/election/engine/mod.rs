@@ -9,12 +9,16 @@
 
 mod join;
 mod propose;
+mod quorum;
 mod start;
 mod status;
 mod terms;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
+
+pub use quorum::{NoQuorum, QuorumParams};
+use quorum::QuorumState;
 
 use super::{ElectionMsg, LeaderRef, LossReason, Output};
 use crate::types::{NodeId, Term};
@@ -40,6 +44,9 @@ fn max_term_in(msg: &ElectionMsg) -> Term {
             .max(*promised)
             .max(leader.map_or(Term(0), |l| l.term)),
         ElectionMsg::Join { promised } => *promised,
+        ElectionMsg::Renew { term, .. }
+        | ElectionMsg::RenewAck { term, .. }
+        | ElectionMsg::StepDown { term } => *term,
     }
 }
 
@@ -74,6 +81,8 @@ pub struct EngineConfig {
     /// one. Separate from [`EngineConfig::initial_term`] because a reservation is not a
     /// promise: claiming it as one made every restart force a re-election above it.
     pub proposal_floor: Term,
+    /// Quorum mode's parameters; `None` is bully mode (gen_leader's contract).
+    pub quorum: Option<QuorumParams>,
 }
 
 /// What the engine is doing.
@@ -125,6 +134,8 @@ pub struct Engine {
     previous_leader: Option<NodeId>,
     /// The leader last announced to the peers with a `Status`.
     announced: Option<LeaderRef>,
+    /// Quorum mode's promise, lease and rounds; `None` in bully mode.
+    quorum: Option<QuorumState>,
     rng: u64,
     out: VecDeque<Output>,
 }
@@ -148,6 +159,7 @@ impl Engine {
             followers: BTreeSet::new(),
             previous_leader: None,
             announced: None,
+            quorum: cfg.quorum.map(|q| QuorumState::new(q, now)),
             rng: cfg.seed ^ 0x9E37_79B9_7F4A_7C15,
             out: VecDeque::new(),
             cfg,
@@ -213,6 +225,44 @@ impl Engine {
     /// Whether `id` is a candidate (may lead).
     pub fn is_candidate(&self, id: NodeId) -> bool {
         id.0 < self.cfg.n_candidates
+    }
+
+    /// Quorum mode: when this leader's lease ends (on the clock of the `now` arguments);
+    /// `None` unless it leads in quorum mode.
+    pub fn lease_until(&self) -> Option<Instant> {
+        self.quorum.as_ref().and_then(|q| q.lease_until)
+    }
+
+    /// Whether this node may act as leader at `now`: it leads and, in quorum mode, its lease
+    /// has not ended. The runtime asks this right before running a leader callback.
+    pub fn is_acting(&self, now: Instant) -> bool {
+        self.is_leader()
+            && match &self.quorum {
+                None => true,
+                Some(q) => q.lease_until.is_some_and(|u| now < u),
+            }
+    }
+
+    /// Quorum mode: `Some` when this node has no leader and reaches fewer candidates than a
+    /// majority (it cannot elect one and says so); `None` otherwise and in bully mode.
+    pub fn no_quorum(&self) -> Option<NoQuorum> {
+        self.quorum.as_ref()?;
+        if self.leader.is_some() {
+            return None;
+        }
+        let (reachable, needed) = self.reach();
+        (reachable < needed).then_some(NoQuorum { reachable, needed })
+    }
+
+    /// Candidates reachable (itself included if it is one) and a majority of the candidates.
+    fn reach(&self) -> (u32, u32) {
+        let connected = self
+            .connected
+            .iter()
+            .filter(|p| self.is_candidate(**p))
+            .count() as u32;
+        let me = u32::from(self.is_candidate(self.cfg.me));
+        (connected + me, self.cfg.n_candidates / 2 + 1)
     }
 
     /// The next timer deadline: call [`Engine::handle_timeout`] when it has passed.
@@ -407,6 +457,9 @@ impl Engine {
             } => self.on_reject(now, from, round, promised, leader),
             ElectionMsg::Join { promised } => self.on_join(now, from, promised),
             ElectionMsg::Leader { term, synch } => self.on_leader(from, term, synch),
+            ElectionMsg::Renew { term, round } => self.on_renew(now, from, term, round),
+            ElectionMsg::RenewAck { term, round } => self.on_renew_ack(now, from, term, round),
+            ElectionMsg::StepDown { term } => self.on_step_down(from, term),
         }
     }
 

@@ -20,6 +20,7 @@ fn cfg(me: u32, cands: u32, nodes: u32) -> EngineConfig {
         seed: u64::from(me),
         initial_term: Term(0),
         proposal_floor: Term(0),
+        quorum: None,
     }
 }
 

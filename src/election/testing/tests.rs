@@ -14,6 +14,7 @@ fn cfg(me: u32) -> EngineConfig {
         seed: 0,
         initial_term: Term(4),
         proposal_floor: Term(4),
+        quorum: None,
     }
 }
 
