@@ -76,4 +76,4 @@ pub use config::{Config, ConfigBuilder, Members};
 pub use election::Role;
 pub use error::{BoxError, CallError, ConfigError, StartError};
 pub use node::{ClusterView, LeaderHandle, Node, NodeStats};
-pub use types::{NodeId, NodeName, NodeNameError, Term};
+pub use types::{FencingToken, NodeId, NodeName, NodeNameError, Term};
