@@ -1,5 +1,7 @@
 //! Typed errors of the public API.
 
+use std::time::Duration;
+
 use crate::types::{NodeName, NodeNameError, Term};
 
 /// A boxed error from user code or a dependency, kept as the typed source of ours.
@@ -43,7 +45,7 @@ pub enum CallError {
 }
 
 /// Why a configuration was refused by [`crate::ConfigBuilder::build`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// A node name is malformed.
@@ -78,6 +80,28 @@ pub enum ConfigError {
     /// A size limit is out of range.
     #[error("{0} is out of range")]
     OutOfRange(&'static str),
+    /// Quorum mode: [`QuorumConfig::max_drift`](crate::QuorumConfig::max_drift) is not a
+    /// finite number in `[0, 0.5)`.
+    #[error("quorum mode: max_drift is {max_drift}, but it must be a finite number in [0, 0.5) (the bound on every clock's rate error: 0.01 is 1 %)")]
+    BadDrift {
+        /// The value given.
+        max_drift: f64,
+    },
+    /// Quorum mode: the leader's lease `E·(1−ρ)/(1+ρ) − δ` does not exceed two heartbeats,
+    /// so the leader could never renew it in time.
+    #[error("quorum mode: the leader's lease E·(1−ρ)/(1+ρ) − δ is {leader_lease:?} (lease E = {lease:?}, max_drift ρ = {max_drift}, margin δ = {margin:?}), but it must exceed 2 × the heartbeat ({heartbeat:?}) = {:?}, or the leader could never renew it in time: raise the lease or lower the heartbeat", *heartbeat * 2)]
+    LeaseTooShort {
+        /// `E·(1−ρ)/(1+ρ) − δ`.
+        leader_lease: Duration,
+        /// `E`.
+        lease: Duration,
+        /// `ρ`.
+        max_drift: f64,
+        /// `δ`.
+        margin: Duration,
+        /// The heartbeat interval (the leader renews once per heartbeat).
+        heartbeat: Duration,
+    },
 }
 
 /// Why a node could not start.

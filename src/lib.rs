@@ -72,7 +72,7 @@ pub mod types;
 pub mod wire;
 
 pub use behaviour::{Behaviour, Election, LeaderReply, ReplyTo, StopReason, Wire};
-pub use config::{Config, ConfigBuilder, Members};
+pub use config::{Config, ConfigBuilder, Members, Mode, QuorumConfig};
 pub use election::Role;
 pub use error::{BoxError, CallError, ConfigError, StartError};
 pub use node::{ClusterView, LeaderHandle, Node, NodeStats};

@@ -182,7 +182,8 @@ impl<B: Behaviour> Actor for NodeActor<B> {
                 // reservation (proposals start above it). See `storage`.
                 initial_term,
                 proposal_floor: terms.proposal_floor(),
-                quorum: None,
+                // Quorum mode renews the lease once per heartbeat; see `config::mode`.
+                quorum: config.quorum_params(),
             },
             now.into_std(),
         );
@@ -243,7 +244,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             refusals,
             spin,
         };
-        info!(node = %config.me(), term = %initial_term, "node starting");
+        info!(node = %config.me(), term = %initial_term, mode = %config.mode(), "node starting");
         // The view shows the persisted term from the start, not 0.
         super::view::publish(&state.view_tx, &state.engine, config.members());
         for i in 0..n {
