@@ -165,7 +165,7 @@ async fn bully_watch_state_goes_from_electing_to_leading_and_following() {
     assert_eq!(*rx.borrow_and_update(), LeaderState::Stopped);
 }
 
-fn refusal<'a>(node: &'a TNode, peer: &str) -> Option<String> {
+fn refusal(node: &TNode, peer: &str) -> Option<String> {
     node.handle
         .view()
         .refused
