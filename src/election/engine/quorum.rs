@@ -231,7 +231,7 @@ impl super::Engine {
     pub(super) fn has_majority(&self, granted: &std::collections::BTreeSet<NodeId>) -> bool {
         let votes = granted.iter().filter(|n| self.is_candidate(**n)).count() as u32
             + u32::from(self.is_candidate(self.cfg.me));
-        votes >= self.cfg.n_candidates / 2 + 1
+        votes > self.cfg.n_candidates / 2
     }
 
     /// A new leader's lease, from the send time of its proposal. `false` if it already ended

@@ -125,13 +125,13 @@ fn a_majority_of_grants_elects_with_a_lease_from_the_proposal_send_time() {
 #[test]
 fn without_a_majority_it_does_not_lead_and_waits() {
     let (mut e, t) = proposing();
-    let no = |p| Reject {
+    let no = || Reject {
         round: Term(3),
         promised: Term(0),
         leader: None::<LeaderRef>,
     };
-    e.handle_message(t, NodeId(1), no(1));
-    e.handle_message(t, NodeId(2), no(2));
+    e.handle_message(t, NodeId(1), no());
+    e.handle_message(t, NodeId(2), no());
     let out = drain(&mut e);
     assert!(
         !out.iter()
@@ -520,6 +520,13 @@ fn a_cut_off_leader_stops_acting_before_a_new_one_starts() {
     assert!(
         stopped < started,
         "old stopped {stopped:?}, new started {started:?}"
+    );
+    // Within E and one election of the cut (the promises run from the last renewal).
+    assert!(stopped - cut_at <= lease() + step, "{:?}", stopped - cut_at);
+    assert!(
+        started - cut_at <= E + Duration::from_millis(400),
+        "{:?}",
+        started - cut_at
     );
     assert!(net.engine(new).term() > old.term);
     assert_eq!(
