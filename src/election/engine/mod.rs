@@ -369,6 +369,30 @@ impl Engine {
         }
     }
 
+    /// This node is stopping (graceful shutdown). In quorum mode a leader stops acting and
+    /// tells its peers (`StepDown`), so the voters release their promises and elect a new
+    /// leader without waiting out the lease; a crashed leader gives no such notice. Nothing
+    /// happens in bully mode (the peers see the connection close).
+    pub fn handle_shutdown(&mut self, _now: Instant) {
+        let Some(l) = self.leader.filter(|l| l.node == self.cfg.me) else {
+            return;
+        };
+        if self.quorum.is_none() {
+            return;
+        }
+        self.end_lease();
+        self.leader = None;
+        self.announced = None;
+        self.followers.clear();
+        self.proposal = None;
+        self.deadline = None;
+        self.role = Role::Waiting;
+        let peers: Vec<NodeId> = self.connected.iter().copied().collect();
+        for p in peers {
+            self.send(p, ElectionMsg::StepDown { term: l.term });
+        }
+    }
+
     /// A timer deadline may have passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.handle_timeout_inner(now);

@@ -583,3 +583,36 @@ fn with_preempt_the_first_candidate_takes_over_safely_when_it_returns() {
     assert_eq!(net.agreed().map(|l| l.node), Some(N));
     assert_eq!(acting(&net), vec![0]);
 }
+
+#[test]
+fn a_leader_that_shuts_down_releases_its_voters_at_once() {
+    let mut net = qnet(3, 3);
+    net.connect_all();
+    run(&mut net, 2 * E, Duration::from_millis(10));
+    let old = net.agreed().unwrap();
+    let o = old.node.0;
+    let mark = net.log.len();
+    net.input(o, |e, now| e.handle_shutdown(now));
+    assert!(!net.engine(o).is_acting(net.now));
+    let sent: Vec<_> = net.log[mark..].iter().map(|(_, out)| out.clone()).collect();
+    let others: Vec<u32> = (0..3).filter(|&p| p != o).collect();
+    assert_eq!(
+        sent,
+        others
+            .iter()
+            .map(|&p| send(p, StepDown { term: old.term }))
+            .collect::<Vec<_>>()
+    );
+    net.pump();
+    net.crash(o);
+    for &p in &others {
+        net.input(p, |e, now| e.handle_peer_down(now, NodeId(o)));
+    }
+    let down = net.now;
+    // A new leader well before the old promises (E) would have run out.
+    while acting(&net).is_empty() {
+        net.advance(Duration::from_millis(5));
+        net.assert_ok();
+    }
+    assert!(net.now - down < E / 2, "{:?}", net.now - down);
+}
