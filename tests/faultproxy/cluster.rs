@@ -58,6 +58,8 @@ pub(crate) struct Cluster {
     pub(crate) faults: Vec<(Instant, String)>,
     /// Network changes, for invariant (d).
     pub(crate) fault_actions: u64,
+    /// Extra `datos` flags for every node (e.g. `--mode quorum`).
+    pub(crate) extra_args: Vec<String>,
     // Deleted after the children are killed (fields drop in declaration order).
     pub(crate) _dir: tempfile::TempDir,
 }
@@ -106,6 +108,7 @@ impl Cluster {
             t0: Instant::now(),
             faults: Vec::new(),
             fault_actions: 0,
+            extra_args: Vec::new(),
             _dir: dir,
         }
     }
@@ -114,7 +117,13 @@ impl Cluster {
     /// finds nobody up and elects itself, the others join it, so lider0 leads. Returns the
     /// agreed term.
     pub(crate) fn start(n: usize) -> (Self, u64) {
+        Cluster::start_with(n, &[])
+    }
+
+    /// [`Cluster::start`] with extra `datos` flags for every node.
+    pub(crate) fn start_with(n: usize, extra: &[&str]) -> (Self, u64) {
         let mut c = Cluster::new(n);
+        c.extra_args = extra.iter().map(|a| a.to_string()).collect();
         for i in 0..n {
             c.spawn(i);
             c.wait_until(WAIT, &format!("{} ready", c.procs[i].short), |c| {
@@ -133,6 +142,11 @@ impl Cluster {
         (c, term)
     }
 
+    /// The index of the node called `name`.
+    pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
+        self.procs.iter().position(|p| p.name == name)
+    }
+
     pub(crate) fn spawn(&mut self, i: usize) {
         let dials: Vec<String> = (0..self.procs.len())
             .filter(|&j| j != i)
@@ -147,6 +161,7 @@ impl Cluster {
         for d in &dials {
             cmd.args(["--dial", d]);
         }
+        cmd.args(&self.extra_args);
         cmd.env("RUST_LOG", "warn,gen_leader=info");
         p.proc = Some(Proc::spawn(cmd, &p.short, &p.log).expect("spawn the datos example"));
     }
