@@ -402,3 +402,31 @@ async fn quorum_a_leader_cut_from_its_majority_stops_by_the_end_of_its_lease() {
     assert!(!l.events().contains(&Ev::LeaderCall("late".into())));
     l.handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_a_leader_that_shuts_down_hands_over_without_waiting_out_its_lease() {
+    // A long lease: waiting it out would take 2 s.
+    let q = QuorumConfig::default().lease(ms(2000));
+    let (ls, names) = bind(3).await;
+    let mut nodes = Vec::new();
+    for (l, n) in ls.into_iter().zip(&names) {
+        nodes.push(start(config(n, &names, &[]).mode(Mode::Quorum(q)), l).await);
+    }
+    let leader = agreed(&all(&nodes)).await;
+    let li = nodes.iter().position(|n| n.name == leader).unwrap();
+    let l = nodes.remove(li);
+    let g = state_and_guard(&l).await;
+    let t0 = Instant::now();
+    l.handle.shutdown().await;
+    assert_eq!(g.ensure(ms(0)), Err(GuardError::Stopped));
+    let next = agreed(&all(&nodes)).await;
+    let took = t0.elapsed();
+    assert_ne!(next, leader);
+    assert!(
+        took < ms(1500),
+        "the new leader took {took:?}: the old one did not step down"
+    );
+    for n in &nodes {
+        n.handle.shutdown().await;
+    }
+}

@@ -156,6 +156,14 @@ impl<B: Behaviour> NodeState<B> {
         self.route_key = None;
         // Guards fail from here on: nothing this node does now is done as leader.
         self.state_tx.send_replace(LeaderState::Stopped);
+        // Quorum mode: a leader stops acting and releases its voters (`StepDown`, sent by
+        // `say_goodbye`), so that a new leader need not wait out the lease.
+        let leading = self.engine.is_leader().then(|| self.engine.term());
+        self.engine
+            .handle_shutdown(tokio::time::Instant::now().into_std());
+        if let Some(term) = leading.filter(|_| !self.engine.is_leader()) {
+            self.record("stepped_down", term, None, "shutdown");
+        }
         self.say_goodbye();
         self.stopping = true;
         self.behaviour.terminate(reason).await;
