@@ -571,7 +571,7 @@ async fn read_stdin(handle: LeaderHandle<Datos>, out: Out) {
             Err(e) => out.emit_view(
                 "error",
                 &handle,
-                json!({ "request": request, "error": e.to_string() }),
+                json!({ "request": request, "error": format!("{e:?}: {e}") }),
                 |_| format!("error: {e}"),
             ),
         }
