@@ -8,43 +8,60 @@
 //! resumed with [`Acceptor::admit`].
 //!
 //! Sequence: on `Hello` run the pre-MAC checks and answer `Challenge`; on `Auth` check the
-//! dialer's MAC, ask for admission, then send `Welcome` (or `Refuse`).
+//! dialer's MAC, ask for admission, then send `Welcome` (or `Refuse`). An observer opens
+//! with `Observe` instead (see `observer.rs`): the same sequence with the observer's checks
+//! and MAC labels, and `ObserverChallenge` for `Challenge`; only an acceptor made with
+//! [`Acceptor::with_observers`] takes observers.
 
 use super::super::codec::PROTOCOL_VERSION;
 use super::config::HandshakeConfig;
-use super::mac::{Transcript, ACCEPTOR_LABEL, DIALER_LABEL};
+use super::mac::{Transcript, ACCEPTOR_LABEL, DIALER_LABEL, OBSERVED_LABEL, OBSERVER_LABEL};
 use super::machine::{unexpected, unusable_cookie, Core, Step};
 use super::messages::{HandshakeMsg, PeerHello, Refusal};
+use super::observer::{valid_observer_name, OBSERVER_VERSION};
 use super::parts::{ConfigMismatch, ConfigParts};
+
+/// Who opened the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Member,
+    Observer,
+}
 
 #[derive(Debug)]
 enum State {
     AwaitHello,
-    AwaitAuth(Transcript),
+    AwaitAuth(Transcript, Role),
     Admission(PeerHello),
     Ended,
 }
+
+/// The observer hook of an acceptor that takes no observers.
+pub(super) type NoObservers = fn(&str) -> bool;
 
 /// The acceptor's handshake state machine. Drive it with [`poll`](Self::poll): write what it
 /// asks to send, feed what the connection yields to [`receive`](Self::receive) /
 /// [`receive_eof`](Self::receive_eof), answer [`Step::NeedsAdmission`] with
 /// [`admit`](Self::admit), until it returns `Done`, `Refused` or `Failed`.
 ///
-/// `is_member` says whether a dialer's claimed name is a cluster member. Public but hidden:
-/// for the crate's driver, tests and fuzzers.
+/// `is_member` says whether a dialer's claimed name is a cluster member; `on_observer` (see
+/// [`with_observers`](Self::with_observers)) whether an observer that passed the checks made
+/// before any MAC may go on. Public but hidden: for the crate's driver, tests and fuzzers.
 #[doc(hidden)]
-pub struct Acceptor<'a, F> {
+pub struct Acceptor<'a, F, O = NoObservers> {
     cfg: &'a HandshakeConfig,
     is_member: F,
+    on_observer: Option<O>,
     nonce: [u8; 16],
     state: State,
     core: Core,
 }
 
-impl<F> std::fmt::Debug for Acceptor<'_, F> {
+impl<F, O> std::fmt::Debug for Acceptor<'_, F, O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Acceptor")
             .field("cfg", self.cfg)
+            .field("observers", &self.on_observer.is_some())
             .field("state", &self.state)
             .field("core", &self.core)
             .finish_non_exhaustive()
@@ -52,12 +69,35 @@ impl<F> std::fmt::Debug for Acceptor<'_, F> {
 }
 
 impl<'a, F: Fn(&str) -> bool> Acceptor<'a, F> {
-    /// An acceptor that will answer a valid `Hello` with a `Challenge` carrying `nonce`
-    /// (which must be fresh and random for each connection).
+    /// An acceptor of members only (an observer is refused) that will answer a valid `Hello`
+    /// with a `Challenge` carrying `nonce` (which must be fresh and random for each
+    /// connection).
     pub fn new(cfg: &'a HandshakeConfig, is_member: F, nonce: [u8; 16]) -> Self {
         Self {
             cfg,
             is_member,
+            on_observer: None,
+            nonce,
+            state: State::AwaitHello,
+            core: Core::new(),
+        }
+    }
+}
+
+impl<'a, F: Fn(&str) -> bool, O: Fn(&str) -> bool> Acceptor<'a, F, O> {
+    /// An acceptor of members and observers. `on_observer` is called with the observer's
+    /// label once its `Observe` passed the checks made before any MAC (the caller learns that
+    /// the opening is in); `false` refuses it.
+    pub fn with_observers(
+        cfg: &'a HandshakeConfig,
+        is_member: F,
+        on_observer: O,
+        nonce: [u8; 16],
+    ) -> Self {
+        Self {
+            cfg,
+            is_member,
+            on_observer: Some(on_observer),
             nonce,
             state: State::AwaitHello,
             core: Core::new(),
@@ -117,7 +157,7 @@ impl<'a, F: Fn(&str) -> bool> Acceptor<'a, F> {
     }
 
     fn reading(&self) -> bool {
-        self.core.running() && matches!(self.state, State::AwaitHello | State::AwaitAuth(_))
+        self.core.running() && matches!(self.state, State::AwaitHello | State::AwaitAuth(..))
     }
 
     fn on_msg(&mut self, msg: HandshakeMsg) {
@@ -147,10 +187,20 @@ impl<'a, F: Fn(&str) -> bool> Acceptor<'a, F> {
                 };
                 self.on_hello(hello);
             }
-            (State::AwaitAuth(transcript), HandshakeMsg::Auth { mac }) => {
-                self.on_auth(transcript, &mac);
+            (
+                State::AwaitHello,
+                HandshakeMsg::Observe {
+                    observer_version,
+                    cluster,
+                    from,
+                    to,
+                    nonce,
+                },
+            ) => self.on_observe(observer_version, cluster, from, to, nonce),
+            (State::AwaitAuth(transcript, role), HandshakeMsg::Auth { mac }) => {
+                self.on_auth(transcript, role, &mac);
             }
-            (State::AwaitAuth(_), HandshakeMsg::Refuse(r)) => self.core.refused(r),
+            (State::AwaitAuth(..), HandshakeMsg::Refuse(r)) => self.core.refused(r),
             (State::AwaitHello, other) => self.core.fail(unexpected("Hello", &other)),
             (_, other) => self.core.fail(unexpected("Auth", &other)),
         }
@@ -215,14 +265,81 @@ impl<'a, F: Fn(&str) -> bool> Acceptor<'a, F> {
                     nonce: self.nonce,
                     mac,
                 });
-                self.state = State::AwaitAuth(transcript);
+                self.state = State::AwaitAuth(transcript, Role::Member);
             }
             Err(_) => self.core.fail(unusable_cookie()),
         }
     }
 
-    fn on_auth(&mut self, transcript: Transcript, mac: &[u8; 32]) {
-        match transcript.verify(&self.cfg.cookie, DIALER_LABEL, mac) {
+    /// An observer's opening: its checks before any MAC, in this order (the first failing one
+    /// is the refusal), then the `ObserverChallenge`.
+    fn on_observe(
+        &mut self,
+        version: u8,
+        cluster: Option<String>,
+        from: String,
+        to: String,
+        nonce: [u8; 16],
+    ) {
+        let cfg = self.cfg;
+        let refusal = if version != OBSERVER_VERSION {
+            Some(Refusal::ObserverVersion {
+                ours: OBSERVER_VERSION,
+                theirs: version,
+            })
+        } else if cluster.as_ref().is_some_and(|c| *c != cfg.cluster) {
+            Some(Refusal::Config(ConfigMismatch::cluster(
+                &cfg.cluster,
+                cluster.as_deref().unwrap_or_default(),
+            )))
+        } else if to != cfg.me {
+            Some(Refusal::WrongNode {
+                expected: to,
+                got: cfg.me.clone(),
+            })
+        } else if !valid_observer_name(&from) {
+            Some(Refusal::Other(
+                "an observer's name must be 1 to 64 printable characters".into(),
+            ))
+        } else if !self.on_observer.as_ref().is_some_and(|f| f(&from)) {
+            Some(Refusal::Other("this node does not accept observers".into()))
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            self.core.reject(refusal);
+            return;
+        }
+        let transcript = Transcript {
+            cluster: cfg.cluster.clone(),
+            dialer: from,
+            acceptor: cfg.me.clone(),
+            dialer_incarnation: 0,
+            acceptor_incarnation: cfg.incarnation,
+            dialer_nonce: nonce,
+            acceptor_nonce: self.nonce,
+        };
+        match transcript.sign(&cfg.cookie, OBSERVED_LABEL) {
+            Ok(mac) => {
+                self.core.send(&HandshakeMsg::ObserverChallenge {
+                    from: cfg.me.clone(),
+                    cluster: cfg.cluster.clone(),
+                    incarnation: cfg.incarnation,
+                    nonce: self.nonce,
+                    mac,
+                });
+                self.state = State::AwaitAuth(transcript, Role::Observer);
+            }
+            Err(_) => self.core.fail(unusable_cookie()),
+        }
+    }
+
+    fn on_auth(&mut self, transcript: Transcript, role: Role, mac: &[u8; 32]) {
+        let label = match role {
+            Role::Member => DIALER_LABEL,
+            Role::Observer => OBSERVER_LABEL,
+        };
+        match transcript.verify(&self.cfg.cookie, label, mac) {
             Ok(true) => {
                 self.state = State::Admission(PeerHello {
                     name: transcript.dialer,
