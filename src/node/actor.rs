@@ -96,6 +96,8 @@ pub(crate) enum NodeMsg<B: Behaviour> {
     },
     Tick,
     Shutdown(oneshot::Sender<()>),
+    /// An observer session asks for a status (see `observe`).
+    Observe(super::observe::Ask),
 }
 
 /// What a node starts with (storage is opened before the actor exists, so that its errors
@@ -375,6 +377,7 @@ impl<B: Behaviour> NodeState<B> {
                 self.dirty = true;
                 self.sweep(now);
             }
+            NodeMsg::Observe(ask) => self.observe(ask),
             // Handled by the actor itself.
             NodeMsg::Inbound { .. } | NodeMsg::Shutdown(_) => {}
         }

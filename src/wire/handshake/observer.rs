@@ -48,6 +48,9 @@ pub enum ObserverRequest {
     /// connection: answered with a stream of [`ObserverResponse::Status`], and
     /// [`ObserverResponse::Heartbeat`] while nothing changes.
     Watch,
+    /// Nothing: keeps the session (or a watch) from idling out; answered with a
+    /// [`ObserverResponse::Heartbeat`] outside a watch.
+    Ping,
 }
 
 /// What a node answers an observer.
