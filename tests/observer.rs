@@ -14,7 +14,7 @@ use gen_leader::wire::codec::encode_frame;
 use gen_leader::wire::handshake::{
     HandshakeError, HandshakeMsg, ObserverConfig, Refusal, OBSERVER_VERSION,
 };
-use gen_leader::{NodeName, ObserveError, Observer, StateKind};
+use gen_leader::{Mode, NodeName, ObserveError, Observer, StateKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The observer sessions a node serves at once (`docs/operating.md`).
@@ -160,6 +160,64 @@ async fn statuses_say_what_each_node_sees_and_observers_are_never_members() {
     for n in &nodes[..2] {
         n.handle.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_mode_statuses_show_the_lease_and_the_missing_quorum() {
+    let (ls, names) = bind(3).await;
+    let mut nodes = Vec::new();
+    for (l, n) in ls.into_iter().zip(&names) {
+        nodes.push(start(config(n, &names, &[]).mode(Mode::quorum()), l).await);
+    }
+    let leader = agreed(&all(&nodes)).await;
+    let li = names.iter().position(|n| *n == leader).unwrap();
+    let s = Observer::connect(&name(&nodes[li]), &cfg())
+        .await
+        .unwrap()
+        .status()
+        .await
+        .unwrap();
+    assert_eq!(s.state, StateKind::Leading);
+    assert_eq!(s.mode.kind, "quorum");
+    assert_eq!(s.mode.lease_ms, Some(1000));
+    let lease = s.mode.leader_lease_ms.unwrap();
+    let left = s.lease_remaining_ms.expect("a quorum leader has a lease");
+    assert!(left > 0 && left <= lease, "{left} ms left of {lease}");
+    let fi = (li + 1) % 3;
+    let s = Observer::connect(&name(&nodes[fi]), &cfg())
+        .await
+        .unwrap()
+        .status()
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.state, s.lease_remaining_ms),
+        (StateKind::Following, None)
+    );
+
+    // Two of three stop: the last one has no quorum, and says how far it is from one.
+    let last = (li + 2) % 3;
+    for i in [li, fi] {
+        nodes[i].handle.shutdown().await;
+    }
+    let deadline = Instant::now() + WAIT;
+    let s = loop {
+        let s = Observer::connect(&name(&nodes[last]), &cfg())
+            .await
+            .unwrap()
+            .status()
+            .await
+            .unwrap();
+        if s.state == StateKind::NoQuorum || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(s.state, StateKind::NoQuorum, "{s:?}");
+    let nq = s.no_quorum.expect("the numbers");
+    assert_eq!((nq.reachable, nq.needed), (1, 2));
+    assert_eq!(s.leader, None);
+    nodes[last].handle.shutdown().await;
 }
 
 /// One unauthenticated observer: sends a valid `Observe` (so it is past the `Hello`
