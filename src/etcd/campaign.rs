@@ -43,8 +43,9 @@ use super::verify::leader_key_holds;
 /// Test hooks, shared with the handle.
 #[derive(Debug, Default)]
 pub(super) struct Hooks {
-    /// While set, the campaigner sends no keep-alives and ignores its lease clock while it
-    /// campaigns: what a process paused past its TTL looks like from etcd's side.
+    /// While set, the campaigner sends no keep-alives and does not consult its lease clock
+    /// while it campaigns: a machine suspended past its TTL, whose monotonic clock did not
+    /// count the suspension, looks like this from etcd's side.
     pub paused: AtomicBool,
 }
 
@@ -214,6 +215,7 @@ impl Campaigner {
         let mut campaign = Some(self.start_campaign(client, lease.id));
         let mut retry_at: Option<Instant> = None;
         let mut retry = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        let mut failures = 0u32;
         let mut resp = loop {
             let paused = self.hooks.paused.load(Ordering::SeqCst);
             let lease_end = (!paused).then(|| lease_deadline(&lease.clock));
@@ -242,7 +244,12 @@ impl Campaigner {
                         Err(e) => {
                             let e = EtcdError::client(EtcdOp::Campaign, e);
                             tracing::debug!(error = %e, "etcd: campaign failed; retrying with the same lease");
-                            self.emit(EtcdEvent::Unavailable { op: e.op(), kind: e.kind() }).await;
+                            // One failure is usual when an etcd member dies under the request;
+                            // say so from the second one in a row.
+                            failures += 1;
+                            if failures > 1 {
+                                self.emit(EtcdEvent::Unavailable { op: e.op(), kind: e.kind() }).await;
+                            }
                             retry_at = Some(Instant::now() + retry.next_delay(jitter()));
                         }
                     }
@@ -253,6 +260,7 @@ impl Campaigner {
                 }
             }
         };
+        tracing::debug!("etcd: the campaign returned");
         let Some(leader) = resp.take_leader() else {
             tracing::warn!("etcd: campaign returned no leader key");
             return End::Retry(None);
@@ -307,11 +315,19 @@ impl Campaigner {
             }
         };
         let now = std::time::Instant::now();
-        let Some(until) = lease.clock.until().filter(|u| now < *u) else {
-            return End::Retry(Some(EtcdError::Timeout {
-                op: EtcdOp::KeepAlive,
-                after: self.cfg.local_lease(),
-            }));
+        // The paused hook plays a suspended machine, whose monotonic clock did not count the
+        // pause: the lease clock is not consulted, so the check above is all that stands
+        // between an expired key and leadership.
+        let paused = self.hooks.paused.load(Ordering::SeqCst);
+        let until = match lease.clock.until() {
+            Some(u) if now < u || paused => u,
+            None if paused => now,
+            _ => {
+                return End::Retry(Some(EtcdError::Timeout {
+                    op: EtcdOp::KeepAlive,
+                    after: self.cfg.local_lease(),
+                }))
+            }
         };
         tracing::info!(rev, "etcd: leading");
         self.emit(EtcdEvent::Leading { rev, until }).await;

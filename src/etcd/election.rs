@@ -81,10 +81,11 @@ impl EtcdElection {
         outcome
     }
 
-    /// Test hook: while `on`, the campaigner sends no keep-alives and ignores its lease clock
-    /// while it campaigns, as if this process were paused: its lease expires on etcd while
-    /// its campaign waits. Used to show that the phantom-leadership check refuses the
-    /// campaign's success. Never use it otherwise.
+    /// Test hook: while `on`, the campaigner sends no keep-alives and does not consult its
+    /// lease clock while it campaigns, as if the machine were suspended (a monotonic clock
+    /// does not count a suspension): its lease expires on etcd while its campaign waits.
+    /// Used to show that the phantom-leadership check alone refuses the campaign's success.
+    /// Never use it otherwise.
     #[doc(hidden)]
     pub fn pause_lease_for_test(&self, on: bool) {
         self.hooks.paused.store(on, Ordering::SeqCst);

@@ -156,6 +156,8 @@ fn classify(e: &etcd_client::Error) -> ErrorKind {
             // need not be named.
             match s.code() as i32 {
                 GRPC_UNAVAILABLE => ErrorKind::Unreachable,
+                // "Unknown" with a transport error behind it: the connection broke.
+                GRPC_UNKNOWN if std::error::Error::source(s).is_some() => ErrorKind::Unreachable,
                 GRPC_DEADLINE_EXCEEDED => ErrorKind::Timeout,
                 GRPC_CANCELLED => ErrorKind::StreamEnded,
                 _ => ErrorKind::Refused,
@@ -168,6 +170,7 @@ fn classify(e: &etcd_client::Error) -> ErrorKind {
 }
 
 const GRPC_CANCELLED: i32 = 1;
+const GRPC_UNKNOWN: i32 = 2;
 const GRPC_DEADLINE_EXCEEDED: i32 = 4;
 const GRPC_UNAVAILABLE: i32 = 14;
 

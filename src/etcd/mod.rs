@@ -4,14 +4,14 @@
 //! and a campaign on it give an exclusive leader with a fencing token, and gen-leader keeps
 //! everything else (calls, Synch, broadcasts) on its own TCP mesh.
 //!
-//! How, in one paragraph: each node runs a *campaigner* ([`campaign`]) that grants an etcd
+//! How, in one paragraph: each node runs a *campaigner* (`campaign.rs`) that grants an etcd
 //! lease, keeps it alive *before and while* it campaigns, and on winning checks that its key
 //! still exists with the revision the campaign returned ([`verify`]: etcd's campaign can
 //! return success for a key that expired while it waited). The leader key's create revision
 //! is the **fencing token**. The leader times its lease locally ([`lease_clock`]) from the
 //! send time of the last acknowledged keep-alive, scaled by `(1−ρ)/(1+ρ)` and less a margin,
 //! exactly as quorum mode does, so it stops acting before etcd's TTL can run out. Each node
-//! also runs an *observer* ([`observe`]) that follows etcd's `observe` stream to learn the
+//! also runs an *observer* (`observe.rs`) that follows etcd's `observe` stream to learn the
 //! leader's name and address. Both feed one bounded channel of [`EtcdEvent`]s.
 //!
 //! Driving it from a runtime:

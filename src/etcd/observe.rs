@@ -162,7 +162,12 @@ impl Observer {
                         tracing::debug!("etcd observer: the observe stream ended");
                         return End::Retry(None);
                     }
-                    Err(e) => return End::Retry(Some(EtcdError::client(EtcdOp::Observe, e))),
+                    // A stream that worked and broke (a member died, etcd restarted) is
+                    // re-created at once; only a failure to re-create it is reported.
+                    Err(e) => {
+                        tracing::debug!(error = %e, "etcd observer: the observe stream failed");
+                        return End::Retry(None);
+                    }
                 },
                 w = next_watch(&mut self.watch) => match w {
                     Ok(Some(resp)) if deletes(&resp) => {
