@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use super::backoff::Backoff;
 use super::client::{
     connect, deletes, jitter, next_watch, poll_stored, request, revision, sleep_until, Pending,
+    RECONNECT_AFTER,
 };
 use super::config::EtcdConfig;
 use super::error::{EtcdError, EtcdOp};
@@ -76,6 +77,7 @@ pub(super) struct Campaigner {
     shutdown: watch::Receiver<bool>,
     hooks: Arc<Hooks>,
     client: Option<Client>,
+    failures: u32,
     backoff: Backoff,
 }
 
@@ -111,6 +113,7 @@ impl Campaigner {
             shutdown,
             hooks,
             client: None,
+            failures: 0,
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(2)),
         }
     }
@@ -126,7 +129,11 @@ impl Campaigner {
                 End::Retry(err) => {
                     if let Some(e) = err {
                         tracing::warn!(error = %e, kind = %e.kind(), "etcd campaigner: starting over");
-                        self.client = None;
+                        self.failures += 1;
+                        if self.failures >= RECONNECT_AFTER {
+                            self.failures = 0;
+                            self.client = None;
+                        }
                         self.emit(EtcdEvent::Unavailable {
                             op: e.op(),
                             kind: e.kind(),
@@ -197,6 +204,7 @@ impl Campaigner {
             }
         }
         self.backoff.reset();
+        self.failures = 0;
         let end = self.campaign(&client, &mut lease).await;
         if let End::Retry(_) = end {
             revoke_later(&client, id, self.cfg.request_timeout);
@@ -298,22 +306,6 @@ impl Campaigner {
             self.emit(EtcdEvent::CampaignVoided { rev }).await;
             return End::Retry(None);
         };
-        // Watch the key from the check on, so that a deletion by anyone ends leadership.
-        let mut wc = client.watch_client();
-        let opts = WatchOptions::new().with_start_revision(checked_at.saturating_add(1));
-        let watch = match request(
-            EtcdOp::Watch,
-            timeout,
-            wc.watch(leader.key().to_vec(), Some(opts)),
-        )
-        .await
-        {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::debug!(error = %e, "etcd: cannot watch the leader key; leading without");
-                None
-            }
-        };
         let now = std::time::Instant::now();
         // The paused hook plays a suspended machine, whose monotonic clock did not count the
         // pause: the lease clock is not consulted, so the check above is all that stands
@@ -331,7 +323,16 @@ impl Campaigner {
         };
         tracing::info!(rev, "etcd: leading");
         self.emit(EtcdEvent::Leading { rev, until }).await;
-        self.lead(client, lease, leader, rev, watch).await
+        // Watch the key from the check on, so that a deletion by anyone ends leadership. Set
+        // up inside the loop, which keeps watching the lease clock meanwhile.
+        let mut wc = client.watch_client();
+        let (key, timeout) = (leader.key().to_vec(), self.cfg.request_timeout);
+        let opts = WatchOptions::new().with_start_revision(checked_at.saturating_add(1));
+        let watching: Pending<Result<WatchStream, EtcdError>> =
+            Box::pin(
+                async move { request(EtcdOp::Watch, timeout, wc.watch(key, Some(opts))).await },
+            );
+        self.lead(client, lease, leader, rev, watching).await
     }
 
     /// Holds leadership until the lease ends, the key goes, or shutdown.
@@ -341,9 +342,11 @@ impl Campaigner {
         lease: &mut Lease,
         leader: LeaderKey,
         rev: u64,
-        mut watch: Option<WatchStream>,
+        watching: Pending<Result<WatchStream, EtcdError>>,
     ) -> End {
         let mut reported = lease.clock.until();
+        let mut watching = Some(watching);
+        let mut watch: Option<WatchStream> = None;
         loop {
             let end = lease_deadline(&lease.clock);
             tokio::select! {
@@ -374,6 +377,13 @@ impl Campaigner {
                     }
                     News::Moved(_) | News::Quiet => {}
                 },
+                r = poll_stored(&mut watching) => {
+                    watching = None;
+                    match r {
+                        Ok(w) => watch = Some(w),
+                        Err(e) => tracing::debug!(error = %e, "etcd: cannot watch the leader key; leading without"),
+                    }
+                }
                 r = next_watch(&mut watch) => match r {
                     Ok(Some(resp)) if deletes(&resp) => {
                         self.step_down(rev, StepDownReason::KeyDeleted).await;

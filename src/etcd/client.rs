@@ -21,6 +21,11 @@ use super::error::{EtcdError, EtcdOp};
 /// than every 5 s by default).
 pub(super) const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Consecutive failed attempts after which a task drops its client and connects afresh. A
+/// client is otherwise kept: its balancer learns which endpoints are down, and it reconnects
+/// to a restarted etcd by itself.
+pub(super) const RECONNECT_AFTER: u32 = 3;
+
 /// A boxed future the loops keep across `select!` iterations.
 pub(super) type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 

@@ -11,6 +11,14 @@
 //! `CampaignVoided`, `Unavailable`) and the *observer* (`Following`, `ForeignLeader`,
 //! `NoLeader`, `Unavailable`). The observer never reports this node's own value: while this
 //! node leads, the campaigner alone speaks for it.
+//!
+//! How the runtime should combine them: its own leadership is `Leading` … `SteppedDown`
+//! (bounded by `until`); `Following`/`NoLeader`/`ForeignLeader` say who *else* leads, for
+//! routing calls while it does not. The two tasks are not ordered with each other, so a
+//! `NoLeader` about the previous leader may arrive just after this node's `Leading`: while
+//! leading, ignore `NoLeader`, but treat a `Following` with a revision *above* its own as
+//! the end of its leadership (etcd has a newer leader, so its own key is gone; its own
+//! `SteppedDown` follows).
 
 use std::time::Instant;
 
@@ -70,9 +78,10 @@ pub enum EtcdEvent {
     },
     /// The leader's key is gone and no other campaigner holds the election yet.
     NoLeader,
-    /// etcd could not be reached (or refused) for `op`. Informational: the leader's lease end
-    /// still governs it, and the next `Following`/`NoLeader` after this restates the leader
-    /// (until then a follower's last `Following` may be stale). Repeated while it lasts.
+    /// etcd could not be reached (or refused) for `op`. Informational, for the view: it
+    /// changes no state (a leader's lease end still governs its leadership; a follower's last
+    /// `Following` stands until etcd says otherwise, and may be stale meanwhile). Repeated
+    /// while it lasts.
     Unavailable {
         /// What failed.
         op: EtcdOp,

@@ -9,8 +9,8 @@
 //! key watch, so a deletion is never reported after the leader that followed it.
 //!
 //! The observer does not report this node's own value (the campaigner speaks for it), and
-//! does not repeat an unchanged leader, so a re-created stream (an etcd member died, the
-//! stream was moved) changes nothing for the runtime.
+//! reports only changes: a re-created stream (an etcd member died, etcd restarted) that finds
+//! the same leader says nothing, whatever `Unavailable` events came in between.
 
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use super::backoff::Backoff;
 use super::campaign::wait_shutdown;
 use super::client::{
-    connect, deletes, jitter, next_watch, poll_stored, request, revision, Pending,
+    connect, deletes, jitter, next_watch, poll_stored, request, revision, Pending, RECONNECT_AFTER,
 };
 use super::config::EtcdConfig;
 use super::error::{EtcdError, EtcdOp};
@@ -33,7 +33,7 @@ const NO_LEADER: &str = "election: no leader";
 /// What the observer last told the runtime.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Told {
-    /// Nothing yet, or something it must restate (after `Unavailable`).
+    /// Nothing yet.
     Nothing,
     /// This leader key (key, create revision, value).
     Leader(Vec<u8>, i64, Vec<u8>),
@@ -55,6 +55,8 @@ pub(super) struct Observer {
     backoff: Backoff,
     told: Told,
     watch: Option<WatchStream>,
+    client: Option<Client>,
+    failures: u32,
 }
 
 impl Observer {
@@ -72,6 +74,8 @@ impl Observer {
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(2)),
             told: Told::Nothing,
             watch: None,
+            client: None,
+            failures: 0,
         }
     }
 
@@ -87,7 +91,11 @@ impl Observer {
                     self.watch = None;
                     if let Some(e) = err {
                         tracing::warn!(error = %e, kind = %e.kind(), "etcd observer: re-creating");
-                        self.told = Told::Nothing;
+                        self.failures += 1;
+                        if self.failures >= RECONNECT_AFTER {
+                            self.failures = 0;
+                            self.client = None;
+                        }
                         self.emit(EtcdEvent::Unavailable {
                             op: e.op(),
                             kind: e.kind(),
@@ -113,29 +121,20 @@ impl Observer {
 
     /// One client and one `observe` stream, until it ends.
     async fn session(&mut self) -> End {
-        let client = match connect(&self.cfg).await {
-            Ok(c) => c,
-            Err(e) => return End::Retry(Some(e)),
-        };
-        let mut ec = client.election_client();
-        match request(
-            EtcdOp::Observe,
-            self.cfg.request_timeout,
-            ec.leader(self.cfg.election.clone()),
-        )
-        .await
-        {
-            Ok(mut r) => {
-                if let Some(kv) = r.take_kv() {
-                    self.leader(&client, kv).await;
+        let client = match &self.client {
+            Some(c) => c.clone(),
+            None => match connect(&self.cfg).await {
+                Ok(c) => {
+                    self.client = Some(c.clone());
+                    c
                 }
-            }
-            Err(EtcdError::Client {
-                source: etcd_client::Error::GRpcStatus(s),
-                ..
-            }) if s.message().contains(NO_LEADER) => self.no_leader().await,
-            Err(e) => return End::Retry(Some(e)),
+                Err(e) => return End::Retry(Some(e)),
+            },
+        };
+        if let Err(e) = self.ask_leader(&client).await {
+            return End::Retry(Some(e));
         }
+        let mut ec = client.election_client();
         let name = self.cfg.election.clone();
         let mut opening: Option<Pending<Result<ObserveStream, etcd_client::Error>>> =
             Some(Box::pin(async move { ec.observe(name).await }));
@@ -154,8 +153,10 @@ impl Observer {
                 m = next_message(&mut stream) => match m {
                     Ok(Some(mut resp)) => {
                         self.backoff.reset();
+                        self.failures = 0;
                         if let Some(kv) = resp.take_kv() {
-                            self.leader(&client, kv).await;
+                            let seen = kv.mod_revision();
+                            self.leader(&client, kv, seen).await;
                         }
                     }
                     Ok(None) => {
@@ -171,8 +172,13 @@ impl Observer {
                 },
                 w = next_watch(&mut self.watch) => match w {
                     Ok(Some(resp)) if deletes(&resp) => {
+                        // The leader's key is gone. Ask who leads now rather than wait for
+                        // the observe stream, which etcd may deliver up to 100 ms later.
                         self.watch = None;
-                        self.no_leader().await;
+                        if let Err(e) = self.ask_leader(&client).await {
+                            tracing::debug!(error = %e, "etcd observer: no answer after the leader's key went");
+                            self.no_leader().await;
+                        }
                     }
                     Ok(Some(resp)) if !resp.canceled() => {}
                     _ => self.watch = None,
@@ -181,8 +187,38 @@ impl Observer {
         }
     }
 
-    /// etcd named a leader.
-    async fn leader(&mut self, client: &Client, kv: KeyValue) {
+    /// Asks etcd who leads now (the oldest key of the election) and reports it.
+    async fn ask_leader(&mut self, client: &Client) -> Result<(), EtcdError> {
+        let mut ec = client.election_client();
+        let name = self.cfg.election.clone();
+        match request(EtcdOp::Observe, self.cfg.request_timeout, ec.leader(name)).await {
+            Ok(mut r) => match r.take_kv() {
+                // A read: the key existed at the response's revision, so a watch from there
+                // misses nothing (and, starting at the present, etcd serves it at once).
+                Some(kv) => {
+                    let seen = r
+                        .header()
+                        .map_or(0, |h| h.revision())
+                        .max(kv.mod_revision());
+                    self.leader(client, kv, seen).await
+                }
+                None => self.no_leader().await,
+            },
+            Err(EtcdError::Client {
+                source: etcd_client::Error::GRpcStatus(s),
+                ..
+            }) if s.message().contains(NO_LEADER) => self.no_leader().await,
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// etcd named a leader, whose key existed at revision `seen`.
+    async fn leader(&mut self, client: &Client, kv: KeyValue, seen: i64) {
+        tracing::debug!(
+            rev = kv.create_revision(),
+            "etcd observer: etcd names a leader"
+        );
         let (key, create, value) = (kv.key().to_vec(), kv.create_revision(), kv.value());
         let Some(rev) = revision(create) else {
             return;
@@ -190,7 +226,7 @@ impl Observer {
         let told = Told::Leader(key.clone(), create, value.to_vec());
         if told == self.told {
             if self.watch.is_none() && value != self.me.as_slice() {
-                self.watch_key(client, &key, kv.mod_revision()).await;
+                self.watch_key(client, &key, seen).await;
             }
             return;
         }
@@ -201,7 +237,6 @@ impl Observer {
             self.watch = None;
             return;
         }
-        self.watch_key(client, &key, kv.mod_revision()).await;
         let ev = match LeaderValue::decode(value) {
             Ok(leader) => EtcdEvent::Following { leader, rev },
             Err(e) => {
@@ -210,6 +245,8 @@ impl Observer {
             }
         };
         self.emit(ev).await;
+        // From the revision seen on, so a deletion meanwhile is not missed.
+        self.watch_key(client, &key, seen).await;
     }
 
     async fn no_leader(&mut self) {
@@ -219,11 +256,11 @@ impl Observer {
         }
     }
 
-    /// Watches `key` for its deletion after `mod_rev`; without a watch, `NoLeader` is only
-    /// learnt when the next leader appears (logged).
-    async fn watch_key(&mut self, client: &Client, key: &[u8], mod_rev: i64) {
+    /// Watches `key` for its deletion after revision `seen`; without a watch, `NoLeader` is
+    /// only learnt when the next leader appears (logged).
+    async fn watch_key(&mut self, client: &Client, key: &[u8], seen: i64) {
         let mut wc = client.watch_client();
-        let opts = WatchOptions::new().with_start_revision(mod_rev.saturating_add(1));
+        let opts = WatchOptions::new().with_start_revision(seen.saturating_add(1));
         self.watch = match request(
             EtcdOp::Watch,
             self.cfg.request_timeout,
