@@ -11,6 +11,9 @@ use std::time::Duration;
 /// about 1.5 × its own election timeout (1.5 s with its defaults) to that minimum.
 pub const MIN_TTL: Duration = Duration::from_secs(2);
 
+/// The largest TTL etcd grants (its `MaxLeaseTTL`).
+pub const MAX_TTL: Duration = Duration::from_secs(9_000_000_000);
+
 /// The largest `max_drift` accepted (50 %): beyond it the lease clock keeps almost nothing.
 pub const MAX_DRIFT_LIMIT: f64 = 0.5;
 
@@ -54,6 +57,9 @@ pub enum EtcdConfigError {
     /// The TTL is shorter than [`MIN_TTL`].
     #[error("etcd: ttl {0:?} is below the minimum of 2 s (etcd's minimum TTL is coarse)")]
     TtlTooShort(Duration),
+    /// The TTL is longer than [`MAX_TTL`], which etcd refuses.
+    #[error("etcd: ttl {0:?} is above etcd's maximum of 9 000 000 000 s")]
+    TtlTooLong(Duration),
     /// The TTL is not a whole number of seconds (etcd's unit).
     #[error("etcd: ttl {0:?} is not a whole number of seconds (etcd counts TTLs in seconds)")]
     TtlNotWholeSeconds(Duration),
@@ -156,6 +162,9 @@ impl EtcdConfig {
         if self.ttl < MIN_TTL {
             return Err(EtcdConfigError::TtlTooShort(self.ttl));
         }
+        if self.ttl > MAX_TTL {
+            return Err(EtcdConfigError::TtlTooLong(self.ttl));
+        }
         if self.ttl.subsec_nanos() != 0 {
             return Err(EtcdConfigError::TtlNotWholeSeconds(self.ttl));
         }
@@ -169,7 +178,7 @@ impl EtcdConfig {
             return Err(EtcdConfigError::BadDrift(self.max_drift));
         }
         let lease = super::lease_clock::local_lease(self.ttl, self.drift_ppm(), self.margin);
-        if lease < self.ttl / 2 || lease < self.ttl / 3 + self.request_timeout {
+        if lease < self.ttl / 2 || lease < (self.ttl / 3).saturating_add(self.request_timeout) {
             return Err(EtcdConfigError::LeaseTooShort {
                 ttl: self.ttl,
                 lease,
@@ -231,6 +240,11 @@ mod tests {
         assert_eq!(
             ok().with_ttl(s).validate(),
             Err(EtcdConfigError::TtlTooShort(s))
+        );
+        let s = Duration::from_secs(u64::MAX);
+        assert_eq!(
+            ok().with_ttl(s).validate(),
+            Err(EtcdConfigError::TtlTooLong(s))
         );
         let s = Duration::from_millis(2500);
         assert_eq!(

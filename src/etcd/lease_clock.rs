@@ -95,8 +95,11 @@ impl LeaseClock {
         }
         let ttl = Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(0));
         // The newest acknowledged renewal alone defines the expiry (etcd replaces the old
-        // one), so this may also move the end *earlier* if etcd ever shortened the TTL.
-        let until = sent + local_lease(ttl, self.drift_ppm, self.margin);
+        // one), so this may also move the end *earlier* if etcd ever shortened the TTL. An
+        // absurd TTL that overflows the clock extends nothing.
+        let Some(until) = sent.checked_add(local_lease(ttl, self.drift_ppm, self.margin)) else {
+            return Ack::Unmatched;
+        };
         self.until = Some(until);
         Ack::Until(until)
     }
@@ -126,7 +129,7 @@ impl LeaseClock {
         if self.ended || self.in_flight.len() >= MAX_IN_FLIGHT {
             return None;
         }
-        self.last_sent.map(|s| s + self.renew_every)
+        self.last_sent.and_then(|s| s.checked_add(self.renew_every))
     }
 
     /// How many requests wait for a reply.
@@ -226,6 +229,20 @@ mod tests {
             assert_eq!(c.acknowledged(3), Ack::Ended);
             assert_eq!(c.until(), None);
         }
+    }
+
+    #[test]
+    fn an_absurd_ttl_does_not_panic() {
+        let t0 = Instant::now();
+        let mut c = clock();
+        assert!(c.sent(t0));
+        assert_eq!(c.acknowledged(3), Ack::Until(t0 + LEASE_3S));
+        assert!(c.sent(t0 + 1000 * MS));
+        let r = c.acknowledged(i64::MAX);
+        assert!(
+            matches!(r, Ack::Unmatched | Ack::Until(_)),
+            "either way, no panic: {r:?}"
+        );
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub mod value;
 pub mod verify;
 
 pub use campaign::ShutdownOutcome;
-pub use config::{EtcdConfig, EtcdConfigError, MIN_TTL};
+pub use config::{EtcdConfig, EtcdConfigError, MAX_TTL, MIN_TTL};
 pub use election::{EtcdElection, EVENT_CAPACITY};
 pub use error::{ErrorKind, EtcdError, EtcdOp, EtcdStartError};
 pub use event::{EtcdEvent, StepDownReason};
