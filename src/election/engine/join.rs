@@ -91,6 +91,7 @@ impl Engine {
         let Some(l) = self.leader.take() else { return };
         if l.node == self.cfg.me {
             self.followers.clear();
+            self.end_lease();
             self.out.push_back(Output::LeadershipLost {
                 term: l.term,
                 reason,

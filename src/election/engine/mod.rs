@@ -17,8 +17,8 @@ mod terms;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-pub use quorum::{NoQuorum, QuorumParams};
 use quorum::QuorumState;
+pub use quorum::{NoQuorum, QuorumParams};
 
 use super::{ElectionMsg, LeaderRef, LossReason, Output};
 use crate::types::{NodeId, Term};
@@ -109,6 +109,8 @@ pub enum Role {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Proposal {
     term: Term,
+    /// When it was sent: a quorum-mode lease runs from here.
+    sent: Instant,
     takeover: bool,
     pending: BTreeSet<NodeId>,
     accepted: BTreeSet<NodeId>,
@@ -230,7 +232,10 @@ impl Engine {
     /// Quorum mode: when this leader's lease ends (on the clock of the `now` arguments);
     /// `None` unless it leads in quorum mode.
     pub fn lease_until(&self) -> Option<Instant> {
-        self.quorum.as_ref().and_then(|q| q.lease_until)
+        self.quorum
+            .as_ref()
+            .and_then(|q| q.lease_until)
+            .filter(|_| self.is_leader())
     }
 
     /// Whether this node may act as leader at `now`: it leads and, in quorum mode, its lease
@@ -267,10 +272,16 @@ impl Engine {
 
     /// The next timer deadline: call [`Engine::handle_timeout`] when it has passed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.deadline, self.announce_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let lease = self
+            .quorum
+            .as_ref()
+            .filter(|_| self.is_leader())
+            .map(|q| [q.renew_at, q.lease_until]);
+        [self.deadline, self.announce_at]
+            .into_iter()
+            .chain(lease.into_iter().flatten())
+            .flatten()
+            .min()
     }
 
     /// The next output to act on.
@@ -358,6 +369,30 @@ impl Engine {
         }
     }
 
+    /// This node is stopping (graceful shutdown). In quorum mode a leader stops acting and
+    /// tells its peers (`StepDown`), so the voters release their promises and elect a new
+    /// leader without waiting out the lease; a crashed leader gives no such notice. Nothing
+    /// happens in bully mode (the peers see the connection close).
+    pub fn handle_shutdown(&mut self, _now: Instant) {
+        let Some(l) = self.leader.filter(|l| l.node == self.cfg.me) else {
+            return;
+        };
+        if self.quorum.is_none() {
+            return;
+        }
+        self.end_lease();
+        self.leader = None;
+        self.announced = None;
+        self.followers.clear();
+        self.proposal = None;
+        self.deadline = None;
+        self.role = Role::Waiting;
+        let peers: Vec<NodeId> = self.connected.iter().copied().collect();
+        for p in peers {
+            self.send(p, ElectionMsg::StepDown { term: l.term });
+        }
+    }
+
     /// A timer deadline may have passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.handle_timeout_inner(now);
@@ -365,6 +400,16 @@ impl Engine {
     }
 
     fn handle_timeout_inner(&mut self, now: Instant) {
+        if self.is_leader() {
+            if let Some(q) = self.quorum.as_ref() {
+                let (renew_at, until) = (q.renew_at, q.lease_until);
+                if until.is_none_or(|u| now >= u) {
+                    self.lease_expired(now);
+                } else if renew_at.is_some_and(|r| now >= r) {
+                    self.renew(now);
+                }
+            }
+        }
         if self.announce_at.is_some_and(|a| now >= a) {
             if self.is_leader() {
                 self.broadcast_status();
@@ -382,7 +427,12 @@ impl Engine {
             Role::Starting => self.decide_after_start(now),
             Role::Waiting => {
                 if let Some(l) = self.known_live_leader() {
-                    self.join(now, l);
+                    if self.quorum.is_some() {
+                        // A preempting candidate was waiting out a promise or stickiness.
+                        self.follow_or_preempt(now, l);
+                    } else {
+                        self.join(now, l);
+                    }
                 } else if self.is_candidate(self.cfg.me) {
                     self.propose(now, false);
                 }
@@ -459,7 +509,7 @@ impl Engine {
             ElectionMsg::Leader { term, synch } => self.on_leader(from, term, synch),
             ElectionMsg::Renew { term, round } => self.on_renew(now, from, term, round),
             ElectionMsg::RenewAck { term, round } => self.on_renew_ack(now, from, term, round),
-            ElectionMsg::StepDown { term } => self.on_step_down(from, term),
+            ElectionMsg::StepDown { term } => self.on_step_down(now, from, term),
         }
     }
 

@@ -31,7 +31,13 @@ impl Engine {
             );
             return;
         }
-        if let Some(l) = self.live_leader().filter(|l| l.node != from) {
+        if self.quorum.is_some() && !self.grant_allowed(now, from, term) {
+            return;
+        }
+        if let Some(l) = self
+            .live_leader()
+            .filter(|l| l.node != from && !self.votes_by_promise())
+        {
             let allowed = (takeover || self.cfg.preempt) && from < l.node;
             if !allowed {
                 self.send(
@@ -67,6 +73,7 @@ impl Engine {
         }
         // Accept.
         self.set_promised(term);
+        self.promise_to(from, term, now);
         if self.leader.is_some_and(|l| l.node == from) {
             // Our own leader re-elects itself above a newer term: calls stay valid.
             self.leader = None;
@@ -102,6 +109,15 @@ impl Engine {
         p.pending.remove(&from);
         let takeover = p.takeover;
         let my_term = p.term;
+        if self.quorum.is_some() {
+            // Quorum mode: a rejection is a missing vote; no immediate retry or outbid (the
+            // voter is promised elsewhere for a while). Join a live leader, or count the votes.
+            match leader.filter(|l| l.node != self.cfg.me && self.is_reachable(l.node)) {
+                Some(l) if !(self.cfg.preempt && self.cfg.me < l.node) => self.join(now, l.node),
+                _ => self.check_proposal(now),
+            }
+            return;
+        }
         if let Some(l) = leader.filter(|l| l.node != self.cfg.me) {
             if self.is_reachable(l.node) {
                 if (takeover || self.cfg.preempt) && self.cfg.me < l.node {
@@ -132,6 +148,16 @@ impl Engine {
     }
 
     pub(super) fn propose(&mut self, now: Instant, takeover: bool) {
+        if let Some(retry) = self.proposal_blocked(now) {
+            // Quorum mode: not now (no majority reachable, promised elsewhere, or a voter
+            // still follows a live leader). A sitting leader keeps leading.
+            self.proposal = None;
+            if !self.is_leader() {
+                self.role = Role::Waiting;
+                self.deadline = Some(retry);
+            }
+            return;
+        }
         let Some(term) = self.next_owned_term() else {
             // No term left to propose: never reuse one. Stay out of elections.
             self.proposal = None;
@@ -142,12 +168,14 @@ impl Engine {
             return;
         };
         self.set_promised(term);
+        self.promise_to(self.cfg.me, term, now);
         let pending = self.connected.clone();
         for &p in &pending {
             self.send(p, ElectionMsg::Propose { term, takeover });
         }
         self.proposal = Some(Proposal {
             term,
+            sent: now,
             takeover,
             pending,
             accepted: BTreeSet::new(),
@@ -169,6 +197,16 @@ impl Engine {
         let Some(p) = self.proposal.take() else {
             return;
         };
+        if self.quorum.is_some()
+            && !(self.has_majority(&p.accepted) && self.start_lease(p.term, p.sent, now))
+        {
+            // Quorum mode: no majority granted the term (or its lease already ran out).
+            if !self.is_leader() {
+                self.role = Role::Waiting;
+                self.deadline = Some(now + self.jittered());
+            }
+            return;
+        }
         let me = self.cfg.me;
         self.leader = Some(LeaderRef {
             node: me,

@@ -20,8 +20,11 @@
 //! propose while a connected voter reports following a live leader, so a healed or flapping
 //! node cannot depose a healthy leader.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use super::Role;
+use crate::election::{ElectionMsg, LeaderRef, LossReason, Output};
 use crate::types::{NodeId, Term};
 
 /// Quorum mode's parameters, identical on every node.
@@ -76,7 +79,7 @@ pub(super) struct Promise {
 pub(super) struct Round {
     pub round: u64,
     pub sent: Instant,
-    pub acks: std::collections::BTreeSet<NodeId>,
+    pub acks: BTreeSet<NodeId>,
 }
 
 /// The quorum-mode state of one engine (absent in bully mode).
@@ -107,11 +110,325 @@ impl QuorumState {
     }
 }
 
-impl super::Engine {
-    pub(super) fn on_renew(&mut self, _now: Instant, _from: NodeId, _term: Term, _round: u64) {}
+/// Renewal rounds kept waiting for acknowledgements (older ones cannot extend the lease).
+const MAX_ROUNDS: usize = 64;
 
-    pub(super) fn on_renew_ack(&mut self, _now: Instant, _from: NodeId, _term: Term, _round: u64) {
+impl super::Engine {
+    fn params(&self) -> Option<QuorumParams> {
+        self.quorum.as_ref().map(|q| q.params)
     }
 
-    pub(super) fn on_step_down(&mut self, _from: NodeId, _term: Term) {}
+    /// Whether this node's promise lets it grant or acknowledge `node` at `now`.
+    pub(super) fn may_grant(&self, node: NodeId, now: Instant) -> bool {
+        match self.quorum.as_ref().and_then(|q| q.promise) {
+            None => true,
+            Some(p) => p.node == Some(node) || now >= p.until,
+        }
+    }
+
+    /// Records the promise that goes with a grant or an acknowledgement to `node` for `term`.
+    /// Only candidates vote: a worker's "grant" promises nothing.
+    pub(super) fn promise_to(&mut self, node: NodeId, term: Term, now: Instant) {
+        if !self.is_candidate(self.cfg.me) || node == self.cfg.me {
+            return;
+        }
+        if let Some(q) = self.quorum.as_mut() {
+            q.promise = Some(Promise {
+                node: Some(node),
+                term,
+                until: now + q.params.lease,
+            });
+        }
+    }
+
+    /// Quorum mode: `Some(when)` if this node may not propose now, and when to look again.
+    /// Three reasons: it reaches no majority (it says `NoQuorum`), its own promise to another
+    /// node has not run out, or (stickiness) a connected voter still follows a live leader.
+    pub(super) fn proposal_blocked(&mut self, now: Instant) -> Option<Instant> {
+        let q = self.quorum.as_ref()?;
+        let sticky = q.params.sticky;
+        let promise = q.promise;
+        let (reachable, needed) = self.reach();
+        if reachable < needed {
+            return Some(now + self.jittered());
+        }
+        if let Some(p) = promise.filter(|p| now < p.until) {
+            return Some(p.until);
+        }
+        if sticky && self.a_voter_follows_another() {
+            return Some(now + self.jittered());
+        }
+        None
+    }
+
+    /// Whether a connected candidate says it follows a leader other than this node (one this
+    /// node may not preempt).
+    fn a_voter_follows_another(&self) -> bool {
+        let me = self.cfg.me;
+        let preempts = |l: NodeId| self.cfg.preempt && me < l;
+        self.statuses.iter().any(|(p, l)| {
+            self.is_candidate(*p)
+                && self.connected.contains(p)
+                && l.is_some_and(|l| l.node != me && !preempts(l.node))
+        })
+    }
+
+    /// Whether this node votes by its promise (a quorum-mode candidate): its promise, not
+    /// whether it sees a live leader, decides what it grants.
+    pub(super) fn votes_by_promise(&self) -> bool {
+        self.quorum.is_some() && self.is_candidate(self.cfg.me)
+    }
+
+    /// Quorum mode, on a fresh proposal of `term` by its owner `from`: whether this node may
+    /// grant it. If not, the `Reject` is sent here. A leader refuses (with `preempt`, it first
+    /// hands over to a higher-priority candidate's takeover); a voter refuses while promised to
+    /// another node; a worker never votes and keeps a live leader until a newer one announces
+    /// itself.
+    pub(super) fn grant_allowed(&mut self, now: Instant, from: NodeId, term: Term) -> bool {
+        let me = self.cfg.me;
+        if self.is_leader() && self.cfg.preempt && from < me && self.proposal.is_none() {
+            self.hand_over(now);
+        }
+        let allowed = if !self.is_candidate(me) {
+            self.live_leader().is_none_or(|l| l.node == from)
+        } else {
+            !self.is_leader() && self.may_grant(from, now)
+        };
+        if allowed {
+            return true;
+        }
+        let sticky = self.quorum.as_ref().is_some_and(|q| q.params.sticky);
+        if !sticky && self.is_candidate(me) {
+            // Negative control only: without stickiness a voter abandons its leader for any
+            // newer term (Raft without PreVote/CheckQuorum), which lets a healed node depose it.
+            if let Some(l) = self.leader.filter(|l| l.node != from && l.node != me) {
+                self.leader = None;
+                self.out.push_back(Output::LeaderLost {
+                    leader: l.node,
+                    term: l.term,
+                    reason: LossReason::NewerTerm,
+                });
+                self.role = Role::Waiting;
+                self.deadline = self
+                    .quorum
+                    .as_ref()
+                    .and_then(|q| q.promise)
+                    .map(|p| p.until);
+            }
+        }
+        self.send(
+            from,
+            ElectionMsg::Reject {
+                round: term,
+                promised: self.promised,
+                leader: self.live_leader(),
+            },
+        );
+        false
+    }
+
+    /// Whether the accepted grants plus this node's own make a majority of the candidates.
+    pub(super) fn has_majority(&self, granted: &std::collections::BTreeSet<NodeId>) -> bool {
+        let votes = granted.iter().filter(|n| self.is_candidate(**n)).count() as u32
+            + u32::from(self.is_candidate(self.cfg.me));
+        votes > self.cfg.n_candidates / 2
+    }
+
+    /// A new leader's lease, from the send time of its proposal. `false` if it already ended
+    /// (the answers took longer than the lease): it must not lead on it.
+    pub(super) fn start_lease(&mut self, term: Term, sent: Instant, now: Instant) -> bool {
+        let Some(params) = self.params() else {
+            return true;
+        };
+        let until = sent + params.leader_lease();
+        if until <= now {
+            return false;
+        }
+        let q = self.quorum.as_mut().expect("params came from it");
+        // A leader re-electing itself above a newer term keeps the lease it holds.
+        let until = q.lease_until.map_or(until, |u| u.max(until));
+        q.lease_until = Some(until);
+        q.rounds.clear();
+        q.renew_at = Some(now + params.renew_interval);
+        self.out.push_back(Output::Lease { term, until });
+        true
+    }
+
+    /// Forgets the lease (this node no longer leads).
+    pub(super) fn end_lease(&mut self) {
+        if let Some(q) = self.quorum.as_mut() {
+            q.lease_until = None;
+            q.rounds.clear();
+            q.renew_at = None;
+        }
+    }
+
+    /// The leader's renewal round: one `Renew` to every connected candidate, and the round
+    /// remembered with its send time. (A node never promises itself anything: it knows when it
+    /// stops acting, and it grants no one while it leads or proposes.)
+    pub(super) fn renew(&mut self, now: Instant) {
+        let Some(l) = self.leader.filter(|l| l.node == self.cfg.me) else {
+            return;
+        };
+        let Some(params) = self.params() else { return };
+        let voters: Vec<NodeId> = self
+            .connected
+            .iter()
+            .copied()
+            .filter(|p| self.is_candidate(*p))
+            .collect();
+        let q = self.quorum.as_mut().expect("params came from it");
+        let round = q.next_round;
+        q.next_round += 1;
+        q.renew_at = Some(now + params.renew_interval);
+        let oldest = now.checked_sub(params.leader_lease());
+        q.rounds.retain(|r| oldest.is_none_or(|o| r.sent > o));
+        if q.rounds.len() == MAX_ROUNDS {
+            q.rounds.pop_front();
+        }
+        q.rounds.push_back(Round {
+            round,
+            sent: now,
+            acks: BTreeSet::new(),
+        });
+        for v in voters {
+            self.send(
+                v,
+                ElectionMsg::Renew {
+                    term: l.term,
+                    round,
+                },
+            );
+        }
+        // A lone candidate is its own majority.
+        self.count_round(round);
+    }
+
+    /// Counts the acknowledgements of `round`: with a majority, the lease runs from its send
+    /// time (older rounds are then useless and dropped).
+    fn count_round(&mut self, round: u64) {
+        let Some(l) = self.leader.filter(|l| l.node == self.cfg.me) else {
+            return;
+        };
+        let Some(params) = self.params() else { return };
+        let Some(r) = self
+            .quorum
+            .as_ref()
+            .and_then(|q| q.rounds.iter().find(|r| r.round == round))
+        else {
+            return;
+        };
+        if !self.has_majority(&r.acks) {
+            return;
+        }
+        let until = r.sent + params.leader_lease();
+        let q = self.quorum.as_mut().expect("params came from it");
+        q.rounds.retain(|r| r.round > round);
+        if q.lease_until.is_none_or(|u| until > u) {
+            q.lease_until = Some(until);
+            self.out.push_back(Output::Lease {
+                term: l.term,
+                until,
+            });
+        }
+    }
+
+    /// A voter receives the leader's renewal: it acknowledges a leader it follows in that
+    /// term, if its promise allows (a restarted node acknowledges nobody for `E`).
+    pub(super) fn on_renew(&mut self, now: Instant, from: NodeId, term: Term, round: u64) {
+        self.see(term);
+        if !self.is_candidate(self.cfg.me)
+            || self.leader != Some(LeaderRef { node: from, term })
+            || !self.may_grant(from, now)
+        {
+            return;
+        }
+        self.promise_to(from, term, now);
+        self.send(from, ElectionMsg::RenewAck { term, round });
+    }
+
+    pub(super) fn on_renew_ack(&mut self, _now: Instant, from: NodeId, term: Term, round: u64) {
+        if !self.is_candidate(from)
+            || self.leader
+                != Some(LeaderRef {
+                    node: self.cfg.me,
+                    term,
+                })
+        {
+            return;
+        }
+        let Some(q) = self.quorum.as_mut() else {
+            return;
+        };
+        let Some(r) = q.rounds.iter_mut().find(|r| r.round == round) else {
+            return;
+        };
+        r.acks.insert(from);
+        self.count_round(round);
+    }
+
+    /// The lease ended without a renewal a majority acknowledged: stop acting, and elect
+    /// (this node may well win again if it still reaches a majority).
+    pub(super) fn lease_expired(&mut self, now: Instant) {
+        let Some(l) = self.leader.filter(|l| l.node == self.cfg.me) else {
+            return;
+        };
+        self.end_lease();
+        self.leader = None;
+        self.followers.clear();
+        self.role = Role::Waiting;
+        self.out.push_back(Output::LeadershipLost {
+            term: l.term,
+            reason: LossReason::LeaseExpired,
+        });
+        self.elect(now);
+    }
+
+    /// With `preempt`, a quorum-mode leader hands over to a higher-priority candidate that
+    /// proposes a takeover: it stops acting, tells the voters (who may then release the
+    /// promise they gave it), and grants that candidate's proposal.
+    pub(super) fn hand_over(&mut self, now: Instant) {
+        let Some(l) = self.leader.filter(|l| l.node == self.cfg.me) else {
+            return;
+        };
+        self.end_lease();
+        if let Some(q) = self.quorum.as_mut() {
+            q.promise = None;
+        }
+        self.leader = None;
+        self.followers.clear();
+        self.proposal = None;
+        self.out.push_back(Output::LeadershipLost {
+            term: l.term,
+            reason: LossReason::TakenOver,
+        });
+        let peers: Vec<NodeId> = self.connected.iter().copied().collect();
+        for p in peers {
+            self.send(p, ElectionMsg::StepDown { term: l.term });
+        }
+        self.role = Role::Waiting;
+        self.deadline = Some(now + self.jittered() * 2);
+    }
+
+    /// `from` stopped leading `term`: the promise given to it for that term is released, and
+    /// a node that followed it elects.
+    pub(super) fn on_step_down(&mut self, now: Instant, from: NodeId, term: Term) {
+        if let Some(q) = self.quorum.as_mut() {
+            if q.promise
+                .is_some_and(|p| p.node == Some(from) && p.term == term)
+            {
+                q.promise = None;
+            }
+        }
+        if self.leader == Some(LeaderRef { node: from, term }) {
+            self.leader = None;
+            self.previous_leader = Some(from);
+            self.out.push_back(Output::LeaderLost {
+                leader: from,
+                term,
+                reason: LossReason::TakenOver,
+            });
+            self.elect(now);
+        }
+    }
 }

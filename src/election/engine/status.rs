@@ -76,6 +76,14 @@ impl Engine {
                 }
                 _ => {}
             },
+            Some(mine) if mine.node == me && self.quorum.is_some() => {
+                // Quorum mode: a newer term won a majority, so this lease has ended (its
+                // timer may not have fired yet). An older one is stale and will end.
+                if l.term > mine.term {
+                    self.drop_leadership(LossReason::NewerTerm);
+                    self.join(now, l.node);
+                }
+            }
             Some(mine) if mine.node == me => {
                 // Two leaders meet: the higher priority takes over; the other waits for it.
                 if me < l.node && self.proposal.is_none() {
@@ -88,7 +96,7 @@ impl Engine {
                 // one is ignored: it only leads where it cannot reach ours.
                 if l.node == from
                     && l.term > mine.term
-                    && l.node < mine.node
+                    && (l.node < mine.node || self.quorum.is_some())
                     && self.role == Role::Follower
                 {
                     self.leader = None;
