@@ -108,8 +108,8 @@ mod tests {
             c.set_ppm(t0, now, -ppm);
             assert_eq!(c.local(t0, now), before);
             let later = c.local(t0, now + Duration::from_secs(1));
-            let want = Duration::from_secs(1).as_nanos() as i128 * (MILLION - i128::from(ppm))
-                / MILLION;
+            let want =
+                Duration::from_secs(1).as_nanos() as i128 * (MILLION - i128::from(ppm)) / MILLION;
             assert_eq!(later.duration_since(before).as_nanos() as i128, want);
         }
     }

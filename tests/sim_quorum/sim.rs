@@ -2,8 +2,9 @@
 //! its own drifting clock, and the invariants checked at every event in true time.
 //!
 //! Why apart from `tests/sim_quorum.rs`: that file says *what* a run does (its phases and
-//! bounds); this one is *how* the world is simulated (events, links, clocks) and what is
-//! checked after every single event (overlapping leases, fencing tokens, and the shared
+//! bounds); this one is *how* the world is simulated: the event loop, timers, the clocks. Its
+//! submodules are the adversary (`network.rs`: links and faults) and what is checked after
+//! every single event (`checks.rs`: overlapping leases, fencing tokens, and the shared
 //! harness's one leader per term and per-node invariants).
 
 use std::cmp::Reverse;
@@ -19,11 +20,20 @@ use rand::{Rng, SeedableRng};
 
 use super::clock::Clock;
 
+#[path = "checks.rs"]
+mod checks;
+#[path = "network.rs"]
+mod network;
+
 pub const FAILURE_TIMEOUT: Duration = Duration::from_millis(600);
 pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(150);
 pub const STARTUP_TIMEOUT: Duration = Duration::from_millis(500);
 pub const ANNOUNCE: Duration = Duration::from_millis(1000);
 pub const RECONNECT: Duration = Duration::from_millis(50);
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
 /// `ρ`: every clock's rate is within `1 ± ρ` (1 %).
 pub const RHO_PPM: i64 = 10_000;
 /// How many log lines a failure report shows (the log keeps no more).
@@ -50,6 +60,9 @@ pub enum Fault {
     Partition(Vec<NodeId>),
     HealAll,
     Crash(NodeId),
+    /// A graceful shutdown (`handle_shutdown`: a quorum-mode leader sends `StepDown`), then
+    /// the process is gone as in a crash.
+    Stop(NodeId),
     Restart(NodeId),
     Freeze(NodeId),
     Resume(NodeId),
@@ -109,6 +122,7 @@ pub struct Shape {
     pub n_workers: usize,
     pub lossy: bool,
     pub clocks: Clocks,
+    pub preempt: bool,
     pub quorum: QuorumParams,
 }
 
@@ -128,6 +142,8 @@ pub struct Sim {
     link: Vec<Vec<bool>>,
     /// Connection epoch between a and b (symmetric), if connected.
     conn: Vec<Vec<Option<u64>>>,
+    /// `fifo[a][b]`: when the last message sent from a to b arrives (links are FIFO).
+    fifo: Vec<Vec<Instant>>,
     next_epoch: u64,
     queue: BinaryHeap<Reverse<(Instant, u64, usize)>>,
     events: Vec<Option<Ev>>,
@@ -159,7 +175,7 @@ impl Sim {
             n_nodes: n as u32,
             election_timeout: ELECTION_TIMEOUT,
             startup_timeout: STARTUP_TIMEOUT,
-            preempt: false,
+            preempt: shape.preempt,
             announce_interval: ANNOUNCE,
             seed: 0, // drawn at every (re)start
             initial_term: Term(0),
@@ -196,6 +212,7 @@ impl Sim {
             nodes,
             link: vec![vec![true; n]; n],
             conn: vec![vec![None; n]; n],
+            fifo: vec![vec![t0; n]; n],
             next_epoch: 1,
             queue: BinaryHeap::new(),
             events: Vec::new(),
@@ -402,7 +419,10 @@ impl Sim {
                     self.note(l);
                 }
                 Output::Elected { joined, term } => {
-                    let l = format!("{:9.3} n{i} elected term {term} joined {joined:?}", self.ms());
+                    let l = format!(
+                        "{:9.3} n{i} elected term {term} joined {joined:?}",
+                        self.ms()
+                    );
                     self.note(l);
                 }
                 Output::Surrendered { leader, term, .. } => {
@@ -460,345 +480,6 @@ impl Sim {
                 self.nodes[i].timer_at = None;
                 self.arm(i);
             }
-        }
-    }
-
-    /// The checks at this instant (after any event): the shared cluster's invariants, and
-    /// on every node's own clock, at most one node acting; acting intervals in true time;
-    /// fencing tokens.
-    fn check(&mut self) {
-        if self.failure.is_some() {
-            return;
-        }
-        if let Some(v) = self.cluster.violation() {
-            let v = v.to_string();
-            self.fail(&v);
-            return;
-        }
-        let now = self.now;
-        let mut acting_now = Vec::new();
-        for i in 0..self.n {
-            let local = self.local(i);
-            let clock = self.nodes[i].clock;
-            let state = self
-                .engine(i)
-                .filter(|e| e.is_acting(local))
-                .map(|e| (e.term(), e.lease_until()));
-            let state = match state {
-                Some((term, Some(until))) => Some((term, until)),
-                Some((term, None)) => {
-                    self.fail(&format!("n{i} acts in term {term} without a lease"));
-                    return;
-                }
-                None => None,
-            };
-            if let Some(k) = self.open[i] {
-                let iv = &mut self.acting[k];
-                let lapsed = clock.true_at(self.t0, iv.until_local);
-                match state {
-                    _ if lapsed <= now => {
-                        // The lease ran out between two events, unrenewed.
-                        iv.end = lapsed;
-                        iv.open = false;
-                        self.open[i] = None;
-                    }
-                    Some((term, until)) if term == iv.term => {
-                        iv.until_local = until;
-                        iv.end = clock.true_at(self.t0, until);
-                    }
-                    _ => {
-                        // It stopped acting at this event (lost, stepped down, crashed).
-                        iv.end = now;
-                        iv.open = false;
-                        self.open[i] = None;
-                    }
-                }
-            }
-            if let Some((term, until)) = state {
-                acting_now.push((i, term));
-                if self.open[i].is_none() {
-                    if let Err(e) = self.fencing(i, term) {
-                        self.fail(&e);
-                        return;
-                    }
-                    self.open[i] = Some(self.acting.len());
-                    self.acting.push(Acting {
-                        node: i,
-                        term,
-                        start: now,
-                        end: clock.true_at(self.t0, until),
-                        until_local: until,
-                        open: true,
-                    });
-                    let l = format!("{:9.3} n{i} ACTS term {term}", self.ms());
-                    self.note(l);
-                }
-            }
-        }
-        if acting_now.len() > 1 {
-            self.fail(&format!(
-                "two nodes acting at once (overlapping leases): {acting_now:?}"
-            ));
-        }
-    }
-
-    /// A new acting interval of `i` in `term`: its fencing token must be above every token
-    /// that acted before (or the same leadership resuming: same node, same highest term).
-    fn fencing(&mut self, i: usize, term: Term) -> Result<(), String> {
-        match self.max_acted {
-            Some((t, n)) if term < t || (term == t && n != i) => Err(format!(
-                "fencing token did not increase: n{i} acts in term {term} after n{n} acted in \
-                 term {t}"
-            )),
-            _ => {
-                self.max_acted = Some((term, i));
-                Ok(())
-            }
-        }
-    }
-
-    /// Every two acting intervals of different nodes are disjoint (open ones end now at the
-    /// latest): the pairwise form of the instant check, over the whole run.
-    pub fn check_intervals(&mut self) -> Result<(), String> {
-        let end = |a: &Acting| if a.open { a.end.min(self.now) } else { a.end };
-        for (x, a) in self.acting.iter().enumerate() {
-            for b in &self.acting[x + 1..] {
-                if a.node != b.node && a.start < end(b) && b.start < end(a) {
-                    let msg = format!("acting intervals overlap: {a:?} and {b:?}");
-                    return Err(self.fail(&msg));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn send(&mut self, from: NodeId, to: NodeId, msg: ElectionMsg) {
-        let Some(epoch) = self.conn[from.index()][to.index()] else {
-            return;
-        };
-        if !self.link[from.index()][to.index()] {
-            return;
-        }
-        let mut copies = 1;
-        let mut latency = Duration::from_micros(self.rng.random_range(50..2_000));
-        if self.shape.lossy && self.faults_on {
-            let r: f64 = self.rng.random();
-            if r < 0.02 {
-                let l = format!("{:9.3} drop n{}->n{} {msg:?}", self.ms(), from.0, to.0);
-                self.note(l);
-                return;
-            } else if r < 0.04 {
-                copies = 2;
-            } else if r < 0.08 {
-                // Delays up to the lease time E.
-                let e = self.shape.quorum.lease.as_micros() as u64;
-                latency += Duration::from_micros(self.rng.random_range(5_000..=e));
-            }
-        }
-        for c in 0..copies {
-            let extra = Duration::from_micros(c * self.rng.random_range(0..5_000));
-            self.at(
-                latency + extra,
-                Ev::Deliver {
-                    from,
-                    to,
-                    epoch,
-                    msg: msg.clone(),
-                },
-            );
-        }
-    }
-
-    /// Establishes missing connections where both ends are up and both links work.
-    fn reconnect(&mut self) {
-        for a in 0..self.n {
-            for b in a + 1..self.n {
-                if self.conn[a][b].is_some()
-                    || !self.alive(a)
-                    || !self.alive(b)
-                    || !self.link[a][b]
-                    || !self.link[b][a]
-                {
-                    continue;
-                }
-                let epoch = self.next_epoch;
-                self.next_epoch += 1;
-                self.conn[a][b] = Some(epoch);
-                self.conn[b][a] = Some(epoch);
-                for (x, y) in [(a, b), (b, a)] {
-                    let now = self.local(x);
-                    let e = self.engine_mut(x).unwrap();
-                    if e.connected().contains(&NodeId(y as u32)) {
-                        // The old connection is replaced: down, then up.
-                        e.handle_peer_down(now, NodeId(y as u32));
-                    }
-                    e.handle_peer_up(now, NodeId(y as u32));
-                }
-                self.drain(a);
-                self.drain(b);
-            }
-        }
-    }
-
-    /// Breaks the a-b connection; each live end notices after its delay.
-    fn break_conn(&mut self, a: usize, b: usize, detect_a: Duration, detect_b: Duration) {
-        if self.conn[a][b].take().is_none() {
-            return;
-        }
-        self.conn[b][a] = None;
-        for (x, y, d) in [(a, b, detect_a), (b, a, detect_b)] {
-            if self.cluster.members[x].engine.is_some() {
-                self.at(
-                    d,
-                    Ev::Detect {
-                        node: NodeId(x as u32),
-                        peer: NodeId(y as u32),
-                    },
-                );
-            }
-        }
-    }
-
-    fn timeout_detect(&mut self) -> Duration {
-        FAILURE_TIMEOUT.mul_f64(self.rng.random_range(0.5..1.0))
-    }
-
-    pub fn fault(&mut self, f: Fault) {
-        let l = format!("{:9.3} FAULT {f:?}", self.ms());
-        self.note(l);
-        match f {
-            Fault::Cut(a, b) => {
-                self.link[a.index()][b.index()] = false;
-                self.link[b.index()][a.index()] = false;
-                let (da, db) = (self.timeout_detect(), self.timeout_detect());
-                self.break_conn(a.index(), b.index(), da, db);
-            }
-            Fault::CutOneWay(a, b) => {
-                self.link[a.index()][b.index()] = false;
-                // b stops hearing a (timeout); a then sees b close the connection.
-                let db = self.timeout_detect();
-                self.break_conn(a.index(), b.index(), db + Duration::from_millis(1), db);
-            }
-            Fault::Heal(a, b) => {
-                self.link[a.index()][b.index()] = true;
-                self.link[b.index()][a.index()] = true;
-            }
-            Fault::Partition(side) => {
-                for a in 0..self.n {
-                    for b in a + 1..self.n {
-                        let ia = side.contains(&NodeId(a as u32));
-                        let ib = side.contains(&NodeId(b as u32));
-                        if ia != ib {
-                            self.link[a][b] = false;
-                            self.link[b][a] = false;
-                            let (da, db) = (self.timeout_detect(), self.timeout_detect());
-                            self.break_conn(a, b, da, db);
-                        }
-                    }
-                }
-            }
-            Fault::HealAll => {
-                for row in &mut self.link {
-                    row.fill(true);
-                }
-            }
-            Fault::Crash(x) => {
-                let i = x.index();
-                if self.cluster.members[i].engine.is_none() {
-                    return;
-                }
-                for p in 0..self.n {
-                    if p != i {
-                        // Peers see the connection close at once (RST).
-                        let d = Duration::from_micros(self.rng.random_range(10..1_000));
-                        self.break_conn(p, i, d, d);
-                    }
-                }
-                self.cluster.crash(x);
-                let n = &mut self.nodes[i];
-                n.frozen = false;
-                n.buffered.clear();
-                n.gen += 1;
-                n.timer_at = None;
-                self.check();
-            }
-            Fault::Restart(x) => {
-                let i = x.index();
-                if self.cluster.members[i].engine.is_some() {
-                    return;
-                }
-                // From what its store keeps; its clock kept running (the same machine).
-                let seed = self.rng.random();
-                let now = self.local(i);
-                self.cluster.start(x, now, Some(seed));
-                self.drain(i);
-                // Peers that are alive but not connected learn it is unreachable or not.
-                for p in 0..self.n {
-                    if p != i && (!self.alive(p) || !self.link[i][p] || !self.link[p][i]) {
-                        let now = self.local(i);
-                        self.engine_mut(i)
-                            .unwrap()
-                            .handle_peer_unreachable(now, NodeId(p as u32));
-                    }
-                }
-                self.drain(i);
-                self.reconnect();
-            }
-            Fault::Freeze(x) => {
-                let i = x.index();
-                if !self.alive(i) {
-                    return;
-                }
-                // Receives nothing, its timers do not fire; its clock keeps running.
-                self.nodes[i].frozen = true;
-                for p in 0..self.n {
-                    if p != i {
-                        // Peers time out; the frozen node notices when it resumes.
-                        let d = self.timeout_detect();
-                        self.break_conn(p, i, d, Duration::ZERO);
-                    }
-                }
-            }
-            Fault::Resume(x) => {
-                let i = x.index();
-                if !self.nodes[i].frozen {
-                    return;
-                }
-                self.nodes[i].frozen = false;
-                let buffered = std::mem::take(&mut self.nodes[i].buffered);
-                for ev in buffered {
-                    self.step(ev);
-                }
-                // Its own timer fires late.
-                self.nodes[i].timer_at = None;
-                self.arm(i);
-                let gen = self.nodes[i].gen;
-                self.at(Duration::ZERO, Ev::Timer { node: x, gen });
-            }
-        }
-    }
-
-    pub fn random_fault(rng: &mut StdRng, n: usize) -> Fault {
-        let n = n as u32;
-        let a = NodeId(rng.random_range(0..n));
-        let mut b = NodeId(rng.random_range(0..n));
-        if b == a {
-            b = NodeId((a.0 + 1) % n);
-        }
-        match rng.random_range(0..10) {
-            0 => Fault::Cut(a, b),
-            1 => Fault::CutOneWay(a, b),
-            2 => Fault::Heal(a, b),
-            3 => {
-                let side: Vec<NodeId> = (0..n).filter(|_| rng.random_bool(0.5)).map(NodeId).collect();
-                Fault::Partition(side)
-            }
-            4 => Fault::HealAll,
-            5 => Fault::Crash(a),
-            6 => Fault::Restart(a),
-            7 => Fault::Freeze(a),
-            8 => Fault::Resume(a),
-            _ => Fault::HealAll,
         }
     }
 
