@@ -290,7 +290,8 @@ struct Out {
 
 impl Out {
     /// Prints one event: `human` in human mode, or a JSON object with `event`, `node`,
-    /// `leader`, `term`, `t_ms` and `fields`.
+    /// `leader`, `term`, `at_ms` (wall-clock Unix time in ms, fractional; `t_ms` is the same
+    /// value under its first name) and `fields`.
     fn emit(
         &self,
         event: &str,
@@ -300,12 +301,14 @@ impl Out {
         human: impl FnOnce() -> String,
     ) {
         let line = if self.json {
+            let at_ms = now_ms();
             let mut obj = json!({
                 "event": event,
                 "node": self.me,
                 "leader": leader.map(|l| l.to_string()),
                 "term": term,
-                "t_ms": now_ms(),
+                "at_ms": at_ms,
+                "t_ms": at_ms,
             });
             if let (Some(o), Value::Object(f)) = (obj.as_object_mut(), fields) {
                 o.extend(f);
