@@ -610,7 +610,11 @@ fn quorum_model() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(TARGET_STATES);
     let model = QuorumModel::new([0, 1, 2].map(cfg), FAULTS);
-    assert_eq!(model.init_states().len(), 2, "no first election to start from");
+    assert_eq!(
+        model.init_states().len(),
+        2,
+        "no first election to start from"
+    );
     let (checker, took) = check(model, target, None);
     let model = checker.model();
     let unique = checker.unique_state_count();
