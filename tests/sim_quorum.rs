@@ -5,16 +5,17 @@
 //! network of FIFO connections (as the TCP connections of the real transport; the model
 //! checker, `tests/model_quorum.rs`, covers unordered delivery and single lost messages) that
 //! delays messages (up to `E`), loses them (with their connection, as TCP does), duplicates
-//! them, cuts links (both ways or one way), partitions, heals, crashes nodes and restarts them from what their store
-//! keeps, and freezes and resumes them (a frozen node receives nothing and its timers do not
-//! fire, but its clock keeps running). **Every node has its own clock** and is only ever
-//! given its local time: node `i` reads `offset_i + rate_i × true time`, with every rate
-//! within `1 ± ρ` (ρ = 1 %): uniform on some seeds, `1 ± ρ` exactly on others, and on a
-//! quarter of them the worst case, adapted as the run goes (whoever leads runs slow at
-//! `1 − ρ`, everyone else fast at `1 + ρ`). The machinery is `tests/sim_quorum/sim.rs`, the
-//! clocks `tests/sim_quorum/clock.rs`.
+//! them, cuts links (both ways or one way), partitions, heals, crashes nodes and restarts them
+//! from what their store keeps, stops them gracefully, and freezes and resumes them (a frozen
+//! node receives nothing and its timers do not fire, but its clock keeps running). **Every
+//! node has its own clock** and is only ever given its local time: node `i` reads
+//! `offset_i + rate_i × true time`, with every rate within `1 ± ρ` (ρ = 1 %): uniform on some
+//! seeds, `1 ± ρ` exactly on others, and on a quarter of them the worst case, adapted as the
+//! run goes (whoever leads runs slow at `1 − ρ`, everyone else fast at `1 + ρ`). The machinery
+//! is `tests/sim_quorum/`: `sim.rs` (events, timers), `clock.rs`, `network.rs` (links and
+//! faults), `checks.rs` (what is checked after every event).
 //!
-//! Checked at **every event, in true time** (`sim.rs`, `Sim::check`):
+//! Checked at **every event, in true time** (`checks.rs`, `Sim::check`):
 //! * at most one node is acting (`Engine::is_acting` on its own clock): leases never overlap,
 //!   so at most one `LeaderGuard::ensure` can succeed at any instant; every node's acting
 //!   intervals `[start, end)` are recorded in true time and checked pairwise too;
@@ -41,15 +42,15 @@
 //!    no term change if the leader kept its majority).
 //!
 //! A failure prints the seed, the last events, every node's state and every acting interval,
-//! then the fault schedule minimised. `SIM_SEED=<seed> cargo test --test sim_quorum replay --
+//! the fault schedule, then that schedule minimised. `SIM_SEED=<seed> cargo test --test sim_quorum replay --
 //! --nocapture` replays one seed; `SIM_SEEDS=<n>` runs `n` seeds in `many_seeds` (default
 //! 10 000), `SIM_BASE` the first, `SIM_LOSSY=0` turns message loss off, `SIM_VERBOSE=1` logs
 //! every message.
 //!
 //! The negative controls (ordinary tests, they pass by *finding* the violation) run the same
 //! simulator on a protocol deliberately weakened by configuration: `drift_ppm: 0` on clocks
-//! that drift by 1 % must overlap leases; `sticky: false` must let a healed node depose the
-//! leader.
+//! that drift by 1 % must overlap leases; `sticky: false` must let a cut-off or healed node
+//! depose the leader.
 
 use std::time::Duration;
 
