@@ -193,6 +193,7 @@ fn params() -> QuorumParams {
         drift_ppm: 10_000,
         margin: Duration::ZERO,
         renew_interval: Duration::from_millis(RENEW_MS),
+        durable: true,
         sticky: true,
     }
 }

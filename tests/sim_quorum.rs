@@ -112,6 +112,8 @@ fn params(drift_ppm: u32, sticky: bool) -> QuorumParams {
         drift_ppm,
         margin: MARGIN,
         renew_interval: RENEW,
+        // The harness restarts a node from what its (durable) store keeps.
+        durable: true,
         sticky,
     }
 }
