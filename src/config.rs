@@ -1,13 +1,18 @@
 //! Node configuration, built and validated with [`Config::builder`].
 
+mod mode;
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::election::QuorumParams;
 use crate::error::ConfigError;
 use crate::types::{NodeId, NodeName};
+
+pub use mode::{Mode, QuorumConfig, DEFAULT_LEASE, DEFAULT_MARGIN, DEFAULT_MAX_DRIFT};
 
 /// Default heartbeat interval: a connection with no traffic sends a heartbeat this often.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(100);
@@ -135,6 +140,7 @@ pub struct Config {
     pub(crate) handshake_timeout: Duration,
     pub(crate) call_timeout: Duration,
     pub(crate) preempt: bool,
+    pub(crate) mode: Mode,
     pub(crate) max_frame_len: usize,
     pub(crate) send_queue: usize,
     pub(crate) mailbox: usize,
@@ -166,6 +172,7 @@ impl Config {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             preempt: false,
+            mode: Mode::Bully,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             send_queue: DEFAULT_SEND_QUEUE,
             mailbox: DEFAULT_MAILBOX,
@@ -194,6 +201,20 @@ impl Config {
     /// Whether a returning higher-priority candidate replaces a sitting leader.
     pub fn preempt(&self) -> bool {
         self.preempt
+    }
+
+    /// The election mode (bully unless [`ConfigBuilder::mode`] said otherwise).
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Quorum mode's parameters as the engine takes them (renewing every heartbeat); `None`
+    /// in bully mode.
+    pub(crate) fn quorum_params(&self) -> Option<QuorumParams> {
+        match self.mode {
+            Mode::Bully => None,
+            Mode::Quorum(q) => Some(q.params(self.heartbeat, self.data_dir.is_some())),
+        }
     }
 
     /// The data directory, if any.
@@ -232,7 +253,8 @@ impl Config {
     }
 
     /// SHA-256 over everything the nodes of a cluster must agree on: cluster name, member
-    /// list, `preempt`, heartbeat interval and failure timeout.
+    /// list, `preempt`, heartbeat interval, failure timeout, and the mode with its
+    /// parameters.
     pub fn members_digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"gen_leader/members/v1\0");
@@ -248,6 +270,9 @@ impl Config {
         // failure timeout would be declared DOWN again and again.
         h.update((self.heartbeat.as_micros() as u64).to_be_bytes());
         h.update((self.failure_timeout.as_micros() as u64).to_be_bytes());
+        // Bully and quorum nodes must never form one cluster: each would trust a leader the
+        // other's rules did not make.
+        mode::digest(&self.mode, &mut h);
         h.finalize().into()
     }
 }
@@ -268,6 +293,7 @@ pub struct ConfigBuilder {
     handshake_timeout: Duration,
     call_timeout: Duration,
     preempt: bool,
+    mode: Mode,
     max_frame_len: usize,
     send_queue: usize,
     mailbox: usize,
@@ -359,6 +385,14 @@ impl ConfigBuilder {
     /// false, as in gen_leader: it avoids flapping).
     pub fn preempt(mut self, on: bool) -> Self {
         self.preempt = on;
+        self
+    }
+
+    /// The election mode (default [`Mode::Bully`], gen_leader's contract). Every node of a
+    /// cluster must use the same mode with the same parameters: the handshake refuses a peer
+    /// configured otherwise. See [`Mode::Quorum`] and `docs/guide.md`.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
         self
     }
 
@@ -471,6 +505,9 @@ impl ConfigBuilder {
                 failure_ms: failure_timeout.as_millis(),
             });
         }
+        if let Mode::Quorum(q) = &self.mode {
+            q.validate(self.heartbeat)?;
+        }
         let cookie = self.cookie.unwrap_or_default();
         if cookie.expose().is_empty() {
             return Err(ConfigError::EmptyCookie);
@@ -515,6 +552,7 @@ impl ConfigBuilder {
             handshake_timeout: self.handshake_timeout,
             call_timeout: self.call_timeout,
             preempt: self.preempt,
+            mode: self.mode,
             max_frame_len: self.max_frame_len,
             send_queue: self.send_queue,
             mailbox: self.mailbox,

@@ -1,5 +1,8 @@
 //! Typed errors of the public API.
 
+use std::time::Duration;
+
+use crate::election::LossReason;
 use crate::types::{NodeName, NodeNameError, Term};
 
 /// A boxed error from user code or a dependency, kept as the typed source of ours.
@@ -13,6 +16,16 @@ pub enum CallError {
     /// No leader was known before the call's deadline (an election may still be running).
     #[error("no leader was elected before the call's deadline")]
     NoLeader,
+    /// Quorum mode: at the call's deadline this node still reached fewer candidates than a
+    /// majority, so no leader could be elected on its side (it waited for one first, like
+    /// [`CallError::NoLeader`]).
+    #[error("no quorum: this node reaches {reachable} candidate(s) (itself included), a majority is {needed}; no leader can be elected on its side")]
+    NoQuorum {
+        /// Candidates this node reached, itself included if it is one.
+        reachable: u32,
+        /// A majority of the candidates.
+        needed: u32,
+    },
     /// The leader was known and the request sent, but no reply came before the deadline.
     /// The leader may or may not have executed it.
     #[error("the leader did not reply before the call's deadline (outcome unknown)")]
@@ -43,7 +56,7 @@ pub enum CallError {
 }
 
 /// Why a configuration was refused by [`crate::ConfigBuilder::build`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// A node name is malformed.
@@ -78,6 +91,83 @@ pub enum ConfigError {
     /// A size limit is out of range.
     #[error("{0} is out of range")]
     OutOfRange(&'static str),
+    /// Quorum mode: [`QuorumConfig::max_drift`](crate::QuorumConfig::max_drift) is not a
+    /// finite number in `[0, 0.5)`.
+    #[error("quorum mode: max_drift is {max_drift}, but it must be a finite number in [0, 0.5) (the bound on every clock's rate error: 0.01 is 1 %)")]
+    BadDrift {
+        /// The value given.
+        max_drift: f64,
+    },
+    /// Quorum mode: the leader's lease `E·(1−ρ)/(1+ρ) − δ` does not exceed two heartbeats,
+    /// so the leader could never renew it in time.
+    #[error("quorum mode: the leader's lease E·(1−ρ)/(1+ρ) − δ is {leader_lease:?} (lease E = {lease:?}, max_drift ρ = {max_drift}, margin δ = {margin:?}), but it must exceed 2 × the heartbeat ({heartbeat:?}) = {:?}, or the leader could never renew it in time: raise the lease or lower the heartbeat", *heartbeat * 2)]
+    LeaseTooShort {
+        /// `E·(1−ρ)/(1+ρ) − δ`.
+        leader_lease: Duration,
+        /// `E`.
+        lease: Duration,
+        /// `ρ`.
+        max_drift: f64,
+        /// `δ`.
+        margin: Duration,
+        /// The heartbeat interval (the leader renews once per heartbeat).
+        heartbeat: Duration,
+    },
+}
+
+/// Why a [`LeaderGuard`](crate::LeaderGuard) could not be taken or no longer holds. See
+/// [`LeaderHandle::guard`](crate::LeaderHandle::guard).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GuardError {
+    /// This node does not lead: `leader` does (if one is known), at `term`. Also what a
+    /// quorum-mode leader whose lease has ended says until it has stepped down.
+    #[error("this node does not lead (leader: {}, term {term})", leader.as_ref().map_or_else(|| "none known".to_string(), ToString::to_string))]
+    NotLeader {
+        /// The leader this node follows, if any.
+        leader: Option<NodeName>,
+        /// The current term.
+        term: Term,
+    },
+    /// Quorum mode: this node reaches fewer candidates than a majority, so it has no leader.
+    #[error("no quorum: this node reaches {reachable} candidate(s) (itself included), a majority is {needed}")]
+    NoQuorum {
+        /// Candidates this node reaches, itself included if it is one.
+        reachable: u32,
+        /// A majority of the candidates.
+        needed: u32,
+    },
+    /// Quorum mode: the lease has less left than asked for
+    /// ([`LeaderGuard::ensure`](crate::LeaderGuard::ensure)): do not start the side effect.
+    #[error("the lease has {left:?} left, {needed:?} needed")]
+    LeaseEnding {
+        /// What is left of the lease.
+        left: Duration,
+        /// What the caller asked for.
+        needed: Duration,
+    },
+    /// The leadership of `term` ended: this guard no longer holds, and never will again.
+    #[error("the leadership of term {term} ended: {}", loss_reason_str(*reason))]
+    Lost {
+        /// The term that was led.
+        term: Term,
+        /// Why it ended ([`LossReason::LeaseExpired`] in quorum mode when no majority renewed
+        /// the lease in time, [`LossReason::TakenOver`], [`LossReason::NewerTerm`], ...).
+        reason: LossReason,
+    },
+    /// The node is stopped (or stopping).
+    #[error("the node is stopped")]
+    Stopped,
+}
+
+/// A few words on why a leadership ended, for logs, the audit trail and error messages.
+pub(crate) fn loss_reason_str(r: LossReason) -> &'static str {
+    match r {
+        LossReason::LeaderDown => "leader down",
+        LossReason::TakenOver => "taken over by a higher-priority leader",
+        LossReason::NewerTerm => "newer term",
+        LossReason::LeaseExpired => "lease expired",
+    }
 }
 
 /// Why a node could not start.

@@ -8,6 +8,12 @@
 //! fencing token), hung nodes are detected in well under a second, two leaders that meet
 //! after a partition reduce to one, and calls fail with typed errors instead of hanging.
 //!
+//! Two modes ([`Mode`]): **bully** (the default, gen_leader's contract: availability first,
+//! each side of a partition may elect a leader) and **quorum** (a majority's grant and a
+//! lease: two leaderships never overlap in time, given a bound on clock rate error). In
+//! both, a [`LeaderGuard`] lets a leader's code check its leadership right before a side
+//! effect, and its [`FencingToken`] lets the resource refuse a stale leader's writes.
+//!
 //! Implement [`Behaviour`] (gen_leader's callbacks), build a [`Config`] and start a
 //! [`Node`]:
 //!
@@ -74,8 +80,8 @@ pub mod types;
 pub mod wire;
 
 pub use behaviour::{Behaviour, Election, LeaderReply, ReplyTo, StopReason, Wire};
-pub use config::{Config, ConfigBuilder, Members};
-pub use election::Role;
-pub use error::{BoxError, CallError, ConfigError, StartError};
-pub use node::{ClusterView, LeaderHandle, Node, NodeStats};
-pub use types::{NodeId, NodeName, NodeNameError, Term};
+pub use config::{Config, ConfigBuilder, Members, Mode, QuorumConfig};
+pub use election::{LossReason, NoQuorum, Role};
+pub use error::{BoxError, CallError, ConfigError, GuardError, StartError};
+pub use node::{ClusterView, LeaderGuard, LeaderHandle, LeaderState, Node, NodeStats};
+pub use types::{FencingToken, NodeId, NodeName, NodeNameError, Term};

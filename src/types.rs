@@ -1,4 +1,4 @@
-//! Basic vocabulary shared by every layer: node names, node ids and terms.
+//! Basic vocabulary shared by every layer: node names, node ids, terms and fencing tokens.
 
 use std::fmt;
 use std::str::FromStr;
@@ -184,9 +184,111 @@ impl fmt::Display for Term {
     }
 }
 
+/// A fencing token: the term of a leadership, as the resource it guards should see it.
+///
+/// A leader passes its token with every write; the resource stores the highest token it has
+/// accepted and refuses writes that carry a lower one ([`FencingToken::admits`]). Terms
+/// strictly increase, so once a newer leader has written, an older one that was paused,
+/// partitioned or simply slow can no longer overwrite it — even if it still *believes* it
+/// leads. Get it from [`LeaderGuard::term`](crate::LeaderGuard::term) (or
+/// `FencingToken::from(term)`).
+///
+/// # Example: a conditional write
+///
+/// Against a SQL store the check is part of the write itself:
+/// `UPDATE jobs SET owner = $owner, fence = $term WHERE id = $id AND fence <= $term` — zero
+/// rows updated means a newer leader has written: this one is stale and must stop. Here a tiny
+/// in-memory table stands in for the database:
+///
+/// ```
+/// use std::collections::HashMap;
+/// use gen_leader::{FencingToken, Term};
+///
+/// /// One row: the value and the highest fence that wrote it.
+/// struct Row { owner: String, fence: u64 }
+///
+/// /// Stands in for `UPDATE jobs SET owner = $2, fence = $3 WHERE id = $1 AND fence <= $3`;
+/// /// returns the number of rows updated.
+/// fn update(table: &mut HashMap<u32, Row>, id: u32, owner: &str, token: FencingToken) -> usize {
+///     match table.get_mut(&id) {
+///         Some(row) if token.admits(row.fence) => {
+///             row.owner = owner.to_string();
+///             row.fence = token.get();
+///             1
+///         }
+///         _ => 0,
+///     }
+/// }
+///
+/// let mut jobs = HashMap::from([(7, Row { owner: "nobody".into(), fence: 0 })]);
+/// let old_leader = FencingToken::from(Term(3));
+/// let new_leader = FencingToken::from(Term(5));
+///
+/// assert_eq!(update(&mut jobs, 7, "a", old_leader), 1);
+/// assert_eq!(update(&mut jobs, 7, "b", new_leader), 1);
+/// // The old leader wakes up from a pause and tries again: refused, 0 rows.
+/// assert_eq!(update(&mut jobs, 7, "a", old_leader), 0, "stale leader: stop acting");
+/// assert_eq!(jobs[&7].owner, "b");
+/// // The current leader may write again with the same token.
+/// assert_eq!(update(&mut jobs, 7, "b2", new_leader), 1);
+/// ```
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize, Default,
+)]
+pub struct FencingToken(u64);
+
+impl FencingToken {
+    /// A token from its number (as read back from a store).
+    pub fn new(token: u64) -> Self {
+        FencingToken(token)
+    }
+
+    /// The token as a plain number, to store next to the data it guards.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// Whether a resource whose stored (highest accepted) token is `stored` must accept a
+    /// write carrying this token: true iff `self.get() >= stored`. Equal tokens are admitted,
+    /// so a leader can write many times in its term.
+    pub fn admits(self, stored: u64) -> bool {
+        self.0 >= stored
+    }
+}
+
+impl From<Term> for FencingToken {
+    fn from(t: Term) -> Self {
+        FencingToken(t.0)
+    }
+}
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fencing_tokens_admit_equal_or_newer_only() {
+        let t = FencingToken::from(Term(5));
+        assert_eq!(t, FencingToken::new(5));
+        assert_eq!(t.get(), 5);
+        assert!(t.admits(0));
+        assert!(t.admits(4));
+        assert!(t.admits(5), "the same leadership may write again");
+        assert!(!t.admits(6), "a newer leadership has written");
+        assert!(!FencingToken::new(0).admits(u64::MAX));
+        assert!(FencingToken::new(u64::MAX).admits(u64::MAX));
+        assert!(FencingToken::new(3) < FencingToken::new(4));
+        assert_eq!(t.to_string(), "5");
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, "5");
+        assert_eq!(serde_json::from_str::<FencingToken>(&json).unwrap(), t);
+    }
 
     #[test]
     fn parses_and_displays() {

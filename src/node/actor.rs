@@ -20,9 +20,11 @@ use tracing::{info, warn};
 use super::accept::accept_loop;
 use super::broadcast::{Held, Sequencer, MAX_HELD_CASTS};
 use super::calls::{CallReq, Calls, ReplySender};
+use super::clock::LeaseClock;
 use super::conns::Peer;
 use super::dialing::{Connected, DialOutcome};
 use super::handle::HandleParts;
+use super::leader_state::{LeaderState, Losses};
 use super::refusals::Refusals;
 use super::state::{election, NodeState};
 use super::storage::{AuditLog, TermStore};
@@ -105,6 +107,9 @@ pub(crate) struct NodeArgs<B: Behaviour> {
     pub listener: Box<dyn Listener>,
     pub connector: Arc<dyn Connector>,
     pub view_tx: watch::Sender<ClusterView>,
+    pub state_tx: watch::Sender<LeaderState>,
+    pub losses_tx: watch::Sender<Losses>,
+    pub clock: Arc<LeaseClock>,
     pub terms: Box<dyn TermStore>,
     /// The promise the store read (its reservation is `terms.proposal_floor()`).
     pub initial_term: Term,
@@ -141,6 +146,9 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             listener,
             connector,
             view_tx,
+            state_tx,
+            losses_tx,
+            clock,
             terms,
             initial_term,
             audit,
@@ -182,7 +190,8 @@ impl<B: Behaviour> Actor for NodeActor<B> {
                 // reservation (proposals start above it). See `storage`.
                 initial_term,
                 proposal_floor: terms.proposal_floor(),
-                quorum: None,
+                // Quorum mode renews the lease once per heartbeat; see `config::mode`.
+                quorum: config.quorum_params(),
             },
             now.into_std(),
         );
@@ -228,6 +237,9 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             seq: Sequencer::default(),
             held: Held::new(MAX_HELD_CASTS),
             view_tx,
+            state_tx,
+            losses_tx,
+            clock,
             timer_tx,
             scheduled: None,
             terms,
@@ -243,9 +255,9 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             refusals,
             spin,
         };
-        info!(node = %config.me(), term = %initial_term, "node starting");
+        info!(node = %config.me(), term = %initial_term, mode = %config.mode(), "node starting");
         // The view shows the persisted term from the start, not 0.
-        super::view::publish(&state.view_tx, &state.engine, config.members());
+        state.publish();
         for i in 0..n {
             let p = NodeId(i as u32);
             if p != me {

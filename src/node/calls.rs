@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::behaviour::Origin;
+use crate::election::NoQuorum;
 use crate::error::CallError;
 use crate::types::{NodeId, NodeName, Term};
 use crate::wire::ReplyResult;
@@ -309,9 +310,9 @@ impl<C, R> Calls<C, R> {
         });
     }
 
-    /// Fails the calls past their deadline at `now`: `NoLeader` if still waiting for one,
-    /// else `Timeout`.
-    pub(crate) fn sweep(&mut self, now: Instant) {
+    /// Fails the calls past their deadline at `now`: `NoLeader` if still waiting for one
+    /// (`NoQuorum` if `no_quorum` says this node cannot elect one), else `Timeout`.
+    pub(crate) fn sweep(&mut self, now: Instant, no_quorum: Option<NoQuorum>) {
         if self.next_sweep.is_none_or(|s| now < s) {
             return;
         }
@@ -328,10 +329,13 @@ impl<C, R> Calls<C, R> {
             }
         }
         for (id, waiting) in expired {
-            let err = if waiting {
-                CallError::NoLeader
-            } else {
-                CallError::Timeout
+            let err = match (waiting, no_quorum) {
+                (false, _) => CallError::Timeout,
+                (true, None) => CallError::NoLeader,
+                (true, Some(nq)) => CallError::NoQuorum {
+                    reachable: nq.reachable,
+                    needed: nq.needed,
+                },
             };
             self.resolve(id, Err(err));
         }
@@ -413,15 +417,40 @@ mod tests {
             t.dispatch(2, NodeId(0), NodeId(1), Term(3)),
             Some(Dispatch::Send(_))
         ));
-        t.sweep(t0 + ms(9));
+        t.sweep(t0 + ms(9), None);
         assert!(waiting.try_recv().is_err());
-        t.sweep(t0 + ms(10));
+        t.sweep(t0 + ms(10), None);
         assert_eq!(err(&mut waiting), CallError::NoLeader);
         assert_eq!(t.next_deadline(), Some(t0 + ms(20)));
-        t.sweep(t0 + ms(20));
+        t.sweep(t0 + ms(20), None);
         assert_eq!(err(&mut sent), CallError::Timeout);
         assert_eq!(t.len(), 0);
         assert_eq!(t.next_deadline(), None);
+    }
+
+    #[test]
+    fn without_a_quorum_a_waiting_call_fails_with_no_quorum() {
+        let t0 = Instant::now();
+        let mut t = T::new(8);
+        let mut waiting = add(&mut t, 1, t0 + ms(10), t0);
+        let mut sent = add(&mut t, 2, t0 + ms(10), t0);
+        t.take_waiting();
+        t.requeue(1);
+        t.dispatch(2, NodeId(0), NodeId(1), Term(3));
+        let nq = NoQuorum {
+            reachable: 1,
+            needed: 2,
+        };
+        t.sweep(t0 + ms(10), Some(nq));
+        assert_eq!(
+            err(&mut waiting),
+            CallError::NoQuorum {
+                reachable: 1,
+                needed: 2
+            }
+        );
+        // A call already sent to a leader timed out there: its outcome is unknown.
+        assert_eq!(err(&mut sent), CallError::Timeout);
     }
 
     #[test]

@@ -254,8 +254,18 @@ impl<B: Behaviour> NodeState<B> {
         }
     }
 
-    /// Best effort: tells every peer this node is going away, without waiting for room.
+    /// Best effort, without waiting for room: the engine's last messages (a quorum-mode
+    /// leader's `StepDown`, so that its voters need not wait out its lease), then a goodbye to
+    /// every peer. The engine's other outputs are dropped: no callback runs any more.
     pub(super) fn say_goodbye(&mut self) {
+        while let Some(out) = self.engine.poll_output() {
+            if let crate::election::Output::Send { to, msg } = out {
+                let c = self.peers.get(to.index()).and_then(|p| p.conn.as_ref());
+                if let (Some(c), Ok(f)) = (c, codec::encode_frame(&Msg::Election(msg))) {
+                    let _ = c.tx.try_send(f);
+                }
+            }
+        }
         let Ok(f) = codec::encode_frame(&Msg::Goodbye) else {
             return;
         };

@@ -3,22 +3,23 @@
 //!
 //! [`NodeState::drive`] applies every output of the engine in order — persisting a term
 //! *before* the messages that depend on it leave, sending, running the leadership callbacks —
-//! then publishes the view and the direct-call route, dispatches calls and casts that were
-//! waiting for a leader, and hands the timer its next deadline. Because it is the only place
+//! then publishes the view, the leader state and the direct-call route, dispatches calls and
+//! casts that were waiting for a leader, and hands the timer its next deadline. Because it is the only place
 //! outputs are applied, no handler can forget to, and nothing waits for the next tick.
 //!
 //! A term that cannot be persisted stops the node: the outputs still queued (the messages that
 //! depend on it) are dropped, and the actor stops with [`StopReason::TermNotPersisted`].
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
 use super::fastpath::Route;
 use super::state::{election, NodeState};
-use super::view;
 use crate::behaviour::{Behaviour, StopReason};
 use crate::election::{LossReason, Output};
+use crate::error::loss_reason_str;
 use crate::wire::codec;
 use crate::wire::Msg;
 
@@ -33,7 +34,19 @@ impl<B: Behaviour> NodeState<B> {
             return;
         }
         let mut published = false;
-        while let Some(out) = self.engine.poll_output() {
+        let mut batch: VecDeque<Output> = VecDeque::new();
+        loop {
+            if batch.is_empty() {
+                batch.extend(std::iter::from_fn(|| self.engine.poll_output()));
+                // Losses first: whatever publishes the state below (even before the
+                // `LeadershipLost` itself is applied) must find the reason recorded.
+                for out in &batch {
+                    if let Output::LeadershipLost { term, reason } = out {
+                        self.note_loss(*term, *reason);
+                    }
+                }
+            }
+            let Some(out) = batch.pop_front() else { break };
             self.dirty = true;
             if !published
                 && matches!(
@@ -41,7 +54,7 @@ impl<B: Behaviour> NodeState<B> {
                     Output::Elected { .. } | Output::Surrendered { .. } | Output::Down { .. }
                 )
             {
-                view::publish(&self.view_tx, &self.engine, self.cfg.members());
+                self.publish();
                 published = true;
             }
             self.apply(out).await;
@@ -53,7 +66,7 @@ impl<B: Behaviour> NodeState<B> {
         }
         if self.dirty {
             self.dirty = false;
-            view::publish(&self.view_tx, &self.engine, self.cfg.members());
+            self.publish();
             self.update_route();
         }
         if self.calls.waiting() > 0 || self.held.len() > 0 {
@@ -116,7 +129,16 @@ impl<B: Behaviour> NodeState<B> {
                 }
             }
             Output::LeadershipLost { term, reason } => {
-                self.record("lost", term, None, reason_str(reason));
+                // Guards of this term fail from here on (before any message that lets another
+                // node lead leaves).
+                self.publish_state();
+                if reason == LossReason::LeaseExpired {
+                    warn!(node = %self.name(self.me()), %term,
+                        "lease expired without a renewal from a majority: stepped down");
+                    self.record("stepped_down", term, None, loss_reason_str(reason));
+                } else {
+                    self.record("lost", term, None, loss_reason_str(reason));
+                }
                 let me = self.name(self.me()).clone();
                 self.calls.leadership_lost(&me);
             }
@@ -126,11 +148,12 @@ impl<B: Behaviour> NodeState<B> {
                 reason,
             } => {
                 self.fail_calls_to(leader);
-                self.record("leader_lost", term, Some(leader), reason_str(reason));
+                self.record("leader_lost", term, Some(leader), loss_reason_str(reason));
             }
             Output::Lease { .. } => {}
             Output::Down { node } => {
-                if self.engine.is_leader() {
+                // A leader callback: not run by a quorum-mode leader whose lease has ended.
+                if self.acting() {
                     let name = self.name(node).clone();
                     let election = election!(self);
                     if let Some(b) = self.behaviour.handle_down(&name, &election).await {
@@ -189,14 +212,5 @@ impl<B: Behaviour> NodeState<B> {
                 false
             }
         });
-    }
-}
-
-fn reason_str(r: LossReason) -> &'static str {
-    match r {
-        LossReason::LeaderDown => "leader down",
-        LossReason::TakenOver => "taken over by a higher-priority leader",
-        LossReason::NewerTerm => "newer term",
-        LossReason::LeaseExpired => "lease expired",
     }
 }

@@ -22,11 +22,13 @@ use tokio::task::JoinHandle;
 use super::actor::{NodeMsg, UserMsg};
 use super::calls::{CallReq, ReplyBody};
 use super::fastpath::FastPath;
+use super::guard::{GuardParts, LeaderGuard};
+use super::leader_state::LeaderState;
 use super::routing::encode_call_frame;
 use super::ClusterView;
 use crate::behaviour::{Behaviour, ReplyTo};
 use crate::config::{Config, Members};
-use crate::error::CallError;
+use crate::error::{CallError, GuardError};
 use crate::types::{NodeName, Term};
 use crate::wire::codec;
 
@@ -106,6 +108,8 @@ impl<R> Drop for CancelOnDrop<'_, R> {
 /// What every handle of a node shares, made once when the node starts.
 pub(crate) struct HandleParts<R> {
     pub view: watch::Receiver<ClusterView>,
+    /// The leader state, the losses and the lease clock: what guards are made of.
+    pub guards: GuardParts,
     pub config: Arc<Config>,
     pub local_addr: Option<std::net::SocketAddr>,
     /// Ids of this node's `leader_call`s.
@@ -119,6 +123,7 @@ impl<R> Clone for HandleParts<R> {
     fn clone(&self) -> Self {
         HandleParts {
             view: self.view.clone(),
+            guards: self.guards.clone(),
             config: self.config.clone(),
             local_addr: self.local_addr,
             call_ids: self.call_ids.clone(),
@@ -238,11 +243,17 @@ impl<B: Behaviour> LeaderHandle<B> {
             .unwrap_or(deadline);
         match tokio::time::timeout_at(backstop, rx).await {
             Ok(r) => Self::finish_call(r),
-            Err(_) => Err(if self.leader().is_some() {
-                CallError::Timeout
-            } else {
-                CallError::NoLeader
-            }),
+            Err(_) => {
+                let v = self.inner.parts.view.borrow();
+                Err(match (&v.leader, v.no_quorum) {
+                    (Some(_), _) => CallError::Timeout,
+                    (None, Some(nq)) => CallError::NoQuorum {
+                        reachable: nq.reachable,
+                        needed: nq.needed,
+                    },
+                    (None, None) => CallError::NoLeader,
+                })
+            }
         }
     }
 
@@ -436,6 +447,31 @@ impl<B: Behaviour> LeaderHandle<B> {
 
     fn members(&self) -> &Members {
         self.inner.parts.config.members()
+    }
+
+    /// This node's leadership now: leading (with the lease end in quorum mode), following,
+    /// electing, without a quorum, or stopped.
+    pub fn leader_state(&self) -> LeaderState {
+        self.inner.parts.guards.state()
+    }
+
+    /// A receiver of every change of this node's [`LeaderState`] (published at the end of
+    /// each input that changed it; in quorum mode also whenever a renewal moves the lease
+    /// end). The sender is dropped when the node's actor ends.
+    pub fn watch_state(&self) -> watch::Receiver<LeaderState> {
+        self.inner.parts.guards.state.clone()
+    }
+
+    /// A [`LeaderGuard`] of the term this node leads: check it right before each side effect
+    /// ([`LeaderGuard::ensure`]), fence the writes with its [`term`](LeaderGuard::term), wait
+    /// on [`lost`](LeaderGuard::lost). Errors: [`GuardError::NotLeader`] (with the leader, if
+    /// known; also a quorum-mode leader whose lease has just ended), [`GuardError::NoQuorum`],
+    /// [`GuardError::Stopped`].
+    ///
+    /// In bully mode the guard reflects this node's belief only; in quorum mode it is
+    /// exclusive while its lease runs. See `docs/guide.md`, "LeaderGuard and fencing".
+    pub fn guard(&self) -> Result<LeaderGuard, GuardError> {
+        self.inner.parts.guards.guard(self.term())
     }
 
     /// A receiver of every change of this node's [`ClusterView`] (leader, term, alive/down).

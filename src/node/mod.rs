@@ -16,18 +16,26 @@
 //! (`routing`), and follower calls that skip the actor (`fastpath`). `handle` is the public
 //! [`LeaderHandle`]; `storage` the persisted term and the audit trail.
 //!
+//! Leadership as the user's code sees it: `leader_state` (the published [`LeaderState`]),
+//! `lease` (whether this node may act as leader now), `clock` (the lease clock, which counts
+//! suspend) and `guard` (the [`LeaderGuard`]).
+//!
 //! Nodes never use ractor's global registry: several nodes run in one process.
 
 mod accept;
 mod actor;
 mod broadcast;
 mod calls;
+mod clock;
 mod conns;
 mod dialing;
 mod driver;
 mod fastpath;
+mod guard;
 mod handle;
 mod inbound;
+mod leader_state;
+mod lease;
 mod refusals;
 mod routing;
 mod state;
@@ -46,9 +54,13 @@ use crate::error::StartError;
 use crate::transport::{Connector, Listener, TcpConnector, TcpListener};
 
 use actor::{InitFailed, NodeActor, NodeArgs, MAX_CALLS};
+use clock::LeaseClock;
 use fastpath::FastPath;
+use guard::GuardParts;
+pub use guard::LeaderGuard;
 use handle::{HandleParts, Mailbox};
 pub use handle::{LeaderHandle, NodeStats};
+pub use leader_state::LeaderState;
 use storage::{AuditLog, FileTermStore};
 pub use view::ClusterView;
 
@@ -109,8 +121,17 @@ impl Node {
             FileTermStore::open(config.data_dir()).map_err(data_dir_error)?;
         let audit = AuditLog::open(config.data_dir()).map_err(data_dir_error)?;
         let (view_tx, view_rx) = watch::channel(ClusterView::starting(&config));
+        let (state_tx, state_rx) = watch::channel(LeaderState::Electing);
+        let (losses_tx, losses_rx) = watch::channel(leader_state::Losses::new());
+        let clock = Arc::new(LeaseClock::new());
         let parts = HandleParts {
             view: view_rx,
+            guards: GuardParts {
+                state: state_rx,
+                losses: losses_rx,
+                clock: clock.clone(),
+                quorum: config.quorum_params().is_some(),
+            },
             config: config.clone(),
             local_addr: listener.local_addr(),
             call_ids: Arc::new(AtomicU64::new(1)),
@@ -124,6 +145,9 @@ impl Node {
             listener: Box::new(listener),
             connector: Arc::new(connector),
             view_tx,
+            state_tx,
+            losses_tx,
+            clock,
             terms: Box::new(terms),
             initial_term,
             audit,

@@ -42,22 +42,23 @@ impl<B: Behaviour> NodeState<B> {
     }
 
     /// Dispatches the calls waiting for a leader and releases the held casts, if a leader is
-    /// known.
+    /// known (and, if it is this node, may act: see `lease`).
     pub(super) async fn flush_waiting(&mut self) {
-        if self.engine.leader().is_none() {
+        if self.acting_leader().is_none() {
             return;
         }
         for _ in 0..self.calls.waiting() {
             let Some(id) = self.calls.pop_waiting() else {
                 break;
             };
-            // Read again for each: a send that drops a connection can lose the leader.
-            match self.engine.leader() {
+            // Read again for each: a send that drops a connection can lose the leader, and a
+            // callback can outlast the lease.
+            match self.acting_leader() {
                 Some(l) => self.dispatch(id, l.node, l.term).await,
                 None => self.calls.requeue(id),
             }
         }
-        if self.held.len() > 0 && self.engine.leader().is_some() {
+        if self.held.len() > 0 && self.acting_leader().is_some() {
             for c in self.held.release() {
                 self.leader_cast(c).await;
             }
@@ -167,7 +168,9 @@ impl<B: Behaviour> NodeState<B> {
         payload: Vec<u8>,
     ) {
         let term = self.engine.term();
-        if !self.engine.is_leader() {
+        // A leader whose lease has ended answers as a node that does not lead: the caller
+        // waits for the next leader (see `lease`).
+        if !self.acting() {
             let result = ReplyResult::NotLeader;
             self.send(peer, &Msg::Reply { id, term, result }).await;
             return;
@@ -222,10 +225,10 @@ impl<B: Behaviour> NodeState<B> {
         self.calls.fail_sent_to(node, &name);
     }
 
-    /// A `leader_cast`: handled here if this node leads, sent to the leader, or held until one
-    /// is known.
+    /// A `leader_cast`: handled here if this node leads (and may act), sent to the leader, or
+    /// held until one is known.
     pub(super) async fn leader_cast(&mut self, m: B::Cast) {
-        match self.engine.leader() {
+        match self.acting_leader() {
             Some(l) if l.node == self.me() => {
                 let election = election!(self);
                 if let Some(b) = self.behaviour.handle_leader_cast(m, &election).await {
@@ -275,9 +278,10 @@ impl<B: Behaviour> NodeState<B> {
         }
     }
 
-    /// Fails the calls and held casts past their deadline at `now`.
+    /// Fails the calls and held casts past their deadline at `now` (a call still waiting for
+    /// a leader on a quorum-mode node without a majority fails with `NoQuorum`).
     pub(super) fn sweep(&mut self, now: Instant) {
-        self.calls.sweep(now.into_std());
+        self.calls.sweep(now.into_std(), self.engine.no_quorum());
         self.held.expire(now.into_std());
     }
 }

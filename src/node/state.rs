@@ -16,8 +16,10 @@ use tracing::info;
 use super::actor::NodeMsg;
 use super::broadcast::{Held, Sequencer};
 use super::calls::Calls;
+use super::clock::LeaseClock;
 use super::conns::Peer;
 use super::fastpath::FastPath;
+use super::leader_state::{LeaderState, Losses};
 use super::refusals::Refusals;
 use super::storage::{AuditEvent, AuditLog, TermStore};
 use super::{ClusterView, NodeStats};
@@ -60,6 +62,12 @@ pub(crate) struct NodeState<B: Behaviour> {
     pub(super) seq: Sequencer,
     pub(super) held: Held<B::Cast>,
     pub(super) view_tx: watch::Sender<ClusterView>,
+    /// This node's leadership, for `LeaderHandle::leader_state` and the guards.
+    pub(super) state_tx: watch::Sender<LeaderState>,
+    /// The leaderships this node lost last and why, for the guards.
+    pub(super) losses_tx: watch::Sender<Losses>,
+    /// The lease clock (counts suspend): every lease check is made on it.
+    pub(super) clock: Arc<LeaseClock>,
     pub(super) timer_tx: watch::Sender<Option<Instant>>,
     /// The deadline last handed to the timer.
     pub(super) scheduled: Option<Instant>,
@@ -146,6 +154,16 @@ impl<B: Behaviour> NodeState<B> {
         // No direct call may follow the Goodbye: close the route and fail those in flight.
         self.fast.fail_all();
         self.route_key = None;
+        // Guards fail from here on: nothing this node does now is done as leader.
+        self.state_tx.send_replace(LeaderState::Stopped);
+        // Quorum mode: a leader stops acting and releases its voters (`StepDown`, sent by
+        // `say_goodbye`), so that a new leader need not wait out the lease.
+        let leading = self.engine.is_leader().then(|| self.engine.term());
+        self.engine
+            .handle_shutdown(tokio::time::Instant::now().into_std());
+        if let Some(term) = leading.filter(|_| !self.engine.is_leader()) {
+            self.record("stepped_down", term, None, "shutdown");
+        }
         self.say_goodbye();
         self.stopping = true;
         self.behaviour.terminate(reason).await;

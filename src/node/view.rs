@@ -4,10 +4,12 @@
 //! engine, and the view is published before leadership callbacks run, so what a handle shows
 //! is never older than what a callback has been told.
 
+use std::time::Instant;
+
 use tokio::sync::watch;
 
 use crate::config::{Config, Members};
-use crate::election::{Engine, Role};
+use crate::election::{Engine, NoQuorum, Role};
 use crate::types::{NodeId, NodeName, Term};
 
 /// A snapshot of this node's view of the cluster, published on every change.
@@ -28,11 +30,19 @@ pub struct ClusterView {
     pub down: Vec<NodeName>,
     /// Members whose connection was refused, by them or by this node, because the two are
     /// configured differently (cookie, protocol version, cluster name, member lists,
-    /// `preempt`, heartbeat or failure timeout), with the reason as logged; e.g.
+    /// `preempt`, heartbeat, failure timeout or mode), with the reason as logged; e.g.
     /// `(n2, "n2@h:2 refused our connection: wrong cookie (authentication failed): ...")`.
     /// A member leaves this list when it connects. A node that is alone while this list is
     /// not empty is alone because of a misconfiguration, not because the others are down.
     pub refused: Vec<(NodeName, String)>,
+    /// Quorum mode, on the leader: when its lease ends unless renewed (as in
+    /// [`LeaderState::Leading`](crate::LeaderState::Leading), on the node's lease clock).
+    /// `None` elsewhere and in bully mode.
+    pub lease_until: Option<Instant>,
+    /// Quorum mode: `Some` while this node has no leader and reaches fewer candidates than a
+    /// majority (calls made on it fail with
+    /// [`CallError::NoQuorum`](crate::CallError::NoQuorum) at their deadline).
+    pub no_quorum: Option<NoQuorum>,
 }
 
 impl ClusterView {
@@ -57,27 +67,44 @@ impl ClusterView {
                 .cloned()
                 .collect(),
             refused: Vec::new(),
+            lease_until: None,
+            no_quorum: None,
         }
     }
 }
 
-/// Publishes the engine's view if it differs from the last one published.
-pub(crate) fn publish(tx: &watch::Sender<ClusterView>, engine: &Engine, members: &Members) {
+/// Publishes the engine's view if it differs from the last one published; `lease_until` is
+/// the lease's end on the lease clock (quorum mode).
+pub(crate) fn publish(
+    tx: &watch::Sender<ClusterView>,
+    engine: &Engine,
+    members: &Members,
+    lease_until: Option<Instant>,
+) {
     let leader = engine.leader().map(|l| members.name(l.node).clone());
     let term = engine.term();
     let role = engine.role();
+    let no_quorum = engine.no_quorum();
     tx.send_if_modified(|v| {
         let alive_changed = members
             .all()
             .iter()
             .enumerate()
             .any(|(i, n)| engine.is_alive(NodeId(i as u32)) != v.alive.contains(n));
-        if v.leader == leader && v.term == term && v.role == role && !alive_changed {
+        if v.leader == leader
+            && v.term == term
+            && v.role == role
+            && v.lease_until == lease_until
+            && v.no_quorum == no_quorum
+            && !alive_changed
+        {
             return false;
         }
         v.leader = leader;
         v.term = term;
         v.role = role;
+        v.lease_until = lease_until;
+        v.no_quorum = no_quorum;
         v.alive.clear();
         v.down.clear();
         for (i, n) in members.all().iter().enumerate() {

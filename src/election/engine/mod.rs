@@ -161,7 +161,10 @@ impl Engine {
             followers: BTreeSet::new(),
             previous_leader: None,
             announced: None,
-            quorum: cfg.quorum.map(|q| QuorumState::new(q, now)),
+            quorum: cfg.quorum.map(|q| {
+                let fresh = cfg.initial_term == Term(0) && cfg.proposal_floor == Term(0);
+                QuorumState::new(q, now, fresh)
+            }),
             rng: cfg.seed ^ 0x9E37_79B9_7F4A_7C15,
             out: VecDeque::new(),
             cfg,
@@ -384,7 +387,7 @@ impl Engine {
         self.leader = None;
         self.announced = None;
         self.followers.clear();
-        self.proposal = None;
+        self.release_proposal();
         self.deadline = None;
         self.role = Role::Waiting;
         let peers: Vec<NodeId> = self.connected.iter().copied().collect();

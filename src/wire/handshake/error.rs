@@ -86,7 +86,7 @@ mod tests {
     fn messages_are_readable() {
         assert_eq!(
             HandshakeError::Rejected(Refusal::Members).to_string(),
-            "refused the peer's handshake: cluster configuration mismatch (candidates, workers, preempt, heartbeat or failure timeout differ)"
+            "refused the peer's handshake: cluster configuration mismatch (candidates, workers, preempt, heartbeat, failure timeout or mode differ)"
         );
         assert_eq!(
             HandshakeError::Refused(Refusal::BadAuth).to_string(),

@@ -36,10 +36,10 @@ pub enum Refusal {
     /// [`Refusal::Config`] with both names).
     #[error("cluster name mismatch")]
     Cluster,
-    /// The cluster configurations differ (candidates, workers, `preempt`, heartbeat or
-    /// failure timeout), and the refusing node could not tell which field (newer nodes send
+    /// The cluster configurations differ (candidates, workers, `preempt`, heartbeat, failure
+    /// timeout or mode), and the refusing node could not tell which field (newer nodes send
     /// [`Refusal::Config`]).
-    #[error("cluster configuration mismatch (candidates, workers, preempt, heartbeat or failure timeout differ)")]
+    #[error("cluster configuration mismatch (candidates, workers, preempt, heartbeat, failure timeout or mode differ)")]
     Members,
     /// The dialer reached a node other than the one it meant to.
     #[error("wrong node: expected to reach {expected:?} but reached {got:?}")]

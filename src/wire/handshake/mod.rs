@@ -23,7 +23,7 @@
 //! `to` is its own name, that `from` is not its own name and that `from` is a
 //! known member; a mismatch is answered with a [`Refusal`] before closing. `Hello` also
 //! carries the dialer's configuration field by field ([`ConfigParts`]: both member lists or
-//! their digests, `preempt`, heartbeat, failure timeout; never the cookie), so that a
+//! their digests, `preempt`, heartbeat, failure timeout, mode; never the cookie), so that a
 //! mismatch is refused with [`Refusal::Config`] naming the field and both values.
 //! After authentication the acceptor asks the caller's admission closure
 //! (e.g. to detect duplicate or simultaneous connections).
@@ -65,7 +65,9 @@ pub use machine::Step;
 #[doc(hidden)]
 pub use messages::HandshakeMsg;
 pub use messages::{PeerHello, Refusal};
-pub use parts::{ConfigField, ConfigMismatch, ConfigParts, ListDifference, MAX_LIST_BYTES};
+pub use parts::{
+    ConfigField, ConfigMismatch, ConfigParts, ListDifference, ModeParts, MAX_LIST_BYTES,
+};
 
 /// Cap on frame length while the handshake runs (peers are not yet trusted).
 pub const HANDSHAKE_MAX_FRAME_LEN: usize = 4096;

@@ -39,6 +39,61 @@ pub struct ConfigParts {
     pub heartbeat_us: u64,
     /// Failure timeout, in microseconds.
     pub failure_timeout_us: u64,
+    /// The election mode and its parameters. Last, so that the fields above keep their
+    /// place in `Hello`.
+    pub mode: ModeParts,
+}
+
+/// The election mode as two nodes compare it: bully, or quorum with its parameters as the
+/// election engine takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[non_exhaustive]
+pub enum ModeParts {
+    /// Bully mode (the default).
+    #[default]
+    Bully,
+    /// Quorum mode.
+    Quorum {
+        /// The lease `E`, in nanoseconds.
+        lease_ns: u64,
+        /// The clock rate bound `ρ`, in parts per million.
+        drift_ppm: u32,
+        /// The margin `δ`, in nanoseconds.
+        margin_ns: u64,
+    },
+}
+
+impl ModeParts {
+    /// The mode of a validated configuration.
+    pub fn of(config: &crate::config::Config) -> Self {
+        match config.quorum_params() {
+            None => ModeParts::Bully,
+            Some(q) => ModeParts::Quorum {
+                lease_ns: q.lease.as_nanos() as u64,
+                drift_ppm: q.drift_ppm,
+                margin_ns: q.margin.as_nanos() as u64,
+            },
+        }
+    }
+}
+
+impl fmt::Display for ModeParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ModeParts::Bully => f.write_str("bully"),
+            ModeParts::Quorum {
+                lease_ns,
+                drift_ppm,
+                margin_ns,
+            } => write!(
+                f,
+                "quorum (lease {:?}, max_drift {}, margin {:?})",
+                Duration::from_nanos(*lease_ns),
+                f64::from(*drift_ppm) / 1e6,
+                Duration::from_nanos(*margin_ns)
+            ),
+        }
+    }
 }
 
 impl ConfigParts {
@@ -66,7 +121,14 @@ impl ConfigParts {
             preempt,
             heartbeat_us: heartbeat.as_micros() as u64,
             failure_timeout_us: failure_timeout.as_micros() as u64,
+            mode: ModeParts::Bully,
         }
+    }
+
+    /// The same parts with `mode` (they start as bully).
+    pub fn with_mode(mut self, mode: ModeParts) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// The parts of a node's validated configuration.
@@ -80,6 +142,7 @@ impl ConfigParts {
             config.heartbeat(),
             config.failure_timeout(),
         )
+        .with_mode(ModeParts::of(config))
     }
 
     /// The first field where `theirs` (the dialer's) differs from `self` (the refusing
@@ -139,6 +202,13 @@ impl ConfigParts {
                 micros(theirs.failure_timeout_us),
             )
         })
+        .or_else(|| {
+            scalar(
+                ConfigField::Mode,
+                self.mode.to_string(),
+                theirs.mode.to_string(),
+            )
+        })
     }
 
     /// This node's own value of `field`, as shown in its logs (lists in full when known).
@@ -158,6 +228,7 @@ impl ConfigParts {
             ConfigField::Cluster => String::new(),
             ConfigField::Heartbeat => micros(self.heartbeat_us),
             ConfigField::FailureTimeout => micros(self.failure_timeout_us),
+            ConfigField::Mode => self.mode.to_string(),
         }
     }
 }
@@ -219,6 +290,9 @@ pub enum ConfigField {
     Heartbeat,
     /// The failure timeout.
     FailureTimeout,
+    /// The election mode and its parameters (bully, or quorum with lease, max drift and
+    /// margin).
+    Mode,
 }
 
 impl fmt::Display for ConfigField {
@@ -230,6 +304,7 @@ impl fmt::Display for ConfigField {
             ConfigField::Preempt => "preempt setting",
             ConfigField::Heartbeat => "heartbeat interval",
             ConfigField::FailureTimeout => "failure timeout",
+            ConfigField::Mode => "mode",
         })
     }
 }
@@ -250,7 +325,7 @@ pub struct ListDifference {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigMismatch {
     /// The first field (in the order candidates, workers, preempt, heartbeat, failure
-    /// timeout) that differs.
+    /// timeout, mode) that differs.
     pub field: ConfigField,
     /// The refusing node's value (for lists, the start of its digest in hex).
     pub refusing: String,
@@ -433,6 +508,31 @@ mod tests {
             .mismatch(&parts(&["a@h:1"], &[], false, 100, 900))
             .expect("differs");
         assert_eq!(m.field, ConfigField::FailureTimeout);
+        let quorum = ModeParts::Quorum {
+            lease_ns: 1_000_000_000,
+            drift_ppm: 10_000,
+            margin_ns: 10_000_000,
+        };
+        let m = base
+            .mismatch(&base.clone().with_mode(quorum))
+            .expect("differs");
+        assert_eq!(m.field, ConfigField::Mode);
+        assert_eq!(
+            m.describe(true, &base),
+            "its mode differs: ours bully, theirs quorum (lease 1s, max_drift 0.01, margin 10ms)"
+        );
+        let other = ModeParts::Quorum {
+            lease_ns: 2_000_000_000,
+            drift_ppm: 10_000,
+            margin_ns: 10_000_000,
+        };
+        let q = base.clone().with_mode(quorum);
+        let m = q.mismatch(&base.clone().with_mode(other)).expect("differs");
+        assert_eq!(
+            m.to_string(),
+            "mode differs: refusing node has quorum (lease 1s, max_drift 0.01, margin 10ms), \
+             refused node has quorum (lease 2s, max_drift 0.01, margin 10ms)"
+        );
         let m = ConfigMismatch::cluster("prod", "test");
         assert_eq!(
             m.describe(true, &base),

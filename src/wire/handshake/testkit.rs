@@ -21,16 +21,17 @@ pub(super) const NONCE_A: [u8; 16] = [0xa2; 16];
 /// The frames of the pinned exchange (A, incarnation 11, dials B, incarnation 22; cluster
 /// "pin", cookie "pin cookie", digest `[0x5d; 32]`, nonces `NONCE_D` / `NONCE_A`), as written
 /// by the implementation before the sans-IO refactor, then with protocol version 2 (`Hello`
-/// carries [`parts`]; the other frames only changed their version byte).
+/// carries [`parts`]; the other frames only changed their version byte), then with the mode
+/// at the end of the parts (one byte for bully).
 pub(super) const HELLO: &str = concat!(
-    "000000c90200020370696e",
+    "000000ca0200020370696e",
     "1061403132372e302e302e313a34303031",
     "1062403132372e302e302e313a34303032",
     "0b",
     "5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d",
     "d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1",
     // parts: two candidates, their digest, no workers, their digest, preempt false,
-    // heartbeat 100 000 µs, failure timeout 600 000 µs.
+    // heartbeat 100 000 µs, failure timeout 600 000 µs, mode bully.
     "02",
     "1061403132372e302e302e313a34303031",
     "1062403132372e302e302e313a34303032",
@@ -40,6 +41,7 @@ pub(super) const HELLO: &str = concat!(
     "00",
     "fca0860100",
     "fcc0270900",
+    "00",
 );
 pub(super) const CHALLENGE: &str = concat!(
     "000000440201",
