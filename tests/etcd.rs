@@ -380,17 +380,20 @@ async fn stopped_etcd_leader_steps_down_before_the_ttl_then_recovers_body() {
     assert_eq!(reason, StepDownReason::LeaseExpired);
     // The last lease end it announced before stepping down, and the send time of the
     // keep-alive behind it.
-    let until = nodes[leader]
+    let (until, acked_send) = nodes[leader]
         .events()
         .into_iter()
         .filter(|(t, _)| *t <= stepped_at)
         .filter_map(|(_, e)| match e {
-            EtcdEvent::Leading { until, .. } | EtcdEvent::LeaseMoved { until, .. } => Some(until),
+            EtcdEvent::Leading { until, sent, .. } | EtcdEvent::LeaseMoved { until, sent, .. } => {
+                Some((until, sent))
+            }
             _ => None,
         })
         .next_back()
         .expect("a lease end was announced");
-    let acked_send = until - local_lease;
+    // The lease runs from the send time for exactly ttl·(1−ρ)/(1+ρ) − δ.
+    assert_eq!(until - acked_send, local_lease);
     let etcd_expiry = acked_send + TTL;
     eprintln!(
         "SIGSTOP etcd: stepped down {:?} after the stop, {:?} after the last acknowledged \

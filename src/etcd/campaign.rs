@@ -322,7 +322,8 @@ impl Campaigner {
             }
         };
         tracing::info!(rev, "etcd: leading");
-        self.emit(EtcdEvent::Leading { rev, until }).await;
+        let sent = lease.clock.acked_sent().unwrap_or(now);
+        self.emit(EtcdEvent::Leading { rev, until, sent }).await;
         // Watch the key from the check on, so that a deletion by anyone ends leadership. Set
         // up inside the loop, which keeps watching the lease clock meanwhile.
         let mut wc = client.watch_client();
@@ -370,12 +371,12 @@ impl Campaigner {
                         self.step_down(rev, StepDownReason::LeaseRevoked).await;
                         return End::Retry(None);
                     }
-                    News::Moved(u) if Some(u) != reported => {
-                        reported = Some(u);
+                    News::Moved { until, sent } if Some(until) != reported => {
+                        reported = Some(until);
                         // Dropped if full: an older lease end is only more cautious.
-                        let _ = self.events.try_send(EtcdEvent::LeaseMoved { rev, until: u });
+                        let _ = self.events.try_send(EtcdEvent::LeaseMoved { rev, until, sent });
                     }
-                    News::Moved(_) | News::Quiet => {}
+                    News::Moved { .. } | News::Quiet => {}
                 },
                 r = poll_stored(&mut watching) => {
                     watching = None;

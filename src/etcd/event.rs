@@ -37,6 +37,10 @@ pub enum EtcdEvent {
         rev: u64,
         /// The lease end on this process's monotonic clock.
         until: Instant,
+        /// When the keep-alive (or grant) behind `until` was sent, on the same clock: a
+        /// suspend-aware runtime moves `until` onto its clock with the suspended time known
+        /// at `sent`.
+        sent: Instant,
     },
     /// The leader's lease end moved (a keep-alive was acknowledged). Sent at most once per
     /// keep-alive; may be dropped if the channel is full (an older `until` only ends the
@@ -46,6 +50,8 @@ pub enum EtcdEvent {
         rev: u64,
         /// The new lease end.
         until: Instant,
+        /// When the keep-alive behind it was sent.
+        sent: Instant,
     },
     /// This node stopped leading (always before etcd's TTL could run out, except for
     /// [`StepDownReason::KeyDeleted`], where someone else deleted the key). The campaigner

@@ -39,8 +39,11 @@ pub(super) enum Wake {
 pub(super) enum News {
     /// Nothing the loop needs to know.
     Quiet,
-    /// The lease end moved to this instant.
-    Moved(std::time::Instant),
+    /// The lease end moved to `until`, on the strength of a request sent at `sent`.
+    Moved {
+        until: std::time::Instant,
+        sent: std::time::Instant,
+    },
     /// etcd says the lease is gone.
     Gone,
 }
@@ -110,7 +113,10 @@ impl Lease {
 
     fn ack(&mut self, ttl: i64) -> News {
         match self.clock.acknowledged(ttl) {
-            Ack::Until(u) => News::Moved(u),
+            Ack::Until(until) => News::Moved {
+                until,
+                sent: self.clock.acked_sent().unwrap_or(until),
+            },
             Ack::Ended => News::Gone,
             Ack::Unmatched => News::Quiet,
         }

@@ -52,6 +52,7 @@ pub struct LeaseClock {
     renew_every: Duration,
     in_flight: VecDeque<Instant>,
     last_sent: Option<Instant>,
+    acked_sent: Option<Instant>,
     until: Option<Instant>,
     ended: bool,
 }
@@ -66,6 +67,7 @@ impl LeaseClock {
             renew_every,
             in_flight: VecDeque::new(),
             last_sent: None,
+            acked_sent: None,
             until: None,
             ended: false,
         }
@@ -101,6 +103,7 @@ impl LeaseClock {
             return Ack::Unmatched;
         };
         self.until = Some(until);
+        self.acked_sent = Some(sent);
         Ack::Until(until)
     }
 
@@ -115,6 +118,16 @@ impl LeaseClock {
             None
         } else {
             self.until
+        }
+    }
+
+    /// The send time of the request whose acknowledgement set [`LeaseClock::until`] (what a
+    /// suspend-aware clock needs to move the lease end onto itself).
+    pub fn acked_sent(&self) -> Option<Instant> {
+        if self.ended {
+            None
+        } else {
+            self.acked_sent
         }
     }
 
@@ -183,6 +196,7 @@ mod tests {
         // The reply comes 400 ms later: the lease still counts from t0.
         assert_eq!(c.acknowledged(3), Ack::Until(t0 + LEASE_3S));
         assert_eq!(c.until(), Some(t0 + LEASE_3S));
+        assert_eq!(c.acked_sent(), Some(t0));
         assert!(c.holds(t0 + LEASE_3S - Duration::from_nanos(1)));
         assert!(!c.holds(t0 + LEASE_3S));
         assert_eq!(c.next_send(), Some(t0 + Duration::from_secs(1)));

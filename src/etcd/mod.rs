@@ -28,7 +28,7 @@
 //! while let Some(ev) = events.recv().await {
 //!     match ev {
 //!         // Act as leader with fencing token `rev`, never past `until`.
-//!         EtcdEvent::Leading { rev, until } => { /* run `elected`, set the guard */ }
+//!         EtcdEvent::Leading { rev, until, sent } => { /* run `elected`, set the guard */ }
 //!         EtcdEvent::LeaseMoved { until, .. } => { /* extend the guard to `until` */ }
 //!         EtcdEvent::SteppedDown { rev, reason } => { /* stop acting; guard lost */ }
 //!         EtcdEvent::Following { leader, rev } => { /* dial leader.addr, route calls */ }
@@ -43,8 +43,10 @@
 //! ```
 //!
 //! `until` is an instant on this process's monotonic clock (`Instant`, which does not count
-//! time while the machine is suspended). The runtime's guard must compare against it itself
-//! rather than wait for `SteppedDown`.
+//! time while the machine is suspended): `sent`, the send time of the keep-alive behind it,
+//! lets a suspend-aware runtime move it onto its own lease clock (the suspended time known at
+//! `sent` added). The runtime's guard must compare against it itself rather than wait for
+//! `SteppedDown`.
 
 pub mod backoff;
 mod campaign;

@@ -456,8 +456,7 @@ impl super::Engine {
                 q.promise = None;
             }
         }
-        if self.role == Role::Captured && self.captured_by == Some(LeaderRef { node: from, term })
-        {
+        if self.role == Role::Captured && self.captured_by == Some(LeaderRef { node: from, term }) {
             // The proposal we accepted was abandoned: it will never announce itself.
             self.captured_by = None;
             self.elect(now);
