@@ -494,6 +494,7 @@ impl Engine {
                 }
                 self.statuses.insert(from, leader);
                 self.on_status(now, from, promised, leader);
+                self.majority_back(now);
             }
             ElectionMsg::Propose { term, takeover } => self.on_propose(now, from, term, takeover),
             ElectionMsg::Accept { term } => {

@@ -97,6 +97,8 @@ pub(super) struct QuorumState {
     pub next_round: u64,
     pub rounds: std::collections::VecDeque<Round>,
     pub renew_at: Option<Instant>,
+    /// It last could not propose for want of a majority: it elects as soon as one is back.
+    pub waiting_for_reach: bool,
 }
 
 impl QuorumState {
@@ -113,6 +115,7 @@ impl QuorumState {
             next_round: 1,
             rounds: std::collections::VecDeque::new(),
             renew_at: None,
+            waiting_for_reach: false,
         }
     }
 }
@@ -156,6 +159,9 @@ impl super::Engine {
         let sticky = q.params.sticky;
         let promise = q.promise;
         let (reachable, needed) = self.reach();
+        if let Some(q) = self.quorum.as_mut() {
+            q.waiting_for_reach = reachable < needed;
+        }
         if reachable < needed {
             return Some(now + self.jittered());
         }
@@ -181,6 +187,22 @@ impl super::Engine {
                 None => true,
                 Some(l) => l.is_some_and(|l| l.node != me && !preempts(l.node)),
             })
+    }
+
+    /// A peer's `Status` arrived: a node that was waiting for a majority elects at once if it
+    /// now has one (rather than at its next retry, which would let lower priorities go first).
+    pub(super) fn majority_back(&mut self, now: Instant) {
+        let waiting = self.quorum.as_ref().is_some_and(|q| q.waiting_for_reach);
+        if !waiting || self.role != Role::Waiting || self.leader.is_some() {
+            return;
+        }
+        let (reachable, needed) = self.reach();
+        if reachable >= needed {
+            if let Some(q) = self.quorum.as_mut() {
+                q.waiting_for_reach = false;
+            }
+            self.elect(now);
+        }
     }
 
     /// Abandons the proposal in flight, if any (see [`Engine::release_grants`]).
@@ -456,8 +478,7 @@ impl super::Engine {
                 q.promise = None;
             }
         }
-        if self.role == Role::Captured && self.captured_by == Some(LeaderRef { node: from, term })
-        {
+        if self.role == Role::Captured && self.captured_by == Some(LeaderRef { node: from, term }) {
             // The proposal we accepted was abandoned: it will never announce itself.
             self.captured_by = None;
             self.elect(now);
