@@ -396,6 +396,16 @@ impl Engine {
         }
     }
 
+    /// Quorum mode: the runtime's lease clock, which counts time the machine spent suspended
+    /// (the `now` arguments do not), says this leader's lease has ended: it steps down now
+    /// rather than at its own deadline, which may lie up to a lease ahead after a suspend.
+    pub fn handle_lease_ended(&mut self, now: Instant) {
+        if self.quorum.is_some() && self.is_leader() {
+            self.lease_expired(now);
+        }
+        self.announce_if_changed();
+    }
+
     /// A timer deadline may have passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.handle_timeout_inner(now);
@@ -494,6 +504,7 @@ impl Engine {
                 }
                 self.statuses.insert(from, leader);
                 self.on_status(now, from, promised, leader);
+                self.majority_back(now);
             }
             ElectionMsg::Propose { term, takeover } => self.on_propose(now, from, term, takeover),
             ElectionMsg::Accept { term } => {

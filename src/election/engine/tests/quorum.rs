@@ -657,3 +657,34 @@ fn a_first_start_on_a_durable_store_need_not_wait_out_a_restart_promise() {
     )));
     assert_eq!(r.poll_timeout(), Some(t0 + E));
 }
+
+#[test]
+fn the_runtime_can_end_the_lease_before_the_engine_deadline() {
+    let (mut e, t) = proposing();
+    e.handle_message(t, NodeId(1), Accept { term: Term(3) });
+    e.handle_message(t, NodeId(2), Accept { term: Term(3) });
+    drain(&mut e);
+    // Well before the engine's own deadline (a suspend the `now` arguments did not count).
+    e.handle_lease_ended(t + RENEW / 2);
+    let out = drain(&mut e);
+    assert_eq!(
+        out[0],
+        Output::LeadershipLost {
+            term: Term(3),
+            reason: LossReason::LeaseExpired
+        }
+    );
+    assert!(!e.is_leader());
+    // Its peers learn it no longer leads (it may at once propose again: it still reaches a
+    // majority).
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                to: NodeId(1),
+                msg: Status { leader: None, .. }
+            }
+        )),
+        "{out:?}"
+    );
+}
