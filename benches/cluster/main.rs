@@ -24,6 +24,9 @@
 //! * `bcast` (`broadcast.rs`): `leader_cast` on the leader, broadcast to 2 and to 8 follower
 //!   processes.
 //! * `failover` (`failover.rs`): SIGKILL and SIGSTOP of the leader process (then SIGCONT).
+//! * `quorum` (`quorum.rs`): quorum mode next to bully mode in the same section, rounds
+//!   alternating: `leader_call` from a follower (sequential, 64 callers) and broadcast to 2
+//!   followers, beside the raw baseline; then SIGKILL and SIGSTOP of a quorum-mode leader.
 //! * `election` (`election.rs`): last node up → all agree, 3 to 33 in-process nodes.
 //! * `idle` (`idle.rs`): RSS and CPU time of idle node processes.
 //! * `flood` (`flood.rs`): SIGKILL of the leader and a restart of it while every node's port
@@ -51,6 +54,7 @@ mod failover;
 mod flood;
 mod idle;
 mod procs;
+mod quorum;
 mod raw;
 mod report;
 mod util;
@@ -69,6 +73,7 @@ use crate::election::sec_election;
 use crate::failover::sec_failover;
 use crate::flood::sec_flood;
 use crate::idle::{loadavg, sec_idle};
+use crate::quorum::sec_quorum;
 use crate::raw::child_raw;
 use crate::report::Report;
 
@@ -86,8 +91,8 @@ pub(crate) const STALL: Duration = Duration::from_secs(1);
 /// Give up on an election after this long.
 pub(crate) const ELECTION_GIVE_UP: Duration = Duration::from_secs(10);
 
-const SECTIONS: [&str; 7] = [
-    "calls", "calls-ct", "bcast", "failover", "election", "idle", "flood",
+const SECTIONS: [&str; 8] = [
+    "calls", "calls-ct", "bcast", "failover", "quorum", "election", "idle", "flood",
 ];
 
 pub(crate) struct Opts {
@@ -165,6 +170,8 @@ pub(crate) struct Params {
     pub(crate) bcast_n8: u64,
     pub(crate) bcast_reps: usize,
     pub(crate) fail_reps: usize,
+    /// Failover runs per fault in quorum mode (each waits out the lease twice).
+    pub(crate) quorum_fail_reps: usize,
     pub(crate) elect_reps: usize,
     pub(crate) elect_sizes: Vec<usize>,
     pub(crate) idle_secs: f64,
@@ -184,6 +191,7 @@ impl Params {
                 bcast_n8: 10_000,
                 bcast_reps: 1,
                 fail_reps: 3,
+                quorum_fail_reps: 2,
                 elect_reps: 1,
                 elect_sizes: vec![3, 5, 9, 17, 33],
                 idle_secs: 2.0,
@@ -200,6 +208,7 @@ impl Params {
                 bcast_n8: 100_000,
                 bcast_reps: 3,
                 fail_reps: 10,
+                quorum_fail_reps: 6,
                 elect_reps: 5,
                 elect_sizes: vec![3, 5, 9, 17, 33],
                 idle_secs: 10.0,
@@ -214,6 +223,7 @@ impl Params {
             "seq_rounds": self.seq_rounds, "conc_secs": self.conc_secs,
             "bcast_casts_2": self.bcast_n2, "bcast_casts_8": self.bcast_n8,
             "bcast_reps": self.bcast_reps, "failover_reps": self.fail_reps,
+            "quorum_failover_reps": self.quorum_fail_reps,
             "election_reps": self.elect_reps, "election_sizes": self.elect_sizes,
             "idle_secs": self.idle_secs,
             "flood_idle_per_node": self.flood_idle, "flood_reps": self.flood_reps,
@@ -271,11 +281,12 @@ fn run(opts: &Opts) -> i32 {
         }
     );
     type Section = fn(&Params, &mut Report);
-    let sections: [(&str, Section); 7] = [
+    let sections: [(&str, Section); 8] = [
         ("calls", sec_calls),
         ("calls-ct", sec_calls_ct),
         ("bcast", sec_bcast),
         ("failover", sec_failover),
+        ("quorum", sec_quorum),
         ("election", sec_election),
         ("idle", sec_idle),
         ("flood", sec_flood),
