@@ -72,11 +72,16 @@ pub(crate) fn call_seq(node: &mut Proc, n: u64, timeout: Duration, what: &str) -
     samples(&v)
 }
 
-/// `c` tasks on node `node` calling back to back for `p.conc_secs` (after `p.warm_secs` of
-/// warm-up): the result (`per_sec`, `calls`, `secs`, `p50_us`, `p99_us`, ...).
-pub(crate) fn call_conc(node: &mut Proc, c: u64, p: &Params, timeout: Duration) -> Value {
+/// `c` tasks on node `node` calling back to back for `secs` (after `warm_secs` of warm-up):
+/// the result (`per_sec`, `calls`, `secs`, `p50_us`, `p99_us`, ...).
+pub(crate) fn call_conc(
+    node: &mut Proc,
+    c: u64,
+    (secs, warm_secs): (f64, f64),
+    timeout: Duration,
+) -> Value {
     node.request(
-        json!({"cmd": "call_conc", "c": c, "secs": p.conc_secs, "warm_secs": p.warm_secs, "size": PAYLOAD}),
+        json!({"cmd": "call_conc", "c": c, "secs": secs, "warm_secs": warm_secs, "size": PAYLOAD}),
         timeout,
         &format!("{c} concurrent leader_call callers"),
     )
@@ -141,7 +146,12 @@ pub(crate) fn calls(p: &Params, rep: &mut Report, tag: &str, suffix: &str) {
         .unwrap_or_else(|| vec![1, 4, 16, 64]);
     for c in levels {
         let raw_v = pipe(&mut raw_pair, c);
-        let v = call_conc(&mut cl.procs[follower], c, p, conc_t);
+        let v = call_conc(
+            &mut cl.procs[follower],
+            c,
+            (p.conc_secs, p.warm_secs),
+            conc_t,
+        );
         println!(
             "[{tag}] {c:>2} in flight: raw {}; leader_call {} (p50 {}, p99 {})",
             fmt_rate(f(&raw_v, "per_sec")),

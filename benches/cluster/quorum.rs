@@ -1,15 +1,21 @@
-//! Section `quorum`: quorum mode next to bully mode, measured in the same section with rounds
-//! alternating, each figure beside the raw-TCP baseline of the same section: `leader_call`
-//! from a follower process (sequential p50/p99, 64 concurrent callers), broadcast to 2
-//! followers (paced and burst); then failover after SIGKILL and SIGSTOP of a quorum-mode
-//! leader, against its bound `E` + one election.
+//! Section `quorum`: quorum mode next to bully mode, measured in the same section, each
+//! figure beside the raw-TCP baseline of the same section: `leader_call` from a follower
+//! process (sequential p50/p99, 64 concurrent callers) and broadcast to 2 followers (paced and
+//! burst); then failover after SIGKILL and SIGSTOP of a quorum-mode leader, against its bound
+//! `E` + one election.
 //!
 //! Why: the lease must cost calls and broadcasts nothing (the leader renews it with its
 //! heartbeats; no call waits for a round trip because of it): goal within 1.1 × bully. And a
 //! quorum-mode failover waits out the voters' promises (the lease `E`), where bully mode waits
-//! only for the failure detection: the figure shows what that costs. The bully figures come
-//! from a bully cluster of this section (not from the `calls` section), so that the ratio is
-//! always from rounds that alternate on the same machine at the same time.
+//! only for the failure detection: the figure shows what that costs.
+//!
+//! How: the bully figures come from this section, not from `calls`, so that the ratio is
+//! always from the same minutes. Each round starts a fresh raw pair and a fresh cluster of
+//! each mode and measures them alternately (bully first in even rounds, quorum first in odd
+//! ones); the figures pool the rounds. Fresh clusters per round because two clusters of the
+//! *same* mode can differ by 20–30 % for their whole life (where their tasks and threads
+//! landed), which one pair of long-lived clusters would report as a difference between the
+//! modes. `BENCH_QUORUM_AA=1` runs the section with two bully clusters: the noise floor.
 
 use std::time::Duration;
 
@@ -29,8 +35,6 @@ use crate::{data_dirs_default, f, Params};
 /// Broadcasts lost per follower, and why (from `Bcast::Lost`).
 type Lost = (Vec<(String, u64)>, String);
 
-/// The two modes, in the order of every `[_; 2]` below.
-const MODES: [NodeMode; 2] = [NodeMode::Bully, NodeMode::Quorum];
 /// The goal: quorum mode within this factor of bully mode.
 const GOAL: f64 = 1.1;
 /// Concurrent callers of the throughput figure.
@@ -42,8 +46,7 @@ fn one_election() -> Duration {
     DEFAULT_ELECTION_TIMEOUT * 2
 }
 
-/// Round `r`'s order of the two modes (indices into `MODES`): bully first in even rounds,
-/// quorum first in odd ones.
+/// Round `r`'s order of the two sides: bully first in even rounds, quorum first in odd ones.
 fn order(r: usize) -> [usize; 2] {
     if r % 2 == 0 {
         [0, 1]
@@ -60,9 +63,8 @@ struct Side {
 }
 
 impl Side {
-    fn start(mode: NodeMode) -> Side {
-        let label = format!("quorum-section-{}", mode.name());
-        let cl = Cluster::start_mode(3, &label, data_dirs_default(), mode);
+    fn start(mode: NodeMode, label: &str) -> Side {
+        let cl = Cluster::start_mode(3, label, data_dirs_default(), mode);
         let (leader_name, _) = cl.agreed(&[0, 1, 2]).expect("agreed");
         let leader = cl.index_of(&leader_name);
         // The lowest-priority node: a follower whatever happens.
@@ -75,148 +77,253 @@ impl Side {
     }
 }
 
+/// One broadcast kind's runs in one mode.
+#[derive(Default)]
+struct Casts {
+    rates: Vec<f64>,
+    anomalies: u64,
+    /// Set when a run lost broadcasts (a follower was dropped); no more runs then.
+    lost: Option<Lost>,
+}
+
+/// What the rounds gathered; `[_; 2]` are per side (index into `Sides::modes`).
+#[derive(Default)]
+struct Acc {
+    raw_seq: Vec<u64>,
+    seq: [Vec<u64>; 2],
+    pipes: Vec<Value>,
+    conc: [Vec<Value>; 2],
+    /// Per broadcast kind (`KINDS`), per side.
+    casts: [[Casts; 2]; 2],
+}
+
+/// The broadcast kinds: name and window (0: unpaced).
+const KINDS: [(&str, u64); 2] = [("paced", BCAST_WINDOW), ("burst", 0)];
+
+/// The two sides compared: bully and quorum, or (`BENCH_QUORUM_AA=1`, a control that shows
+/// how far two clusters of the *same* mode differ) two bully clusters.
+struct Sides {
+    modes: [NodeMode; 2],
+    names: [&'static str; 2],
+    /// The rows' prefix.
+    title: &'static str,
+}
+
 /// "Q; bully B → r ×" and r = Q / B.
-fn versus(q: f64, b: f64, fmt: fn(f64) -> String) -> (String, f64) {
+fn versus(names: &[&str; 2], q: f64, b: f64, fmt: fn(f64) -> String) -> (String, f64) {
     let r = q / b;
-    (format!("{}; bully {} → {r:.2} ×", fmt(q), fmt(b)), r)
+    (format!("{}; {} {} → {r:.2} ×", fmt(q), names[0], fmt(b)), r)
 }
 
 pub(crate) fn sec_quorum(p: &Params, rep: &mut Report) {
-    let mut raw = RawPair::start();
-    let mut sides = MODES.map(Side::start);
-    for (m, s) in sides.iter().enumerate() {
-        println!(
-            "[quorum] {} cluster: 3 node processes, leader {}, caller n{}; raw echo on port {}",
-            MODES[m].name(),
-            s.cl.names[s.leader],
-            s.follower,
-            raw.port
-        );
+    let sides = if std::env::var("BENCH_QUORUM_AA").is_ok_and(|v| v == "1") {
+        Sides {
+            modes: [NodeMode::Bully, NodeMode::Bully],
+            names: ["bully A", "bully B"],
+            title: "A/A control (bully B vs bully A)",
+        }
+    } else {
+        Sides {
+            modes: [NodeMode::Bully, NodeMode::Quorum],
+            names: ["bully", "quorum"],
+            title: "quorum mode",
+        }
+    };
+    let mut acc = Acc::default();
+    for r in 0..p.quorum_rounds {
+        round(p, r, &sides, &mut acc);
     }
     let mut data = serde_json::Map::new();
-    let raw_pipe = calls(p, rep, &mut raw, &mut sides, &mut data);
-    broadcast(p, rep, raw_pipe, &mut sides, &mut data);
-    drop(sides);
-    drop(raw);
-    failover(p, rep, &mut data);
+    rows(p, rep, &sides, &acc, &mut data);
+    // In the report already if a failover run fails.
     rep.data.insert("quorum".into(), Value::Object(data));
+    if sides.modes[1] == NodeMode::Quorum {
+        let f = failover(p, rep);
+        if let Some(Value::Object(d)) = rep.data.get_mut("quorum") {
+            d.insert("failover".into(), f);
+        }
+    } else {
+        rep.notes.push(
+            "BENCH_QUORUM_AA=1: the quorum section compared two bully clusters (a control); \
+             no quorum-mode failover ran"
+                .into(),
+        );
+    }
 }
 
-/// Sequential and 64-caller `leader_call` from a follower, rounds alternating raw, bully and
-/// quorum. Returns the raw 64-in-flight echo rate (mean of the rounds).
-fn calls(
-    p: &Params,
-    rep: &mut Report,
-    raw: &mut RawPair,
-    sides: &mut [Side; 2],
-    data: &mut serde_json::Map<String, Value>,
-) -> f64 {
-    // At least two rounds, so that each mode goes first once; as many calls in all as `calls`.
-    let rounds = p.seq_rounds.max(2);
-    let n = env_u64("BENCH_SEQ_N")
-        .unwrap_or(p.seq_n * p.seq_rounds as u64 / rounds as u64)
-        .max(10);
-    let seq_t = Duration::from_secs(60) + Duration::from_millis(n * 2);
-    let conc_t = Duration::from_secs_f64(p.conc_secs * 3.0 + p.warm_secs * 3.0 + 60.0);
-
-    let mut raw_s = Vec::new();
-    let mut seq: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
-    for r in 0..rounds {
-        raw_s.extend(raw.pingpong(n, seq_t));
-        for m in order(r) {
-            let s = &mut sides[m];
-            seq[m].extend(call_seq(
-                &mut s.cl.procs[s.follower],
-                n,
-                seq_t,
-                &format!(
-                    "sequential leader_call from a follower, {} mode",
-                    MODES[m].name()
-                ),
-            ));
-        }
-        println!("[quorum] sequential round {} of {rounds} done", r + 1);
+/// One round: a fresh raw pair and a fresh cluster of each side, then, alternating the
+/// sides: sequential calls, 64 callers, paced and burst broadcasts.
+fn round(p: &Params, r: usize, sides: &Sides, acc: &mut Acc) {
+    let o = order(r);
+    let names = &sides.names;
+    let mut raw = RawPair::start();
+    let mut started: [Option<Side>; 2] = [None, None];
+    for m in o {
+        let label = format!("quorum-r{r}-{}", names[m].replace(' ', "-"));
+        started[m] = Some(Side::start(sides.modes[m], &label));
     }
-    let raw_seq = lat_summary(raw_s);
-    let seq = seq.map(lat_summary);
+    let mut cl = started.map(|s| s.expect("both sides started"));
+    let round = format!("[quorum] round {} of {}", r + 1, p.quorum_rounds);
 
-    let mut pipes = Vec::new();
-    let mut conc: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
-    for r in 0..rounds {
-        let pipe = raw.pipelined(CALLERS, p.conc_secs, conc_t);
-        let mut line = format!(
-            "[quorum] {CALLERS} in flight, round {}: raw {}",
-            r + 1,
-            fmt_rate(f(&pipe, "per_sec"))
+    // Sequential.
+    let n = env_u64("BENCH_SEQ_N").unwrap_or(p.quorum_seq_n).max(10);
+    let seq_t = Duration::from_secs(60) + Duration::from_millis(n * 2);
+    let v = raw.pingpong(n, seq_t);
+    let mut line = format!(
+        "{round}: sequential p50: raw {}",
+        fmt_us(f(&lat_summary(v.clone()), "p50_us"))
+    );
+    acc.raw_seq.extend(v);
+    for m in o {
+        let s = &mut cl[m];
+        let v = call_seq(
+            &mut s.cl.procs[s.follower],
+            n,
+            seq_t,
+            &format!("sequential leader_call from a follower, {}", names[m]),
         );
-        pipes.push(pipe);
-        for m in order(r) {
-            let s = &mut sides[m];
-            let v = call_conc(&mut s.cl.procs[s.follower], CALLERS, p, conc_t);
-            line.push_str(&format!(
-                "; {} {} (p50 {}, p99 {})",
-                MODES[m].name(),
-                fmt_rate(f(&v, "per_sec")),
-                fmt_us(f(&v, "p50_us")),
-                fmt_us(f(&v, "p99_us"))
-            ));
-            conc[m].push(v);
+        let p50 = f(&lat_summary(v.clone()), "p50_us");
+        line.push_str(&format!("; {} {}", names[m], fmt_us(p50)));
+        acc.seq[m].extend(v);
+    }
+    println!("{line}");
+
+    // 64 callers.
+    let secs = (p.quorum_conc_secs, p.warm_secs);
+    let conc_t = Duration::from_secs_f64(secs.0 + secs.1 + 60.0);
+    let pipe = raw.pipelined(CALLERS, secs.0, conc_t);
+    let mut line = format!(
+        "{round}: {CALLERS} in flight: raw {}",
+        fmt_rate(f(&pipe, "per_sec"))
+    );
+    acc.pipes.push(pipe);
+    for m in o {
+        let s = &mut cl[m];
+        let v = call_conc(&mut s.cl.procs[s.follower], CALLERS, secs, conc_t);
+        line.push_str(&format!(
+            "; {} {} (p50 {}, p99 {})",
+            names[m],
+            fmt_rate(f(&v, "per_sec")),
+            fmt_us(f(&v, "p50_us")),
+            fmt_us(f(&v, "p99_us"))
+        ));
+        acc.conc[m].push(v);
+    }
+    println!("{line}");
+
+    // Broadcast to the 2 followers.
+    let n = p.quorum_bcast_n;
+    for (k, (how, window)) in KINDS.into_iter().enumerate() {
+        let mut line = format!("{round}: broadcast to 2 followers, {how}, {n} casts");
+        for m in o {
+            let c = &mut acc.casts[k][m];
+            if c.lost.is_some() {
+                continue;
+            }
+            let s = &mut cl[m];
+            // Warm-up (connections, allocator).
+            if let Bcast::Lost(l, why) = bcast_run(&mut s.cl, s.leader, n / 10, window) {
+                line.push_str(&format!("; {} warm-up lost {l:?} ({why})", names[m]));
+            }
+            match bcast_run(&mut s.cl, s.leader, n, window) {
+                Bcast::Delivered(rate, _, a) => {
+                    line.push_str(&format!(
+                        "; {} {} ({a} out of order)",
+                        names[m],
+                        fmt_rate(rate)
+                    ));
+                    c.rates.push(rate);
+                    c.anomalies += a;
+                }
+                Bcast::Lost(l, why) => {
+                    line.push_str(&format!(
+                        "; {}: follower dropped ({why}), lost {l:?}",
+                        names[m]
+                    ));
+                    c.lost = Some((l, why));
+                }
+            }
         }
         println!("{line}");
     }
+}
+
+/// The rows (and the JSON data) from what the rounds gathered.
+fn rows(
+    p: &Params,
+    rep: &mut Report,
+    sides: &Sides,
+    acc: &Acc,
+    data: &mut serde_json::Map<String, Value>,
+) {
+    let (names, title, rounds) = (&sides.names, sides.title, p.quorum_rounds);
+    let raw_seq = lat_summary(acc.raw_seq.clone());
+    let seq = acc.seq.clone().map(lat_summary);
     // Rates pooled over the rounds (calls / seconds); latencies: the median round's.
-    let pooled = |runs: &[Value], calls: &str| {
-        let n: f64 = runs.iter().map(|v| f(v, calls)).sum();
+    let pooled = |runs: &[Value]| {
+        let n: f64 = runs.iter().map(|v| f(v, "calls")).sum();
         let secs: f64 = runs.iter().map(|v| f(v, "secs")).sum();
         n / secs
     };
-    let med = |runs: &[Value], k: &str| {
-        let v: Vec<f64> = runs.iter().map(|v| f(v, k)).collect();
-        med_range(&v).map_or(f64::NAN, |m| m.0)
-    };
-    let raw_pipe = med_range(&pipes.iter().map(|v| f(v, "per_sec")).collect::<Vec<_>>())
-        .map_or(f64::NAN, |m| m.0);
-    let rate = [pooled(&conc[0], "calls"), pooled(&conc[1], "calls")];
+    let med = |v: &[f64]| med_range(v).map_or(f64::NAN, |m| m.0);
+    let med_of = |runs: &[Value], k: &str| med(&runs.iter().map(|v| f(v, k)).collect::<Vec<_>>());
+    let raw_pipe = med_of(&acc.pipes, "per_sec");
+    let rate = [pooled(&acc.conc[0]), pooled(&acc.conc[1])];
 
+    let casts: Vec<Value> = KINDS
+        .iter()
+        .zip(&acc.casts)
+        .map(|((how, window), c)| {
+            let one = |c: &Casts| {
+                json!({
+                    "rates": c.rates, "anomalies": c.anomalies,
+                    "lost": c.lost.as_ref().map(|(l, why)| json!({"per_follower": l, "reason": why})),
+                })
+            };
+            json!({"kind": how, "window": window, names[0]: one(&c[0]), names[1]: one(&c[1])})
+        })
+        .collect();
     data.insert(
-        "calls".into(),
+        "compared".into(),
         json!({
-            "rounds": rounds, "seq_calls_per_round": n,
+            "sides": names, "rounds": rounds,
+            "seq_calls_per_round": p.quorum_seq_n, "secs_per_round_64": p.quorum_conc_secs,
+            "casts_per_round": p.quorum_bcast_n,
             "raw_pingpong": raw_seq,
-            "bully_follower_seq": seq[0], "quorum_follower_seq": seq[1],
-            "raw_pipelined_64": pipes,
-            "bully_follower_64": conc[0], "quorum_follower_64": conc[1],
+            "follower_seq": {names[0]: seq[0], names[1]: seq[1]},
+            "raw_pipelined_64": acc.pipes,
+            "follower_64": {names[0]: acc.conc[0], names[1]: acc.conc[1]},
+            "broadcast_2": casts,
         }),
     );
 
+    let how = format!(
+        "{rounds} rounds, fresh clusters, alternating with {}",
+        names[0]
+    );
     for (what, k) in [("p50", "p50_us"), ("p99", "p99_us")] {
         let (b, q, raw_v) = (f(&seq[0], k), f(&seq[1], k), f(&raw_seq, k));
-        let (measured, r) = versus(q, b, fmt_us);
+        let (measured, r) = versus(names, q, b, fmt_us);
         rep.rows.push(
             Row::new(
-                format!(
-                    "quorum mode: leader_call from a follower process, sequential {what} \
-                     ({rounds} rounds alternating with bully)"
-                ),
+                format!("{title}: leader_call from a follower process, sequential {what} ({how})"),
                 measured,
             )
             .baseline(fmt_us(raw_v), Some(q / raw_v))
             .target(
-                format!("≤ {GOAL} × bully = {}", fmt_us(GOAL * b)),
+                format!("≤ {GOAL} × {} = {}", names[0], fmt_us(GOAL * b)),
                 Some(r <= GOAL),
             ),
         );
     }
-    let (measured, r) = versus(rate[1], rate[0], fmt_rate);
+    let (measured, r) = versus(names, rate[1], rate[0], fmt_rate);
     rep.rows.push(
         Row::new(
-            format!(
-                "quorum mode: leader_call throughput, {CALLERS} concurrent callers (p50 / p99)"
-            ),
+            format!("{title}: leader_call throughput, {CALLERS} concurrent callers (p50 / p99)"),
             format!(
                 "{measured} ({} / {})",
-                fmt_us(med(&conc[1], "p50_us")),
-                fmt_us(med(&conc[1], "p99_us"))
+                fmt_us(med_of(&acc.conc[1], "p50_us")),
+                fmt_us(med_of(&acc.conc[1], "p99_us"))
             ),
         )
         .baseline(
@@ -224,136 +331,69 @@ fn calls(
             Some(rate[1] / raw_pipe),
         )
         .target(
-            format!("≥ bully / {GOAL} = {}", fmt_rate(rate[0] / GOAL)),
+            format!("≥ {} / {GOAL} = {}", names[0], fmt_rate(rate[0] / GOAL)),
             Some(r * GOAL >= 1.0),
         ),
     );
-    raw_pipe
-}
 
-/// Broadcast to 2 followers, paced and burst, runs alternating bully and quorum.
-fn broadcast(
-    p: &Params,
-    rep: &mut Report,
-    raw_pipe: f64,
-    sides: &mut [Side; 2],
-    data: &mut serde_json::Map<String, Value>,
-) {
-    let n = p.bcast_n2;
-    let reps = p.bcast_reps.max(2);
-    let mut out = serde_json::Map::new();
-    for (how, window) in [("paced", BCAST_WINDOW), ("burst", 0)] {
-        for (m, s) in sides.iter_mut().enumerate() {
-            // Warm-up (connections, allocator).
-            if let Bcast::Lost(l, why) = bcast_run(&mut s.cl, s.leader, n / 10, window) {
-                println!(
-                    "[quorum] {} warm-up lost broadcasts: {l:?} ({why})",
-                    MODES[m].name()
-                );
-            }
-        }
-        let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-        let mut anomalies = [0u64; 2];
-        let mut lost: [Option<Lost>; 2] = [None, None];
-        for r in 0..reps {
-            for m in order(r) {
-                if lost[m].is_some() {
-                    continue;
-                }
-                let s = &mut sides[m];
-                let mode = MODES[m].name();
-                match bcast_run(&mut s.cl, s.leader, n, window) {
-                    Bcast::Delivered(rate, e, a) => {
-                        println!(
-                            "[quorum] broadcast to 2 followers, {how}, {mode}, run {}: {} ({} enqueued/s, {a} out of order)",
-                            r + 1,
-                            fmt_rate(rate),
-                            fmt_rate(e)
-                        );
-                        rates[m].push(rate);
-                        anomalies[m] += a;
-                    }
-                    Bcast::Lost(l, why) => {
-                        println!(
-                            "[quorum] broadcast to 2 followers, {how}, {mode}, run {}: follower dropped ({why}); lost {l:?}",
-                            r + 1
-                        );
-                        lost[m] = Some((l, why));
-                    }
-                }
-            }
-        }
-        let lost_json = |l: &Option<Lost>| {
-            l.as_ref()
-                .map(|(l, why)| json!({"per_follower": l, "reason": why}))
-        };
-        out.insert(
-            how.to_string(),
-            json!({
-                "casts": n, "window": window,
-                "bully_rates": rates[0], "quorum_rates": rates[1],
-                "bully_anomalies": anomalies[0], "quorum_anomalies": anomalies[1],
-                "bully_lost": lost_json(&lost[0]), "quorum_lost": lost_json(&lost[1]),
-            }),
-        );
-        let med = rates.each_ref().map(|r| med_range(r).map(|m| m.0));
-        let what = match how {
+    for ((kind, _), c) in KINDS.iter().zip(&acc.casts) {
+        let what = match *kind {
             "paced" => format!("window {BCAST_WINDOW}"),
             _ => "unpaced burst".to_string(),
         };
-        let clean = |m: usize| lost[m].is_none() && anomalies[m] == 0;
-        let mut measured = match (med[1], med[0]) {
-            (Some(q), Some(b)) => versus(q, b, fmt_rate).0,
-            _ => "—".to_string(),
-        };
-        for m in [1, 0] {
-            if let Some((l, why)) = &lost[m] {
+        let m = [med(&c[0].rates), med(&c[1].rates)];
+        let clean = |c: &Casts| c.lost.is_none() && c.anomalies == 0;
+        let mut measured = versus(names, m[1], m[0], fmt_rate).0;
+        for i in [1, 0] {
+            if let Some((l, why)) = &c[i].lost {
                 let total: u64 = l.iter().map(|x| x.1).sum();
                 measured.push_str(&format!(
                     "; {}: a follower was DROPPED ({why}), {total} broadcasts lost",
-                    MODES[m].name()
+                    names[i]
                 ));
-            } else if anomalies[m] > 0 {
-                measured.push_str(&format!(
-                    "; {}: {} OUT OF ORDER",
-                    MODES[m].name(),
-                    anomalies[m]
-                ));
+            } else if c[i].anomalies > 0 {
+                measured.push_str(&format!("; {}: {} OUT OF ORDER", names[i], c[i].anomalies));
             }
         }
-        if clean(0) && clean(1) {
+        if clean(&c[0]) && clean(&c[1]) {
             measured.push_str("; in order, none lost");
         }
-        let mut row = Row::new(
-            format!(
-                "quorum mode: leader_cast + broadcast to 2 follower processes, {what} \
-                 ({reps} × {n} casts alternating with bully)"
-            ),
-            measured,
-        );
-        if let Some(q) = med[1] {
-            row = row.baseline(
+        rep.rows.push(
+            Row::new(
+                format!(
+                    "{title}: leader_cast + broadcast to 2 follower processes, {what} \
+                     ({rounds} × {} casts; medians)",
+                    p.quorum_bcast_n
+                ),
+                measured,
+            )
+            .baseline(
                 format!("{} ({CALLERS} in flight)", fmt_rate(raw_pipe)),
-                Some(q / raw_pipe),
-            );
-        }
-        let met = match med {
-            [Some(b), Some(q)] => Some(q * GOAL >= b && clean(1)),
-            _ => Some(false),
-        };
-        let goal = med[0].map_or("—".to_string(), |b| fmt_rate(b / GOAL));
-        rep.rows
-            .push(row.target(format!("≥ bully / {GOAL} = {goal}, none lost"), met));
+                Some(m[1] / raw_pipe),
+            )
+            .target(
+                format!(
+                    "≥ {} / {GOAL} = {}, none lost",
+                    names[0],
+                    fmt_rate(m[0] / GOAL)
+                ),
+                Some(m[1] * GOAL >= m[0] && clean(&c[1])),
+            ),
+        );
     }
-    data.insert("broadcast_2".into(), Value::Object(out));
 }
 
 /// SIGKILL and SIGSTOP (then SIGCONT) of a quorum-mode leader: fresh clusters, as in
-/// `failover.rs`.
-fn failover(p: &Params, rep: &mut Report, data: &mut serde_json::Map<String, Value>) {
+/// `failover.rs`. Returns the runs' data.
+fn failover(p: &Params, rep: &mut Report) -> Value {
     let lease = QuorumConfig::default().get_lease();
     let bound = lease + one_election();
     let bound_ms = bound.as_secs_f64() * 1e3;
+    println!(
+        "[quorum] failover of a quorum-mode leader: E = {}, bound E + one election = {}",
+        fmt_ms(lease.as_secs_f64() * 1e3),
+        fmt_ms(bound_ms)
+    );
     let durable = data_dirs_default();
     let reps = p.quorum_fail_reps;
     let mut all = serde_json::Map::new();
@@ -420,5 +460,5 @@ fn failover(p: &Params, rep: &mut Report, data: &mut serde_json::Map<String, Val
     }
     all.insert("lease_ms".into(), json!(lease.as_secs_f64() * 1e3));
     all.insert("bound_ms".into(), json!(bound_ms));
-    data.insert("failover".into(), Value::Object(all));
+    Value::Object(all)
 }
