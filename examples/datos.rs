@@ -37,8 +37,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use gen_leader::{
-    Behaviour, ClusterView, Config, Election, LeaderHandle, LeaderReply, Node, NodeName, ReplyTo,
-    StopReason,
+    Behaviour, ClusterView, Config, Election, GuardError, LeaderHandle, LeaderReply, LeaderState,
+    LossReason, Mode, Node, NodeName, QuorumConfig, ReplyTo, StopReason,
 };
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
@@ -108,6 +108,23 @@ struct Cli {
     /// Print one JSON object per event on stdout instead of the human lines.
     #[arg(long)]
     json: bool,
+
+    /// Election mode: `bully` (gen_leader's: availability first) or `quorum` (a leader needs
+    /// a majority of the candidates and holds a lease; never two leaders acting at once). The
+    /// same on every node.
+    #[arg(long, value_enum, default_value_t = ModeArg::Bully)]
+    mode: ModeArg,
+
+    /// Quorum mode: the lease E in ms (library default 1000): a voter's promise to a leader.
+    #[arg(long, value_name = "N")]
+    lease_ms: Option<u64>,
+}
+
+/// `--mode`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ModeArg {
+    Bully,
+    Quorum,
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,7 +153,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = rt.block_on(run_node(config, cli.json));
+    let code = rt.block_on(run_node(config, cli.json, cli.mode == ModeArg::Quorum));
     // The stdin reader may be blocked in a read on a blocking-pool thread, which a normal
     // runtime drop would wait for forever: do not wait for it.
     rt.shutdown_background();
@@ -189,6 +206,19 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
     }
     if let Some(ms) = cli.failure_ms {
         b = b.failure_timeout(Duration::from_millis(ms));
+    }
+    match (cli.mode, cli.lease_ms) {
+        (ModeArg::Bully, Some(_)) => {
+            return Err("--lease-ms applies to --mode quorum only".into());
+        }
+        (ModeArg::Bully, None) => {}
+        (ModeArg::Quorum, lease) => {
+            let mut q = QuorumConfig::default();
+            if let Some(ms) = lease {
+                q = q.lease(Duration::from_millis(ms));
+            }
+            b = b.mode(Mode::Quorum(q));
+        }
     }
     if let Some(addr) = cli.listen.as_deref() {
         b = b.listen(parse_host_port(addr).map_err(|e| format!("--listen {addr:?}: {e}"))?);
@@ -473,7 +503,7 @@ impl Behaviour for Datos {
     }
 }
 
-async fn run_node(config: Config, json: bool) -> ExitCode {
+async fn run_node(config: Config, json: bool, quorum: bool) -> ExitCode {
     let out = Out {
         json,
         me: config.me().to_string(),
@@ -498,6 +528,9 @@ async fn run_node(config: Config, json: bool) -> ExitCode {
     });
 
     tokio::spawn(watch_leader(handle.clone(), out.clone()));
+    if quorum {
+        tokio::spawn(watch_lease(handle.clone(), out.clone()));
+    }
     tokio::spawn(read_stdin(handle.clone(), out.clone()));
 
     wait_for_stop_signal().await;
@@ -541,6 +574,82 @@ async fn watch_leader(handle: LeaderHandle<Datos>, out: Out) {
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+/// Quorum mode: a `lease` event whenever this leader's lease end moves (at most once per
+/// renewal round), and a `stepped_down` event as soon as it stops acting (its guard is lost:
+/// the lease ran out, it was taken over, or the node stops).
+async fn watch_lease(handle: LeaderHandle<Datos>, out: Out) {
+    let mut rx = handle.watch_state();
+    let mut last_until = None;
+    let mut guarded = None;
+    let mut leased = None;
+    loop {
+        let state = rx.borrow_and_update().clone();
+        if let LeaderState::Leading { term, until } = state {
+            if guarded != Some(term) {
+                if let Ok(guard) = handle.guard() {
+                    guarded = Some(term);
+                    let (out, handle) = (out.clone(), handle.clone());
+                    tokio::spawn(async move {
+                        let why = guard.lost().await;
+                        let leader = handle.view().leader;
+                        out.emit(
+                            "stepped_down",
+                            leader.as_ref(),
+                            term.get(),
+                            json!({ "reason": loss_kind(&why), "detail": why.to_string() }),
+                            || format!("stepped down: term {term}, {why}"),
+                        );
+                    });
+                }
+            }
+            if let Some(until) = until.filter(|u| last_until != Some(*u)) {
+                last_until = Some(until);
+                // A human reads the first lease of a term; a script gets every move.
+                let first = leased != Some(term);
+                leased = Some(term);
+                if out.json || first {
+                    let now = std::time::Instant::now();
+                    let until_ms = if until >= now {
+                        now_ms() + (until - now).as_secs_f64() * 1000.0
+                    } else {
+                        now_ms() - (now - until).as_secs_f64() * 1000.0
+                    };
+                    out.emit(
+                        "lease",
+                        Some(&handle.me().clone()),
+                        term.get(),
+                        json!({ "until_ms": until_ms }),
+                        || {
+                            format!(
+                                "lease: term {term}, {:.0} ms, renewed by a majority every heartbeat",
+                                until_ms - now_ms()
+                            )
+                        },
+                    );
+                }
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A short name for why a leadership ended, for scripts.
+fn loss_kind(e: &GuardError) -> &'static str {
+    match e {
+        GuardError::Lost { reason, .. } => match reason {
+            LossReason::LeaseExpired => "lease_expired",
+            LossReason::TakenOver => "taken_over",
+            LossReason::NewerTerm => "newer_term",
+            LossReason::LeaderDown => "leader_down",
+            _ => "lost",
+        },
+        GuardError::Stopped => "stopped",
+        _ => "lost",
     }
 }
 

@@ -213,7 +213,7 @@ impl Config {
     pub(crate) fn quorum_params(&self) -> Option<QuorumParams> {
         match self.mode {
             Mode::Bully => None,
-            Mode::Quorum(q) => Some(q.params(self.heartbeat)),
+            Mode::Quorum(q) => Some(q.params(self.heartbeat, self.data_dir.is_some())),
         }
     }
 

@@ -72,6 +72,8 @@ pub mod behaviour;
 pub mod config;
 pub mod election;
 pub mod error;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod node;
 pub mod transport;
 pub mod types;

@@ -131,7 +131,7 @@ impl QuorumConfig {
     /// `E·(1−ρ)/(1+ρ) − δ` (zero if the margin eats it all). A leader's
     /// [`LeaderGuard::remaining`](crate::LeaderGuard::remaining) never exceeds it.
     pub fn leader_lease(&self) -> Duration {
-        self.params(Duration::ZERO).leader_lease()
+        self.params(Duration::ZERO, false).leader_lease()
     }
 
     /// `ρ` in parts per million, as the engine takes it (meaningful once validated).
@@ -139,13 +139,15 @@ impl QuorumConfig {
         (self.max_drift * 1e6).round() as u32
     }
 
-    /// The engine's parameters, renewing every `heartbeat`.
-    pub(crate) fn params(&self, heartbeat: Duration) -> QuorumParams {
+    /// The engine's parameters, renewing every `heartbeat`; `durable` if the node has a data
+    /// directory.
+    pub(crate) fn params(&self, heartbeat: Duration, durable: bool) -> QuorumParams {
         QuorumParams {
             lease: self.lease,
             drift_ppm: self.drift_ppm(),
             margin: self.margin,
             renew_interval: heartbeat,
+            durable,
             sticky: true,
         }
     }
@@ -218,9 +220,9 @@ mod tests {
         // E·(1−ρ)/(1+ρ) − δ = 2 s · 0.98 / 1.02 − 5 ms
         let want = 2.0 * 0.98 / 1.02 - 0.005;
         assert!((q.leader_lease().as_secs_f64() - want).abs() < 1e-6);
-        assert_eq!(q.params(ms(100)).drift_ppm, 20_000);
-        assert_eq!(q.params(ms(100)).renew_interval, ms(100));
-        assert!(q.params(ms(100)).sticky);
+        assert_eq!(q.params(ms(100), true).drift_ppm, 20_000);
+        assert_eq!(q.params(ms(100), true).renew_interval, ms(100));
+        assert!(q.params(ms(100), true).sticky);
     }
 
     #[test]

@@ -33,6 +33,12 @@ impl<B: Behaviour> NodeState<B> {
         if self.stopping {
             return;
         }
+        if self.engine.is_leader() && self.cfg.quorum_params().is_some() && !self.acting() {
+            // The lease clock is authoritative: after a suspend the engine's own deadline may
+            // lie far ahead, and followers would keep sending calls this node must refuse.
+            let now = tokio::time::Instant::now().into_std();
+            self.engine.handle_lease_ended(now);
+        }
         let mut published = false;
         let mut batch: VecDeque<Output> = VecDeque::new();
         loop {

@@ -7,7 +7,9 @@
 //! (through [`NodeState::acting_leader`] where a leader is looked up). A leader whose lease
 //! has ended but whose engine has not stepped down yet is treated as "no leader yet": calls
 //! made on it wait (within their deadline), calls forwarded to it are answered `NotLeader`,
-//! casts are held. In bully mode acting is leading.
+//! casts are held; and the next drive makes the engine step down at once
+//! (`Engine::handle_lease_ended`), so followers stop sending it calls. In bully mode acting
+//! is leading.
 
 use std::time::Instant;
 

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod datos;
+pub mod etcd;
 pub mod flood;
 pub mod process;
 

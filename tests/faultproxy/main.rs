@@ -65,6 +65,7 @@ const FAILOVER: Duration = Duration::from_secs(3);
 
 mod cluster;
 mod proxy;
+mod quorum;
 
 use cluster::*;
 use proxy::{Net, Policy};

@@ -101,7 +101,12 @@ fn quorum_leader_cut_from_both_stops_acting_before_the_new_leader_starts() {
     let healed_at = c.fault("heal all".into());
     let f = settle_and_check(&mut c, healed_at, 0, "quorum-partition");
     // Stickiness: lider0 comes back and joins; no takeover, no new term.
-    assert_eq!((f.leader.as_str(), f.term), (leader.as_str(), new_term), "{}", c.history());
+    assert_eq!(
+        (f.leader.as_str(), f.term),
+        (leader.as_str(), new_term),
+        "{}",
+        c.history()
+    );
 }
 
 #[test]
@@ -127,12 +132,19 @@ fn quorum_follower_cut_from_both_changes_no_term() {
         c.history()
     );
     // Long enough for a cut-off node to have tried elections, were it allowed to.
-    c.wait_until(WAIT, "3 s of partition", |_| cut_at.elapsed() >= Duration::from_secs(3));
+    c.wait_until(WAIT, "3 s of partition", |_| {
+        cut_at.elapsed() >= Duration::from_secs(3)
+    });
     c.heal(2, 0);
     c.heal(2, 1);
     let healed_at = c.fault("heal all".into());
     let f = settle_and_check(&mut c, healed_at, 2, "quorum-follower");
-    assert_eq!((f.leader.as_str(), f.term), (l0.as_str(), term), "{}", c.history());
+    assert_eq!(
+        (f.leader.as_str(), f.term),
+        (l0.as_str(), term),
+        "{}",
+        c.history()
+    );
     for i in 0..3 {
         let newer: Vec<String> = c
             .events(i)
@@ -140,6 +152,10 @@ fn quorum_follower_cut_from_both_changes_no_term() {
             .filter(|e| e.term() > term)
             .map(|e| c.describe(e))
             .collect();
-        assert!(newer.is_empty(), "no term above {term} anywhere: {newer:?}\n{}", c.history());
+        assert!(
+            newer.is_empty(),
+            "no term above {term} anywhere: {newer:?}\n{}",
+            c.history()
+        );
     }
 }

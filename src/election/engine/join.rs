@@ -61,7 +61,7 @@ impl Engine {
         self.role = Role::Follower;
         self.captured_by = None;
         self.joining = None;
-        self.proposal = None;
+        self.release_proposal();
         self.previous_leader = None;
         self.deadline = None;
         self.out.push_back(Output::Surrendered {
@@ -73,7 +73,7 @@ impl Engine {
 
     pub(super) fn join(&mut self, now: Instant, l: NodeId) {
         self.drop_leadership(LossReason::TakenOver);
-        self.proposal = None;
+        self.release_proposal();
         self.captured_by = None;
         self.role = Role::Joining;
         self.joining = Some(l);

@@ -161,7 +161,10 @@ impl Engine {
             followers: BTreeSet::new(),
             previous_leader: None,
             announced: None,
-            quorum: cfg.quorum.map(|q| QuorumState::new(q, now)),
+            quorum: cfg.quorum.map(|q| {
+                let fresh = cfg.initial_term == Term(0) && cfg.proposal_floor == Term(0);
+                QuorumState::new(q, now, fresh)
+            }),
             rng: cfg.seed ^ 0x9E37_79B9_7F4A_7C15,
             out: VecDeque::new(),
             cfg,
@@ -384,13 +387,23 @@ impl Engine {
         self.leader = None;
         self.announced = None;
         self.followers.clear();
-        self.proposal = None;
+        self.release_proposal();
         self.deadline = None;
         self.role = Role::Waiting;
         let peers: Vec<NodeId> = self.connected.iter().copied().collect();
         for p in peers {
             self.send(p, ElectionMsg::StepDown { term: l.term });
         }
+    }
+
+    /// Quorum mode: the runtime's lease clock, which counts time the machine spent suspended
+    /// (the `now` arguments do not), says this leader's lease has ended: it steps down now
+    /// rather than at its own deadline, which may lie up to a lease ahead after a suspend.
+    pub fn handle_lease_ended(&mut self, now: Instant) {
+        if self.quorum.is_some() && self.is_leader() {
+            self.lease_expired(now);
+        }
+        self.announce_if_changed();
     }
 
     /// A timer deadline may have passed.
@@ -491,6 +504,7 @@ impl Engine {
                 }
                 self.statuses.insert(from, leader);
                 self.on_status(now, from, promised, leader);
+                self.majority_back(now);
             }
             ElectionMsg::Propose { term, takeover } => self.on_propose(now, from, term, takeover),
             ElectionMsg::Accept { term } => {

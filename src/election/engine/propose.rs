@@ -80,7 +80,7 @@ impl Engine {
         } else {
             self.drop_leadership(LossReason::TakenOver);
         }
-        self.proposal = None;
+        self.release_proposal();
         self.joining = None;
         self.role = Role::Captured;
         self.captured_by = Some(LeaderRef { node: from, term });
@@ -130,7 +130,7 @@ impl Engine {
             }
         } else if leader.is_none() && from < self.cfg.me {
             // A higher-priority candidate is electing: let it.
-            self.proposal = None;
+            self.release_proposal();
             if self.is_leader() {
                 self.role = Role::Leader;
                 self.deadline = None;
@@ -151,7 +151,7 @@ impl Engine {
         if let Some(retry) = self.proposal_blocked(now) {
             // Quorum mode: not now (no majority reachable, promised elsewhere, or a voter
             // still follows a live leader). A sitting leader keeps leading.
-            self.proposal = None;
+            self.release_proposal();
             if !self.is_leader() {
                 self.role = Role::Waiting;
                 self.deadline = Some(retry);
@@ -160,7 +160,7 @@ impl Engine {
         }
         let Some(term) = self.next_owned_term() else {
             // No term left to propose: never reuse one. Stay out of elections.
-            self.proposal = None;
+            self.release_proposal();
             if !self.is_leader() {
                 self.role = Role::Waiting;
                 self.deadline = None;
@@ -173,6 +173,7 @@ impl Engine {
         for &p in &pending {
             self.send(p, ElectionMsg::Propose { term, takeover });
         }
+        self.release_proposal();
         self.proposal = Some(Proposal {
             term,
             sent: now,
@@ -201,6 +202,7 @@ impl Engine {
             && !(self.has_majority(&p.accepted) && self.start_lease(p.term, p.sent, now))
         {
             // Quorum mode: no majority granted the term (or its lease already ran out).
+            self.release_grants(p.term, &p.accepted);
             if !self.is_leader() {
                 self.role = Role::Waiting;
                 self.deadline = Some(now + self.jittered());

@@ -8,7 +8,8 @@
 //!   included) granted its term; workers follow but never vote.
 //! * **Promise.** A voter that grants a term to node X, or acknowledges X's lease renewal, at
 //!   its local time `r` promises to grant or acknowledge no other node until `r + E`. A
-//!   restarted node remembers nothing, so it promises "nobody" for `E` after its start.
+//!   restarted node remembers nothing, so it promises "nobody" for `E` after its start (unless
+//!   its durable store shows it never granted anything: a first start).
 //! * **Lease.** The leader's lease runs from the *send* time of the newest round (the
 //!   proposal, then each `Renew`) that a majority acknowledged, for
 //!   `E·(1−ρ)/(1+ρ) − δ` on its own clock ([`QuorumParams::leader_lease`]). It stops acting
@@ -38,6 +39,11 @@ pub struct QuorumParams {
     pub margin: Duration,
     /// How often the leader sends a renewal round to every connected candidate.
     pub renew_interval: Duration,
+    /// Whether the node's term store survives a restart (a data directory). Then a node that
+    /// starts with no term at all (`initial_term` and `proposal_floor` 0) provably granted and
+    /// acknowledged nothing before (both persist a term first), so it skips the restart wait;
+    /// with a store that forgets (`false`), every start waits `E`.
+    pub durable: bool,
     /// Stickiness (see the module docs). Always on in a real node; off only in the
     /// simulator's negative control, which must then catch a healed node deposing a leader.
     #[doc(hidden)]
@@ -91,13 +97,16 @@ pub(super) struct QuorumState {
     pub next_round: u64,
     pub rounds: std::collections::VecDeque<Round>,
     pub renew_at: Option<Instant>,
+    /// It last could not propose for want of a majority: it elects as soon as one is back.
+    pub waiting_for_reach: bool,
 }
 
 impl QuorumState {
-    pub(super) fn new(params: QuorumParams, now: Instant) -> Self {
+    /// `fresh`: the node's durable store holds no term (a first start).
+    pub(super) fn new(params: QuorumParams, now: Instant, fresh: bool) -> Self {
         QuorumState {
             params,
-            promise: Some(Promise {
+            promise: (!(fresh && params.durable)).then(|| Promise {
                 node: None,
                 term: Term(0),
                 until: now + params.lease,
@@ -106,6 +115,7 @@ impl QuorumState {
             next_round: 1,
             rounds: std::collections::VecDeque::new(),
             renew_at: None,
+            waiting_for_reach: false,
         }
     }
 }
@@ -149,6 +159,9 @@ impl super::Engine {
         let sticky = q.params.sticky;
         let promise = q.promise;
         let (reachable, needed) = self.reach();
+        if let Some(q) = self.quorum.as_mut() {
+            q.waiting_for_reach = reachable < needed;
+        }
         if reachable < needed {
             return Some(now + self.jittered());
         }
@@ -162,15 +175,60 @@ impl super::Engine {
     }
 
     /// Whether a connected candidate says it follows a leader other than this node (one this
-    /// node may not preempt).
+    /// node may not preempt), or has not said yet whom it follows (its `Status` is on the way:
+    /// a node whose connections just came back must not propose before it hears it).
     fn a_voter_follows_another(&self) -> bool {
         let me = self.cfg.me;
         let preempts = |l: NodeId| self.cfg.preempt && me < l;
-        self.statuses.iter().any(|(p, l)| {
-            self.is_candidate(*p)
-                && self.connected.contains(p)
-                && l.is_some_and(|l| l.node != me && !preempts(l.node))
-        })
+        self.connected
+            .iter()
+            .filter(|p| self.is_candidate(**p))
+            .any(|p| match self.statuses.get(p) {
+                None => true,
+                Some(l) => l.is_some_and(|l| l.node != me && !preempts(l.node)),
+            })
+    }
+
+    /// A peer's `Status` arrived: a node that was waiting for a majority elects at once if it
+    /// now has one (rather than at its next retry, which would let lower priorities go first).
+    pub(super) fn majority_back(&mut self, now: Instant) {
+        let waiting = self.quorum.as_ref().is_some_and(|q| q.waiting_for_reach);
+        if !waiting || self.role != Role::Waiting || self.leader.is_some() {
+            return;
+        }
+        let (reachable, needed) = self.reach();
+        if reachable >= needed {
+            if let Some(q) = self.quorum.as_mut() {
+                q.waiting_for_reach = false;
+            }
+            self.elect(now);
+        }
+    }
+
+    /// Abandons the proposal in flight, if any (see [`Engine::release_grants`]).
+    pub(super) fn release_proposal(&mut self) {
+        if let Some(p) = self.proposal.take() {
+            self.release_grants(p.term, &p.accepted);
+        }
+    }
+
+    /// Quorum mode: a proposal for `term` that will never lead is abandoned; the voters that
+    /// granted it are told (`StepDown`) so that they need not keep, for `E`, a promise to a
+    /// term nobody acts in (with five candidates such promises could otherwise block every
+    /// majority, round after round). Not while this node leads an older term: their promise
+    /// backs that lease too.
+    pub(super) fn release_grants(&mut self, term: Term, accepted: &BTreeSet<NodeId>) {
+        if self.quorum.is_none() || self.is_leader() {
+            return;
+        }
+        let voters: Vec<NodeId> = accepted
+            .iter()
+            .copied()
+            .filter(|v| self.connected.contains(v))
+            .collect();
+        for v in voters {
+            self.send(v, ElectionMsg::StepDown { term });
+        }
     }
 
     /// Whether this node votes by its promise (a quorum-mode candidate): its promise, not
@@ -397,7 +455,7 @@ impl super::Engine {
         }
         self.leader = None;
         self.followers.clear();
-        self.proposal = None;
+        self.release_proposal();
         self.out.push_back(Output::LeadershipLost {
             term: l.term,
             reason: LossReason::TakenOver,
@@ -410,8 +468,8 @@ impl super::Engine {
         self.deadline = Some(now + self.jittered() * 2);
     }
 
-    /// `from` stopped leading `term`: the promise given to it for that term is released, and
-    /// a node that followed it elects.
+    /// `from` stopped leading `term`, or abandoned its proposal for it: the promise given to
+    /// it for that term is released, and a node that followed it or accepted it elects.
     pub(super) fn on_step_down(&mut self, now: Instant, from: NodeId, term: Term) {
         if let Some(q) = self.quorum.as_mut() {
             if q.promise
@@ -419,6 +477,12 @@ impl super::Engine {
             {
                 q.promise = None;
             }
+        }
+        if self.role == Role::Captured && self.captured_by == Some(LeaderRef { node: from, term }) {
+            // The proposal we accepted was abandoned: it will never announce itself.
+            self.captured_by = None;
+            self.elect(now);
+            return;
         }
         if self.leader == Some(LeaderRef { node: from, term }) {
             self.leader = None;

@@ -39,7 +39,7 @@ impl Engine {
 
     /// No leader: propose, or wait for a higher-priority candidate.
     pub(super) fn elect(&mut self, now: Instant) {
-        self.proposal = None;
+        self.release_proposal();
         if let Some(l) = self.known_live_leader() {
             self.join(now, l);
             return;

@@ -13,6 +13,7 @@ fn params() -> QuorumParams {
         drift_ppm: 10_000,
         margin: Duration::from_millis(10),
         renew_interval: RENEW,
+        durable: false,
         sticky: true,
     }
 }
@@ -615,4 +616,75 @@ fn a_leader_that_shuts_down_releases_its_voters_at_once() {
         net.assert_ok();
     }
     assert!(net.now - down < E / 2, "{:?}", net.now - down);
+}
+
+#[test]
+fn a_first_start_on_a_durable_store_need_not_wait_out_a_restart_promise() {
+    let t0 = Instant::now();
+    let durable = |initial| EngineConfig {
+        initial_term: Term(initial),
+        quorum: Some(QuorumParams {
+            durable: true,
+            ..params()
+        }),
+        ..cfg(0, 3, 3)
+    };
+    // Nothing stored: it never granted anything, so it proposes at once.
+    let mut e = Engine::new(durable(0), t0);
+    for p in [1, 2] {
+        e.handle_peer_up(t0, NodeId(p));
+        e.handle_message(t0, NodeId(p), status(0, None));
+    }
+    assert!(drain(&mut e).iter().any(|o| matches!(
+        o,
+        Output::Send {
+            msg: Propose { .. },
+            ..
+        }
+    )));
+    // A term stored: it may have granted one before its restart, so it waits E.
+    let mut r = Engine::new(durable(3), t0);
+    for p in [1, 2] {
+        r.handle_peer_up(t0, NodeId(p));
+        r.handle_message(t0, NodeId(p), status(3, None));
+    }
+    assert!(!drain(&mut r).iter().any(|o| matches!(
+        o,
+        Output::Send {
+            msg: Propose { .. },
+            ..
+        }
+    )));
+    assert_eq!(r.poll_timeout(), Some(t0 + E));
+}
+
+#[test]
+fn the_runtime_can_end_the_lease_before_the_engine_deadline() {
+    let (mut e, t) = proposing();
+    e.handle_message(t, NodeId(1), Accept { term: Term(3) });
+    e.handle_message(t, NodeId(2), Accept { term: Term(3) });
+    drain(&mut e);
+    // Well before the engine's own deadline (a suspend the `now` arguments did not count).
+    e.handle_lease_ended(t + RENEW / 2);
+    let out = drain(&mut e);
+    assert_eq!(
+        out[0],
+        Output::LeadershipLost {
+            term: Term(3),
+            reason: LossReason::LeaseExpired
+        }
+    );
+    assert!(!e.is_leader());
+    // Its peers learn it no longer leads (it may at once propose again: it still reaches a
+    // majority).
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Send {
+                to: NodeId(1),
+                msg: Status { leader: None, .. }
+            }
+        )),
+        "{out:?}"
+    );
 }

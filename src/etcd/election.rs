@@ -1,0 +1,104 @@
+//! [`EtcdElection`]: the handle the node runtime holds; starts the campaigner and the
+//! observer and stops them.
+//!
+//! Why a handle plus a channel of events: the runtime already runs an actor with its own
+//! inputs; the backend only has to feed it [`EtcdEvent`]s, so it needs no access to the
+//! runtime's internals, and a second store (a SQL lease, say) can offer the same shape.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::campaign::{Campaigner, Hooks, ShutdownOutcome};
+use super::config::EtcdConfig;
+use super::error::EtcdStartError;
+use super::event::EtcdEvent;
+use super::observe::Observer;
+use super::value::LeaderValue;
+
+/// Capacity of the event channel. The runtime should drain it promptly; `LeaseMoved` events
+/// are dropped when it is full (safe: see [`EtcdEvent::LeaseMoved`]), the others wait.
+pub const EVENT_CAPACITY: usize = 64;
+
+/// A running etcd election for one node: a campaigner and an observer task.
+///
+/// [`EtcdElection::shutdown`] resigns and revokes (failover without waiting for the TTL).
+/// Dropping the handle instead aborts both tasks without resigning, as a crash would: etcd
+/// then frees the election when the lease's TTL runs out.
+#[derive(Debug)]
+pub struct EtcdElection {
+    shutdown: watch::Sender<bool>,
+    campaigner: Option<JoinHandle<ShutdownOutcome>>,
+    observer: Option<JoinHandle<()>>,
+    hooks: Arc<Hooks>,
+}
+
+impl EtcdElection {
+    /// Validates `config`, then starts campaigning as `me` and observing the election. Must be
+    /// called within a tokio runtime. Events arrive on the returned receiver.
+    pub fn start(
+        config: EtcdConfig,
+        me: LeaderValue,
+    ) -> Result<(EtcdElection, mpsc::Receiver<EtcdEvent>), EtcdStartError> {
+        config.validate()?;
+        let value = me.encode()?;
+        let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let hooks = Arc::new(Hooks::default());
+        let campaigner = Campaigner::new(
+            config.clone(),
+            value.clone(),
+            tx.clone(),
+            stop_rx.clone(),
+            hooks.clone(),
+        );
+        let observer = Observer::new(config, value, tx, stop_rx);
+        Ok((
+            EtcdElection {
+                shutdown: stop_tx,
+                campaigner: Some(tokio::spawn(campaigner.run())),
+                observer: Some(tokio::spawn(observer.run())),
+                hooks,
+            },
+            rx,
+        ))
+    }
+
+    /// Stops: a leader reports [`EtcdEvent::SteppedDown`] with
+    /// [`StepDownReason::Shutdown`](super::StepDownReason::Shutdown), then resigns and
+    /// revokes its lease, each within the request timeout. Returns what it did.
+    pub async fn shutdown(mut self) -> ShutdownOutcome {
+        let _ = self.shutdown.send(true);
+        let outcome = match self.campaigner.take() {
+            Some(h) => h.await.unwrap_or_default(),
+            None => ShutdownOutcome::default(),
+        };
+        if let Some(h) = self.observer.take() {
+            let _ = h.await;
+        }
+        outcome
+    }
+
+    /// Test hook: while `on`, the campaigner sends no keep-alives and does not consult its
+    /// lease clock while it campaigns, as if the machine were suspended (a monotonic clock
+    /// does not count a suspension): its lease expires on etcd while its campaign waits.
+    /// Used to show that the phantom-leadership check alone refuses the campaign's success.
+    /// Never use it otherwise.
+    #[doc(hidden)]
+    pub fn pause_lease_for_test(&self, on: bool) {
+        self.hooks.paused.store(on, Ordering::SeqCst);
+    }
+}
+
+impl Drop for EtcdElection {
+    fn drop(&mut self) {
+        if let Some(h) = self.campaigner.take() {
+            h.abort();
+        }
+        if let Some(h) = self.observer.take() {
+            h.abort();
+        }
+    }
+}
