@@ -1,8 +1,8 @@
 //! Cluster benchmark: gen-leader against a raw-TCP baseline measured in the same run.
 //!
 //! ```text
-//! cargo bench --bench cluster                 # full run (about 3.5 min)
-//! cargo bench --bench cluster -- --quick      # smoke run for CI (about 45 s)
+//! cargo bench --bench cluster                 # full run (about 3 min)
+//! cargo bench --bench cluster -- --quick      # smoke run for CI (about 30 s)
 //! cargo bench --bench cluster -- --only calls,failover
 //! ```
 //!

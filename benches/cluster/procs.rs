@@ -202,8 +202,9 @@ impl Cluster {
         Cluster::start_mode(n, label, durable, NodeMode::Bully)
     }
 
-    /// Starts `n` nodes in `mode`. A quorum-mode cluster's first agreement takes at least the
-    /// lease `E` (a starting node grants nothing for `E`); `T_START` allows for it.
+    /// Starts `n` nodes in `mode`. Without data directories, a quorum-mode cluster's first
+    /// agreement takes at least the lease `E` (a node that may have forgotten a promise grants
+    /// nothing for `E` after its start); `T_START` allows for it.
     pub(crate) fn start_mode(n: usize, label: &str, durable: bool, mode: NodeMode) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix(&format!("gen-leader-bench-{label}-"))
