@@ -32,6 +32,7 @@ use tracing::{debug, warn};
 use self::budget::{hello_deadline, host_of, Budget, Limits};
 use super::actor::NodeMsg;
 use super::dialing::Connected;
+use super::metrics;
 use super::observe::{self, MAX_OBSERVERS};
 use super::refusals::Refusals;
 use crate::behaviour::Behaviour;
@@ -170,6 +171,7 @@ pub(super) async fn accept_loop<B: Behaviour>(
                 }
                 if p.shed > 0 && last_report.is_none_or(|t| now - t >= SHED_REPORT_EVERY) {
                     refused.fetch_add(p.shed, Ordering::Relaxed);
+                    metrics::handshakes_refused(config.me(), "shed", p.shed);
                     warn!(
                         node = %config.me(),
                         shed = p.shed,
@@ -383,10 +385,12 @@ async fn accept_one<B: Behaviour>(
                     if admitted.is_none() =>
                 {
                     refused.fetch_add(1, Ordering::Relaxed);
+                    metrics::handshakes_refused(config.me(), metrics::refusal_label(&e), 1);
                     debug!(node = %config.me(), %from, reason = %e, "inbound connection dropped")
                 }
                 _ => {
                     refused.fetch_add(1, Ordering::Relaxed);
+                    metrics::handshakes_refused(config.me(), metrics::refusal_label(&e), 1);
                     let claimed = claimed.lock().ok().and_then(|c| *c);
                     let peer = claimed.map(|id| members.name(id));
                     // Named by the member it claims to be, else by its address without the

@@ -256,6 +256,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             refused,
             refusals,
             spin,
+            metrics: super::metrics::NodeMetrics::of(&config),
         };
         info!(node = %config.me(), term = %initial_term, mode = %config.mode(), "node starting");
         // The view shows the persisted term from the start, not 0.

@@ -182,6 +182,7 @@ impl<B: Behaviour> NodeState<B> {
         info!(node = %self.name(self.me()), peer = %self.name(peer), "connected");
         self.engine.handle_peer_up(now.into_std(), peer);
         self.dirty = true;
+        self.note_peers();
     }
 
     /// Closes the connection to `peer`, fails the calls sent over it and tells the engine
@@ -192,6 +193,7 @@ impl<B: Behaviour> NodeState<B> {
         };
         let conn = c.id;
         c.close();
+        self.note_peers();
         info!(node = %self.name(self.me()), peer = %self.name(peer), %reason, "disconnected");
         let now = Instant::now();
         self.fail_calls_to(peer);

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 use super::fastpath::Route;
+use super::metrics::Change;
 use super::state::{election, NodeState};
 use crate::behaviour::{Behaviour, StopReason};
 use crate::election::{LossReason, Output};
@@ -100,6 +101,7 @@ impl<B: Behaviour> NodeState<B> {
                 if joined.is_none() {
                     self.seq.elected();
                     self.record("elected", term, Some(self.me()), "won the election");
+                    self.metrics.change(Change::Elected);
                 } else {
                     info!(node = %self.name(self.me()), %term,
                         joined = %joined_name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
@@ -124,6 +126,7 @@ impl<B: Behaviour> NodeState<B> {
             } => {
                 self.seq.surrendered();
                 self.record("surrendered", term, Some(leader), "accepted a leader");
+                self.metrics.change(Change::Surrendered);
                 match codec::decode_payload::<B::Synch>(&synch) {
                     Ok(s) => {
                         let election = election!(self);
@@ -145,6 +148,7 @@ impl<B: Behaviour> NodeState<B> {
                 } else {
                     self.record("lost", term, None, loss_reason_str(reason));
                 }
+                self.metrics.change(Change::LeadershipLost(reason));
                 let me = self.name(self.me()).clone();
                 self.calls.leadership_lost(&me);
             }
@@ -155,6 +159,7 @@ impl<B: Behaviour> NodeState<B> {
             } => {
                 self.fail_calls_to(leader);
                 self.record("leader_lost", term, Some(leader), loss_reason_str(reason));
+                self.metrics.change(Change::LeaderLost(reason));
             }
             Output::Lease { .. } => {}
             Output::Down { node } => {

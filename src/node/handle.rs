@@ -24,6 +24,7 @@ use super::calls::{CallReq, ReplyBody};
 use super::fastpath::FastPath;
 use super::guard::{GuardParts, LeaderGuard};
 use super::leader_state::LeaderState;
+use super::metrics::CallMetrics;
 use super::routing::encode_call_frame;
 use super::ClusterView;
 use crate::behaviour::{Behaviour, ReplyTo};
@@ -117,6 +118,8 @@ pub(crate) struct HandleParts<R> {
     /// Where this node's calls to the leader go without crossing the node's actor.
     pub fast: Arc<FastPath<R>>,
     pub mailbox: Mailbox,
+    /// The node's call metrics (see `metrics`).
+    pub metrics: Arc<CallMetrics>,
 }
 
 impl<R> Clone for HandleParts<R> {
@@ -129,6 +132,7 @@ impl<R> Clone for HandleParts<R> {
             call_ids: self.call_ids.clone(),
             fast: self.fast.clone(),
             mailbox: self.mailbox.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -193,6 +197,18 @@ impl<B: Behaviour> LeaderHandle<B> {
         timeout: Duration,
     ) -> Result<B::Reply, CallError> {
         let now = tokio::time::Instant::now();
+        let r = self.leader_call_from(request, timeout, now).await;
+        self.inner.parts.metrics.call(&r, now);
+        r
+    }
+
+    /// [`leader_call_timeout`](Self::leader_call_timeout), started at `now`.
+    async fn leader_call_from(
+        &self,
+        request: B::Call,
+        timeout: Duration,
+        now: tokio::time::Instant,
+    ) -> Result<B::Reply, CallError> {
         // (A timeout too large for the clock means: no deadline in practice.)
         let deadline = now
             .checked_add(timeout)

@@ -73,6 +73,8 @@ impl<B: Behaviour> NodeState<B> {
 
     fn publish_state_with(&self, lease_end: Option<Instant>) {
         let s = leader_state::of(&self.engine, self.cfg.members(), lease_end);
+        self.metrics
+            .leadership(&s, self.engine.term(), || self.clock.lease_now());
         leader_state::publish(&self.state_tx, s);
     }
 }

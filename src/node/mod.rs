@@ -18,7 +18,8 @@
 //!
 //! Leadership as the user's code sees it: `leader_state` (the published [`LeaderState`]),
 //! `lease` (whether this node may act as leader now), `clock` (the lease clock, which counts
-//! suspend) and `guard` (the [`LeaderGuard`]).
+//! suspend) and `guard` (the [`LeaderGuard`]). `metrics` records what a node does through the
+//! `metrics` facade.
 //!
 //! Nodes never use ractor's global registry: several nodes run in one process.
 
@@ -36,6 +37,7 @@ mod handle;
 mod inbound;
 mod leader_state;
 mod lease;
+mod metrics;
 mod observe;
 mod refusals;
 mod routing;
@@ -142,6 +144,7 @@ impl Node {
             call_ids: Arc::new(AtomicU64::new(1)),
             fast: Arc::new(FastPath::new(MAX_CALLS)),
             mailbox: Mailbox::new(config.mailbox),
+            metrics: Arc::new(metrics::CallMetrics::new(config.me())),
         };
         let args = NodeArgs {
             parts: parts.clone(),

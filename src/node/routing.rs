@@ -272,6 +272,7 @@ impl<B: Behaviour> NodeState<B> {
         };
         self.seq.used();
         self.counters.broadcasts_sent += 1;
+        self.metrics.broadcast();
         let followers: Vec<NodeId> = self.engine.followers().iter().copied().collect();
         for f in followers {
             self.push(f, frame.clone()).await;

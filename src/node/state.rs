@@ -20,6 +20,7 @@ use super::clock::LeaseClock;
 use super::conns::Peer;
 use super::fastpath::FastPath;
 use super::leader_state::{LeaderState, Losses};
+use super::metrics::{Change, NodeMetrics};
 use super::refusals::Refusals;
 use super::storage::{AuditEvent, AuditLog, TermStore};
 use super::{ClusterView, NodeStats};
@@ -89,6 +90,8 @@ pub(crate) struct NodeState<B: Behaviour> {
     pub(super) refusals: Arc<Refusals>,
     /// Opt-in spin mode: wakes the spinner after activity.
     pub(super) spin: Option<Arc<Notify>>,
+    /// What this node records through the `metrics` facade.
+    pub(super) metrics: NodeMetrics,
 }
 
 impl<B: Behaviour> Drop for NodeState<B> {
@@ -156,6 +159,7 @@ impl<B: Behaviour> NodeState<B> {
         self.route_key = None;
         // Guards fail from here on: nothing this node does now is done as leader.
         self.state_tx.send_replace(LeaderState::Stopped);
+        self.metrics.stopped();
         // Quorum mode: a leader stops acting and releases its voters (`StepDown`, sent by
         // `say_goodbye`), so that a new leader need not wait out the lease.
         let leading = self.engine.is_leader().then(|| self.engine.term());
@@ -163,6 +167,7 @@ impl<B: Behaviour> NodeState<B> {
             .handle_shutdown(tokio::time::Instant::now().into_std());
         if let Some(term) = leading.filter(|_| !self.engine.is_leader()) {
             self.record("stepped_down", term, None, "shutdown");
+            self.metrics.change(Change::StoppedLeading);
         }
         self.say_goodbye();
         self.stopping = true;
