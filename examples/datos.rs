@@ -24,6 +24,9 @@
 //! `--dial lider2=HOST:PORT` (repeatable, or comma separated) reaches a peer through another
 //! address; `tests/faultproxy.rs` uses both to put a fault-injecting proxy on every link.
 //!
+//! `--metrics-addr 127.0.0.1:9100` serves the node's metrics for Prometheus at
+//! `http://127.0.0.1:9100/metrics` (see docs/operating.md, "Metrics").
+//!
 //! A self-contained local demo with three processes:
 //!
 //! ```text
@@ -118,6 +121,11 @@ struct Cli {
     /// Quorum mode: the lease E in ms (library default 1000): a voter's promise to a leader.
     #[arg(long, value_name = "N")]
     lease_ms: Option<u64>,
+
+    /// Serve the node's metrics for Prometheus on http://HOST:PORT/metrics
+    /// (metrics-exporter-prometheus), e.g. 127.0.0.1:9100.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `--mode`.
@@ -153,11 +161,39 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(addr) = cli.metrics_addr {
+        // Before the node starts: the library registers its metrics then.
+        let _in_runtime = rt.enter();
+        if let Err(e) = install_metrics(addr) {
+            eprintln!("error: --metrics-addr {addr}: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let code = rt.block_on(run_node(config, cli.json, cli.mode == ModeArg::Quorum));
     // The stdin reader may be blocked in a read on a blocking-pool thread, which a normal
     // runtime drop would wait for forever: do not wait for it.
     rt.shutdown_background();
     code
+}
+
+/// Installs the Prometheus recorder and its HTTP listener on `addr` (served on the current
+/// runtime). `gen_leader_leader_call_seconds` becomes a histogram with latency buckets (the
+/// exporter's default is a summary).
+fn install_metrics(
+    addr: std::net::SocketAddr,
+) -> Result<(), metrics_exporter_prometheus::BuildError> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    const BUCKETS: &[f64] = &[
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0,
+    ];
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Full("gen_leader_leader_call_seconds".into()),
+            BUCKETS,
+        )?
+        .install()
 }
 
 fn init_logging() {
