@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
+use gen_leader::{Mode, QuorumConfig};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use testkit::datos::{datos_exe, datos_node, hold_ports};
 use testkit::Proc;
@@ -124,7 +125,11 @@ async fn values_move_with_an_election_calls_and_a_failover() {
         assert_eq!(changes(&text, n, "elected"), 0.0, "{n}\n{text}");
     }
     // Bully mode: no lease gauge.
-    assert!(samples(&text, "gen_leader_lease_remaining_seconds").is_empty());
+    let lease = samples(&text, "gen_leader_lease_remaining_seconds");
+    assert!(
+        !lease.iter().any(|(l, _)| names.contains(&l["node"])),
+        "{text}"
+    );
 
     // Calls from a follower (each one a broadcast on the leader), and one on the leader.
     let f = nodes.iter().position(|n| n.name != leader).unwrap();
@@ -210,6 +215,45 @@ async fn a_wrong_cookie_counts_a_refused_handshake() {
     }
     a.handle.shutdown().await;
     b.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_mode_shows_the_leaders_lease() {
+    prometheus();
+    let lease = Duration::from_millis(600);
+    let (ls, names) = bind(3).await;
+    let mut nodes = Vec::new();
+    for (l, n) in ls.into_iter().zip(&names) {
+        let q = QuorumConfig::default().lease(lease);
+        nodes.push(start(config(n, &names, &[]).mode(Mode::Quorum(q)), l).await);
+    }
+    let leader = agreed(&all(&nodes)).await;
+    let max = lease.as_secs_f64();
+    // Renewed once per heartbeat: the leader's gauge stays well above zero, at most the
+    // lease; a follower's is 0.
+    until("the leader's lease in the gauge", |t| {
+        names.iter().all(|n| {
+            let left = value(t, "gen_leader_lease_remaining_seconds", n);
+            let has = samples(t, "gen_leader_lease_remaining_seconds")
+                .iter()
+                .any(|(l, _)| l.get("node") == Some(n));
+            has && if *n == leader {
+                left > max / 4.0 && left <= max
+            } else {
+                left == 0.0
+            }
+        })
+    })
+    .await;
+    for n in nodes {
+        n.handle.shutdown().await;
+    }
+    let text = prometheus().render();
+    assert_eq!(
+        value(&text, "gen_leader_lease_remaining_seconds", &leader),
+        0.0,
+        "a stopped node holds no lease\n{text}"
+    );
 }
 
 /// `n` free ports on 127.0.0.1 below the ephemeral range (32768 and up on Linux), held until
