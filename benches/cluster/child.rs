@@ -233,7 +233,36 @@ impl Behaviour for Bench {
 
 pub(crate) fn child_node() {
     init_logs(CHILD_LOG_FILTER);
+    install_metrics_if_asked();
     child_runtime().block_on(node_main());
+}
+
+/// `BENCH_METRICS=1`: a Prometheus recorder (`metrics-exporter-prometheus`, the call latency
+/// as a bucketed histogram, its upkeep every 5 s as the exporter's own listener would run it;
+/// nothing serves it) records the node's metrics, so that a paired run with and without it
+/// measures what recording costs the hot path. Installed before the node starts, as it must.
+fn install_metrics_if_asked() {
+    if std::env::var("BENCH_METRICS").as_deref() != Ok("1") {
+        return;
+    }
+    const BUCKETS: &[f64] = &[
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    ];
+    let installed = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(BUCKETS)
+        .and_then(|b| b.install_recorder());
+    match installed {
+        Ok(handle) => {
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(5));
+                handle.run_upkeep();
+            });
+        }
+        Err(e) => {
+            emit(&json!({"ev": "error", "error": format!("BENCH_METRICS: {e}")}));
+            std::process::exit(2);
+        }
+    }
 }
 
 async fn node_main() {
