@@ -7,7 +7,9 @@
 //! leader and its lease, and the mesh still carries calls, the Synch and broadcasts. Every
 //! node of a cluster must use the same backend: it is part of the handshake's digest.
 
-use sha2::{Digest, Sha256};
+#[cfg(feature = "etcd")]
+use sha2::Digest;
+use sha2::Sha256;
 
 #[cfg(feature = "etcd")]
 use crate::election::QuorumParams;
@@ -81,6 +83,7 @@ impl Backend {
 /// Feeds the backend into the cluster digest: nothing for the mesh (digests of existing
 /// clusters do not change); for etcd, the election and the lease's timing (not the
 /// endpoints: nodes may reach one etcd cluster through different members).
+#[cfg_attr(not(feature = "etcd"), allow(unused_variables))]
 pub(super) fn digest(backend: &Backend, h: &mut Sha256) {
     match backend {
         Backend::Mesh => {}

@@ -96,6 +96,7 @@ pub(crate) enum NodeMsg<B: Behaviour> {
     },
     Tick,
     /// An event of the external election backend (`backend`).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     Backend(super::backend::BackendEvent),
     Shutdown(oneshot::Sender<()>),
 }

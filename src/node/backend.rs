@@ -44,7 +44,9 @@ mod imp {
 
     impl<B: Behaviour> NodeState<B> {
         pub(in crate::node) fn start_backend(&mut self) {}
-        pub(in crate::node) async fn stop_backend(&mut self) {}
+        pub(in crate::node) async fn stop_backend(&mut self) {
+            let BackendState = self.backend;
+        }
         pub(in crate::node) fn on_backend(&mut self, ev: BackendEvent) {
             match ev {}
         }
