@@ -584,6 +584,7 @@ async fn watch_lease(handle: LeaderHandle<Datos>, out: Out) {
     let mut rx = handle.watch_state();
     let mut last_until = None;
     let mut guarded = None;
+    let mut leased = None;
     loop {
         let state = rx.borrow_and_update().clone();
         if let LeaderState::Leading { term, until } = state {
@@ -606,19 +607,29 @@ async fn watch_lease(handle: LeaderHandle<Datos>, out: Out) {
             }
             if let Some(until) = until.filter(|u| last_until != Some(*u)) {
                 last_until = Some(until);
-                let now = std::time::Instant::now();
-                let until_ms = if until >= now {
-                    now_ms() + (until - now).as_secs_f64() * 1000.0
-                } else {
-                    now_ms() - (now - until).as_secs_f64() * 1000.0
-                };
-                out.emit(
-                    "lease",
-                    Some(&handle.me().clone()),
-                    term.get(),
-                    json!({ "until_ms": until_ms }),
-                    || format!("lease: term {term}, {:.0} ms left", until_ms - now_ms()),
-                );
+                // A human reads the first lease of a term; a script gets every move.
+                let first = leased != Some(term);
+                leased = Some(term);
+                if out.json || first {
+                    let now = std::time::Instant::now();
+                    let until_ms = if until >= now {
+                        now_ms() + (until - now).as_secs_f64() * 1000.0
+                    } else {
+                        now_ms() - (now - until).as_secs_f64() * 1000.0
+                    };
+                    out.emit(
+                        "lease",
+                        Some(&handle.me().clone()),
+                        term.get(),
+                        json!({ "until_ms": until_ms }),
+                        || {
+                            format!(
+                                "lease: term {term}, {:.0} ms, renewed by a majority every heartbeat",
+                                until_ms - now_ms()
+                            )
+                        },
+                    );
+                }
             }
         }
         if rx.changed().await.is_err() {

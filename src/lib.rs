@@ -84,4 +84,8 @@ pub use config::{Config, ConfigBuilder, Members, Mode, QuorumConfig};
 pub use election::{LossReason, NoQuorum, Role};
 pub use error::{BoxError, CallError, ConfigError, GuardError, StartError};
 pub use node::{ClusterView, LeaderGuard, LeaderHandle, LeaderState, Node, NodeStats};
+pub use node::{
+    ModeStatus, NoQuorumStatus, NodeStatus, ObserveError, Observer, RefusedPeer, StateKind,
+    StatusWatch,
+};
 pub use types::{FencingToken, NodeId, NodeName, NodeNameError, Term};

@@ -15,7 +15,7 @@ use crate::util::{ev, med_range, wall_ns};
 use crate::{Params, PAYLOAD, T_EVENT};
 
 /// How a broadcast run ended.
-enum Bcast {
+pub(crate) enum Bcast {
     /// Every follower got every broadcast: end-to-end rate, enqueue rate, out-of-order count.
     Delivered(f64, f64, u64),
     /// The leader dropped a follower: broadcasts lost (per follower) and what happened.
@@ -25,7 +25,7 @@ enum Bcast {
 /// One broadcast run: `n` casts on the leader (`window` 0: as fast as `leader_cast` takes
 /// them; else at most `window` unacknowledged), until every follower has all of them or a
 /// follower loses its leader.
-fn bcast_run(cl: &mut Cluster, leader: usize, n: u64, window: u64) -> Bcast {
+pub(crate) fn bcast_run(cl: &mut Cluster, leader: usize, n: u64, window: u64) -> Bcast {
     let followers: Vec<usize> = (0..cl.procs.len()).filter(|&i| i != leader).collect();
     let leader_name = cl.names[leader].clone();
     let tag = NEXT_TAG.fetch_add(1, Ordering::SeqCst);

@@ -8,12 +8,84 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::procs::{Cluster, Proc};
 use crate::report::{fmt_rate, fmt_us, Report, Row};
 use crate::util::{env_u64, ev, lat_summary};
 use crate::{f, samples, tempdir, Params, PAYLOAD, T_START};
+
+/// The raw-TCP baseline's two processes: an echo server and a client (`raw.rs`).
+pub(crate) struct RawPair {
+    client: Proc,
+    _server: Proc,
+    pub(crate) port: u64,
+    // Removed after the children are gone (fields drop in order).
+    _dir: tempfile::TempDir,
+}
+
+impl RawPair {
+    pub(crate) fn start() -> RawPair {
+        let dir = tempdir("raw");
+        let client = Proc::spawn("__raw", "raw/client", dir.path().join("client.log"));
+        let server = Proc::spawn("__raw", "raw/echo", dir.path().join("echo.log"));
+        let port = server.wait(0, T_START, "the echo server to bind", |v| ev(v) == "bound")["port"]
+            .as_u64()
+            .unwrap_or(0);
+        client.wait(0, T_START, "the raw client to start", |v| ev(v) == "bound");
+        RawPair {
+            client,
+            _server: server,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// `n` sequential round trips (after `n / 10` of warm-up): their latencies in ns.
+    pub(crate) fn pingpong(&mut self, n: u64, timeout: Duration) -> Vec<u64> {
+        let v = self.client.request(
+            json!({"cmd": "pingpong", "port": self.port, "n": n, "warm": n / 10, "size": PAYLOAD}),
+            timeout,
+            "raw ping-pong",
+        );
+        samples(&v)
+    }
+
+    /// `inflight` messages kept in flight for `secs`: the result (`per_sec`, ...).
+    pub(crate) fn pipelined(&mut self, inflight: u64, secs: f64, timeout: Duration) -> Value {
+        self.client.request(
+            json!({"cmd": "pipelined", "port": self.port, "inflight": inflight, "secs": secs, "size": PAYLOAD}),
+            timeout,
+            "raw pipelined echo",
+        )
+    }
+}
+
+/// `n` sequential `leader_call`s (after `n / 10` of warm-up) by a task on node `node`: their
+/// latencies in ns.
+pub(crate) fn call_seq(node: &mut Proc, n: u64, timeout: Duration, what: &str) -> Vec<u64> {
+    let v = node.request(
+        json!({"cmd": "call_seq", "n": n, "warm": n / 10, "size": PAYLOAD}),
+        timeout,
+        what,
+    );
+    samples(&v)
+}
+
+/// `c` tasks on node `node` calling back to back for `secs` (after `warm_secs` of warm-up):
+/// the result (`per_sec`, `calls`, `secs`, `p50_us`, `p99_us`, ...).
+pub(crate) fn call_conc(
+    node: &mut Proc,
+    c: u64,
+    (secs, warm_secs): (f64, f64),
+    timeout: Duration,
+) -> Value {
+    node.request(
+        json!({"cmd": "call_conc", "c": c, "secs": secs, "warm_secs": warm_secs, "size": PAYLOAD}),
+        timeout,
+        &format!("{c} concurrent leader_call callers"),
+    )
+}
 
 /// Raw TCP baseline and `leader_call` latency/throughput.
 pub(crate) fn sec_calls(p: &Params, rep: &mut Report) {
@@ -23,13 +95,8 @@ pub(crate) fn sec_calls(p: &Params, rep: &mut Report) {
 /// The calls section; `tag` names it in the output, `suffix` ends its row labels.
 pub(crate) fn calls(p: &Params, rep: &mut Report, tag: &str, suffix: &str) {
     let ct = !suffix.is_empty();
-    let dir = tempdir("raw");
-    let mut client = Proc::spawn("__raw", "raw/client", dir.path().join("client.log"));
-    let server = Proc::spawn("__raw", "raw/echo", dir.path().join("echo.log"));
-    let port = server.wait(0, T_START, "the echo server to bind", |v| ev(v) == "bound")["port"]
-        .as_u64()
-        .unwrap_or(0);
-    client.wait(0, T_START, "the raw client to start", |v| ev(v) == "bound");
+    let mut raw_pair = RawPair::start();
+    let port = raw_pair.port;
     let mut cl = Cluster::start(3, tag);
     let (leader_name, _) = cl.agreed(&[0, 1, 2]).expect("agreed");
     let leader = cl.index_of(&leader_name);
@@ -45,18 +112,13 @@ pub(crate) fn calls(p: &Params, rep: &mut Report, tag: &str, suffix: &str) {
     let mut raw_s = Vec::new();
     let mut lib_s = Vec::new();
     for r in 0..p.seq_rounds {
-        let v = client.request(
-            json!({"cmd": "pingpong", "port": port, "n": n, "warm": n / 10, "size": PAYLOAD}),
-            seq_t,
-            "raw ping-pong",
-        );
-        raw_s.extend(samples(&v));
-        let v = cl.procs[follower].request(
-            json!({"cmd": "call_seq", "n": n, "warm": n / 10, "size": PAYLOAD}),
+        raw_s.extend(raw_pair.pingpong(n, seq_t));
+        lib_s.extend(call_seq(
+            &mut cl.procs[follower],
+            n,
             seq_t,
             "sequential leader_call from a follower",
-        );
-        lib_s.extend(samples(&v));
+        ));
         println!(
             "[{tag}] sequential round {} of {} done",
             r + 1,
@@ -75,13 +137,7 @@ pub(crate) fn calls(p: &Params, rep: &mut Report, tag: &str, suffix: &str) {
     // Throughput: for each level, raw pipelined echo with as many messages in flight, then
     // the library; raw 64 once more at the end (its baseline is the mean of both).
     let conc_t = Duration::from_secs_f64(p.conc_secs * 3.0 + p.warm_secs * 3.0 + 60.0);
-    let pipe = |client: &mut Proc, inflight: u64| {
-        client.request(
-            json!({"cmd": "pipelined", "port": port, "inflight": inflight, "secs": p.conc_secs, "size": PAYLOAD}),
-            conc_t,
-            "raw pipelined echo",
-        )
-    };
+    let pipe = |raw: &mut RawPair, inflight: u64| raw.pipelined(inflight, p.conc_secs, conc_t);
     let mut conc = Vec::new();
     let levels: Vec<u64> = std::env::var("BENCH_CONC")
         .ok()
@@ -89,11 +145,12 @@ pub(crate) fn calls(p: &Params, rep: &mut Report, tag: &str, suffix: &str) {
         .filter(|l: &Vec<u64>| !l.is_empty())
         .unwrap_or_else(|| vec![1, 4, 16, 64]);
     for c in levels {
-        let raw_v = pipe(&mut client, c);
-        let v = cl.procs[follower].request(
-            json!({"cmd": "call_conc", "c": c, "secs": p.conc_secs, "warm_secs": p.warm_secs, "size": PAYLOAD}),
+        let raw_v = pipe(&mut raw_pair, c);
+        let v = call_conc(
+            &mut cl.procs[follower],
+            c,
+            (p.conc_secs, p.warm_secs),
             conc_t,
-            &format!("{c} concurrent leader_call callers"),
         );
         println!(
             "[{tag}] {c:>2} in flight: raw {}; leader_call {} (p50 {}, p99 {})",
@@ -104,7 +161,7 @@ pub(crate) fn calls(p: &Params, rep: &mut Report, tag: &str, suffix: &str) {
         );
         conc.push((c, v, raw_v));
     }
-    let pipe_again = pipe(&mut client, 64);
+    let pipe_again = pipe(&mut raw_pair, 64);
     let pipe_first = conc.last().map(|x| f(&x.2, "per_sec")).unwrap_or(f64::NAN);
     let raw_pipe = (pipe_first + f(&pipe_again, "per_sec")) / 2.0;
     if !ct {
@@ -112,12 +169,12 @@ pub(crate) fn calls(p: &Params, rep: &mut Report, tag: &str, suffix: &str) {
     }
 
     // On the leader itself.
-    let v = cl.procs[leader].request(
-        json!({"cmd": "call_seq", "n": n, "warm": n / 10, "size": PAYLOAD}),
+    let local = lat_summary(call_seq(
+        &mut cl.procs[leader],
+        n,
         seq_t,
         "sequential leader_call on the leader",
-    );
-    let local = lat_summary(samples(&v));
+    ));
 
     rep.data.insert(
         tag.into(),

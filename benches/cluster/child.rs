@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gen_leader::{Behaviour, Config, Election, LeaderHandle, LeaderReply, Node, NodeName, ReplyTo};
+use gen_leader::{
+    Behaviour, Config, Election, LeaderHandle, LeaderReply, Mode, Node, NodeName, ReplyTo,
+};
 use serde_json::{json, Value};
 
 use crate::util::{emit, err_kind, lat_summary, lock, nanos, wall_ns};
@@ -276,6 +278,15 @@ async fn node_main() {
     if let Some(d) = start["data_dir"].as_str() {
         builder = builder.data_dir(d);
     }
+    // The election mode (`BENCH_MODE`, set by the parent for every node: `procs::NodeMode`).
+    match std::env::var("BENCH_MODE").as_deref() {
+        Ok("quorum") => builder = builder.mode(Mode::quorum()),
+        Ok("bully") | Err(_) => {}
+        Ok(other) => {
+            emit(&json!({"ev": "error", "error": format!("unknown BENCH_MODE {other:?}")}));
+            std::process::exit(2);
+        }
+    }
     // Opt-in spin mode (`BENCH_SPIN_US=N`): see `ConfigBuilder::spin`.
     if let Some(us) = std::env::var("BENCH_SPIN_US")
         .ok()
@@ -290,6 +301,7 @@ async fn node_main() {
             std::process::exit(2);
         }
     };
+    let cfg_mode = cfg.mode();
     let counter = Arc::new(Counter::default());
     counter.next_cast.store(1, Ordering::SeqCst);
     let h = match Node::start_with_listener(cfg, Bench::new(&my_name, counter.clone()), listener)
@@ -301,7 +313,10 @@ async fn node_main() {
             std::process::exit(2);
         }
     };
-    emit(&json!({"ev": "started", "name": my_name, "pid": std::process::id()}));
+    emit(&json!({
+        "ev": "started", "name": my_name, "pid": std::process::id(),
+        "mode": cfg_mode.to_string(),
+    }));
     tokio::spawn(watch_view(h.clone()));
     while let Some(cmd) = cmds.recv().await {
         if cmd["cmd"] == "quit" {

@@ -9,24 +9,28 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::procs::{diagnose, try_wait_until, wait_until, Cluster, NEXT_TAG};
+use crate::procs::{diagnose, try_wait_until, wait_until, Cluster, NodeMode, NEXT_TAG};
 use crate::report::{fmt_ms, fmt_ms_range, Report, Row};
 use crate::util::{ev, med_range, wall_ns};
 use crate::{data_dirs_default, f, Params, T_EVENT};
 
 #[derive(Clone, Copy, PartialEq)]
-enum Fault {
+pub(crate) enum Fault {
     Kill,
     Stop,
 }
 
-/// One failover: a fresh 3-process cluster, a probe on a follower, then the fault.
-fn failover_rep(fault: Fault, durable: bool, rep_no: usize) -> Value {
+/// One failover: a fresh 3-process cluster in `mode`, a probe on a follower, then the fault.
+pub(crate) fn failover_rep(fault: Fault, durable: bool, mode: NodeMode, rep_no: usize) -> Value {
     let label = match fault {
         Fault::Kill => "kill",
         Fault::Stop => "stop",
     };
-    let mut cl = Cluster::start_with(3, &format!("{label}{rep_no}"), durable);
+    let prefix = match mode {
+        NodeMode::Bully => "",
+        NodeMode::Quorum => "quorum-",
+    };
+    let mut cl = Cluster::start_mode(3, &format!("{prefix}{label}{rep_no}"), durable, mode);
     let (old_name, old_term) = cl.agreed(&[0, 1, 2]).expect("agreed");
     let old = cl.index_of(&old_name);
     let survivors: Vec<usize> = (0..3).filter(|&i| i != old).collect();
@@ -161,6 +165,26 @@ fn failover_rep(fault: Fault, durable: bool, rep_no: usize) -> Value {
     out
 }
 
+/// One run's figures, for the progress lines.
+pub(crate) fn run_line(v: &Value) -> String {
+    format!(
+        "new leader {} after {}, first call after {}, call in flight: {} after {}{}",
+        v["new_leader"].as_str().unwrap_or("?"),
+        fmt_ms(f(v, "new_leader_first_view_ms")),
+        fmt_ms(f(v, "first_call_ok_ms")),
+        v["call_in_flight_result"].as_str().unwrap_or("?"),
+        fmt_ms(f(v, "call_in_flight_ended_ms")),
+        match v.get("resume_one_leader_ms") {
+            Some(Value::Null) => ", resumed: NO single leader within 10 s".to_string(),
+            Some(x) => format!(
+                ", resumed: one leader after {}",
+                fmt_ms(x.as_f64().unwrap_or(f64::NAN))
+            ),
+            None => String::new(),
+        }
+    )
+}
+
 pub(crate) fn sec_failover(p: &Params, rep: &mut Report) {
     let mut all = serde_json::Map::new();
     // SIGKILL with durable terms (a data directory: each promise fsyncs the term) and with
@@ -184,21 +208,8 @@ pub(crate) fn sec_failover(p: &Params, rep: &mut Report) {
         };
         let mut runs = Vec::new();
         for r in 0..p.fail_reps {
-            let v = failover_rep(fault, durable, r);
-            println!(
-                "[failover] {name} run {}: new leader {} after {}, first call after {}, call in flight: {} after {}{}",
-                r + 1,
-                v["new_leader"].as_str().unwrap_or("?"),
-                fmt_ms(f(&v, "new_leader_first_view_ms")),
-                fmt_ms(f(&v, "first_call_ok_ms")),
-                v["call_in_flight_result"].as_str().unwrap_or("?"),
-                fmt_ms(f(&v, "call_in_flight_ended_ms")),
-                match v.get("resume_one_leader_ms") {
-                    Some(Value::Null) => ", resumed: NO single leader within 10 s".to_string(),
-                    Some(x) => format!(", resumed: one leader after {}", fmt_ms(x.as_f64().unwrap_or(f64::NAN))),
-                    None => String::new(),
-                }
-            );
+            let v = failover_rep(fault, durable, NodeMode::Bully, r);
+            println!("[failover] {name} run {}: {}", r + 1, run_line(&v));
             runs.push(v);
         }
         let col = |k: &str| -> Vec<f64> { runs.iter().filter_map(|v| v[k].as_f64()).collect() };

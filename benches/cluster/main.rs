@@ -1,8 +1,8 @@
 //! Cluster benchmark: gen-leader against a raw-TCP baseline measured in the same run.
 //!
 //! ```text
-//! cargo bench --bench cluster                 # full run (about 2 min)
-//! cargo bench --bench cluster -- --quick      # smoke run for CI (about 12 s)
+//! cargo bench --bench cluster                 # full run (about 3 min)
+//! cargo bench --bench cluster -- --quick      # smoke run for CI (about 30 s)
 //! cargo bench --bench cluster -- --only calls,failover
 //! ```
 //!
@@ -11,7 +11,8 @@
 //! `BENCH_DATA_DIRS=0` (no data directories), `BENCH_LOG=<filter>` (logs),
 //! `BENCH_CONC=64` (only these concurrency levels, comma-separated), `BENCH_SEQ_N=N`
 //! (sequential calls per round), `BENCH_FLOOD_IDLE=N` and `BENCH_FLOOD_REPS=N` (the `flood`
-//! section's idle connections per node and runs).
+//! section's idle connections per node and runs), `BENCH_QUORUM_AA=1` (the `quorum` section
+//! compares two bully clusters instead: its noise floor).
 //!
 //! Sections (`--only` takes a comma-separated list of them):
 //!
@@ -24,6 +25,10 @@
 //! * `bcast` (`broadcast.rs`): `leader_cast` on the leader, broadcast to 2 and to 8 follower
 //!   processes.
 //! * `failover` (`failover.rs`): SIGKILL and SIGSTOP of the leader process (then SIGCONT).
+//! * `quorum` (`quorum.rs`): quorum mode next to bully mode in the same section, in rounds
+//!   on fresh clusters, alternating: `leader_call` from a follower (sequential, 64 callers)
+//!   and broadcast to 2 followers, beside the raw baseline; then SIGKILL and SIGSTOP of a
+//!   quorum-mode leader.
 //! * `election` (`election.rs`): last node up → all agree, 3 to 33 in-process nodes.
 //! * `idle` (`idle.rs`): RSS and CPU time of idle node processes.
 //! * `flood` (`flood.rs`): SIGKILL of the leader and a restart of it while every node's port
@@ -51,6 +56,7 @@ mod failover;
 mod flood;
 mod idle;
 mod procs;
+mod quorum;
 mod raw;
 mod report;
 mod util;
@@ -69,6 +75,7 @@ use crate::election::sec_election;
 use crate::failover::sec_failover;
 use crate::flood::sec_flood;
 use crate::idle::{loadavg, sec_idle};
+use crate::quorum::sec_quorum;
 use crate::raw::child_raw;
 use crate::report::Report;
 
@@ -86,8 +93,8 @@ pub(crate) const STALL: Duration = Duration::from_secs(1);
 /// Give up on an election after this long.
 pub(crate) const ELECTION_GIVE_UP: Duration = Duration::from_secs(10);
 
-const SECTIONS: [&str; 7] = [
-    "calls", "calls-ct", "bcast", "failover", "election", "idle", "flood",
+const SECTIONS: [&str; 8] = [
+    "calls", "calls-ct", "bcast", "failover", "quorum", "election", "idle", "flood",
 ];
 
 pub(crate) struct Opts {
@@ -165,6 +172,14 @@ pub(crate) struct Params {
     pub(crate) bcast_n8: u64,
     pub(crate) bcast_reps: usize,
     pub(crate) fail_reps: usize,
+    /// `quorum`: rounds, each on fresh clusters of both modes (and a fresh raw pair).
+    pub(crate) quorum_rounds: usize,
+    /// `quorum`, per round and mode: sequential calls, seconds of 64 callers, broadcasts.
+    pub(crate) quorum_seq_n: u64,
+    pub(crate) quorum_conc_secs: f64,
+    pub(crate) quorum_bcast_n: u64,
+    /// Failover runs per fault in quorum mode (each waits out the lease twice).
+    pub(crate) quorum_fail_reps: usize,
     pub(crate) elect_reps: usize,
     pub(crate) elect_sizes: Vec<usize>,
     pub(crate) idle_secs: f64,
@@ -184,6 +199,11 @@ impl Params {
                 bcast_n8: 10_000,
                 bcast_reps: 1,
                 fail_reps: 3,
+                quorum_rounds: 4,
+                quorum_seq_n: 500,
+                quorum_conc_secs: 0.2,
+                quorum_bcast_n: 10_000,
+                quorum_fail_reps: 2,
                 elect_reps: 1,
                 elect_sizes: vec![3, 5, 9, 17, 33],
                 idle_secs: 2.0,
@@ -200,6 +220,11 @@ impl Params {
                 bcast_n8: 100_000,
                 bcast_reps: 3,
                 fail_reps: 10,
+                quorum_rounds: 6,
+                quorum_seq_n: 10_000,
+                quorum_conc_secs: 1.0,
+                quorum_bcast_n: 100_000,
+                quorum_fail_reps: 5,
                 elect_reps: 5,
                 elect_sizes: vec![3, 5, 9, 17, 33],
                 idle_secs: 10.0,
@@ -214,6 +239,10 @@ impl Params {
             "seq_rounds": self.seq_rounds, "conc_secs": self.conc_secs,
             "bcast_casts_2": self.bcast_n2, "bcast_casts_8": self.bcast_n8,
             "bcast_reps": self.bcast_reps, "failover_reps": self.fail_reps,
+            "quorum_rounds": self.quorum_rounds, "quorum_seq_calls_per_round": self.quorum_seq_n,
+            "quorum_conc_secs_per_round": self.quorum_conc_secs,
+            "quorum_bcast_casts_per_round": self.quorum_bcast_n,
+            "quorum_failover_reps": self.quorum_fail_reps,
             "election_reps": self.elect_reps, "election_sizes": self.elect_sizes,
             "idle_secs": self.idle_secs,
             "flood_idle_per_node": self.flood_idle, "flood_reps": self.flood_reps,
@@ -271,11 +300,12 @@ fn run(opts: &Opts) -> i32 {
         }
     );
     type Section = fn(&Params, &mut Report);
-    let sections: [(&str, Section); 7] = [
+    let sections: [(&str, Section); 8] = [
         ("calls", sec_calls),
         ("calls-ct", sec_calls_ct),
         ("bcast", sec_bcast),
         ("failover", sec_failover),
+        ("quorum", sec_quorum),
         ("election", sec_election),
         ("idle", sec_idle),
         ("flood", sec_flood),

@@ -19,6 +19,26 @@ use crate::{data_dirs_default, T_START};
 
 /// `BENCH_WORKERS` for the children spawned from now on (`None`: inherited).
 pub(crate) static CHILD_WORKERS: Mutex<Option<&'static str>> = Mutex::new(None);
+/// The election mode of a cluster's node children, passed to each as `BENCH_MODE`
+/// (`child.rs` builds its `Config` with it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NodeMode {
+    /// `Mode::Bully`, the library's default.
+    Bully,
+    /// `Mode::quorum()` (lease 1 s, max drift 1 %, margin 10 ms).
+    Quorum,
+}
+
+impl NodeMode {
+    /// The value of `BENCH_MODE` (and the word used in labels and row names).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            NodeMode::Bully => "bully",
+            NodeMode::Quorum => "quorum",
+        }
+    }
+}
+
 /// Tags of commands, so that a result can be matched to its request.
 pub(crate) static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
 
@@ -166,6 +186,8 @@ pub(crate) struct Cluster {
     pub(crate) names: Vec<String>,
     /// Whether the nodes have data directories (`<dir>/n<i>`).
     pub(crate) durable: bool,
+    /// The nodes' election mode (a restarted node gets the same).
+    pub(crate) mode: NodeMode,
     // Removed after the children are gone (fields drop in order).
     pub(crate) dir: tempfile::TempDir,
 }
@@ -177,16 +199,24 @@ impl Cluster {
     }
 
     pub(crate) fn start_with(n: usize, label: &str, durable: bool) -> Cluster {
+        Cluster::start_mode(n, label, durable, NodeMode::Bully)
+    }
+
+    /// Starts `n` nodes in `mode`. Without data directories, a quorum-mode cluster's first
+    /// agreement takes at least the lease `E` (a node that may have forgotten a promise grants
+    /// nothing for `E` after its start); `T_START` allows for it.
+    pub(crate) fn start_mode(n: usize, label: &str, durable: bool, mode: NodeMode) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix(&format!("gen-leader-bench-{label}-"))
             .tempdir()
             .expect("tempdir");
         let mut procs: Vec<Proc> = (0..n)
             .map(|i| {
-                Proc::spawn(
+                Proc::spawn_env(
                     "__node",
                     &format!("{label}/n{i}"),
                     dir.path().join(format!("n{i}.log")),
+                    &[("BENCH_MODE", mode.name().to_string())],
                 )
             })
             .collect();
@@ -208,12 +238,20 @@ impl Cluster {
             p.send(&json!({"cmd": "start", "me": i, "names": names, "data_dir": dd}));
         }
         for p in &procs {
-            p.wait(0, T_START, "the node to start", |v| ev(v) == "started");
+            let v = p.wait(0, T_START, "the node to start", |v| ev(v) == "started");
+            let m = v["mode"].as_str().unwrap_or("?");
+            assert!(
+                m.starts_with(mode.name()),
+                "{} runs in mode {m:?}, not {}",
+                p.label(),
+                mode.name()
+            );
         }
         let c = Cluster {
             procs,
             names,
             durable,
+            mode,
             dir,
         };
         let all: Vec<usize> = (0..n).collect();
@@ -230,7 +268,10 @@ impl Cluster {
             "__node",
             &format!("{label}/n{i}-restarted"),
             self.dir.path().join(format!("n{i}-restarted.log")),
-            &[("BENCH_NODE_PORT", port)],
+            &[
+                ("BENCH_NODE_PORT", port),
+                ("BENCH_MODE", self.mode.name().to_string()),
+            ],
         );
         p.wait(0, T_START, "the restarted node to bind", |v| {
             ev(v) == "bound"

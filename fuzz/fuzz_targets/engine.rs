@@ -8,7 +8,7 @@
 //! peers.
 //!
 //! Terms cover the whole `u64` range, so this target finds the term-overflow bug (see
-//! `tests/props.rs`, `regression_term_near_u64_max_*`) within seconds. Set
+//! `verify/tests/props.rs`, `regression_term_near_u64_max_*`) within seconds. Set
 //! `FUZZ_TERM_CEILING` (a number) to cap generated terms and search past it until it is fixed.
 #![no_main]
 

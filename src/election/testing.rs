@@ -2,8 +2,8 @@
 //!
 //! **Not part of the public API.** This module is `#[doc(hidden)]`, is not covered by semver
 //! and may change in any release: it exists so that the engine unit tests, the simulator
-//! (`tests/sim.rs`), the model checker (`tests/model.rs`), the property tests
-//! (`tests/props.rs`) and the `engine` fuzz target drive the engine the same way and check
+//! (`verify/tests/sim.rs`), the model checker (`verify/tests/model.rs`), the property tests
+//! (`verify/tests/props.rs`) and the `engine` fuzz target drive the engine the same way and check
 //! the same invariants, instead of five copies that drift apart.
 //!
 //! Why it lives in the library: integration tests and the fuzz crate can only share code

@@ -9,6 +9,12 @@
 //! closed): the rules are in `accept/budget.rs`. A connection must also deliver its `Hello`
 //! within a short deadline (`budget::hello_deadline`, 200 ms by default), far less than the
 //! whole handshake's timeout.
+//!
+//! An observer (see `observe`) goes through the same loop and the same budget: until it has
+//! proven the cookie it is in the lowest class, shed before any member's handshake. Once
+//! authenticated it takes one of [`MAX_OBSERVERS`] session slots (or is refused with
+//! `Refusal::ObserverLimit`), and its session runs in its handshake's task, aborted with the
+//! pending handshakes when the node stops; it never reaches the actor's peer table.
 
 mod budget;
 
@@ -18,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::ActorRef;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -26,6 +32,7 @@ use tracing::{debug, warn};
 use self::budget::{hello_deadline, host_of, Budget, Limits};
 use super::actor::NodeMsg;
 use super::dialing::Connected;
+use super::observe::{self, MAX_OBSERVERS};
 use super::refusals::Refusals;
 use crate::behaviour::Behaviour;
 use crate::config::Config;
@@ -36,10 +43,12 @@ use crate::wire::handshake::{self, HandshakeConfig, HandshakeError, Refusal};
 /// How often, at most, the loop reports (at WARN) that it sheds connections.
 const SHED_REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// The pending handshakes: the budget's bookkeeping and the tasks to abort when shed.
+/// The pending handshakes: the budget's bookkeeping and the tasks to abort when shed; and the
+/// observer sessions, to abort when the node stops.
 struct Pending {
     budget: Budget,
     tasks: HashMap<u64, AbortHandle>,
+    sessions: HashMap<u64, AbortHandle>,
     /// Connections shed since the last report.
     shed: u64,
 }
@@ -74,6 +83,7 @@ impl Drop for Leave {
         let mut p = lock(&self.0);
         p.budget.remove(self.1);
         p.tasks.remove(&self.1);
+        p.sessions.remove(&self.1);
     }
 }
 
@@ -82,7 +92,10 @@ struct AbortAll(Shared);
 
 impl Drop for AbortAll {
     fn drop(&mut self) {
-        let tasks: Vec<AbortHandle> = lock(&self.0).tasks.drain().map(|(_, t)| t).collect();
+        let mut p = lock(&self.0);
+        let sessions: Vec<AbortHandle> = p.sessions.drain().map(|(_, t)| t).collect();
+        let tasks: Vec<AbortHandle> = p.tasks.drain().map(|(_, t)| t).chain(sessions).collect();
+        drop(p);
         abort(tasks);
     }
 }
@@ -113,6 +126,7 @@ pub(super) async fn accept_loop<B: Behaviour>(
     let pending: Shared = Arc::new(Mutex::new(Pending {
         budget: Budget::new(Limits::DEFAULT, member_hosts(&config)),
         tasks: HashMap::new(),
+        sessions: HashMap::new(),
         shed: 0,
     }));
     let _abort_all = AbortAll(pending.clone());
@@ -123,6 +137,7 @@ pub(super) async fn accept_loop<B: Behaviour>(
         config: config.clone(),
         refused: refused.clone(),
         refusals,
+        observers: Arc::new(Semaphore::new(MAX_OBSERVERS)),
     });
     let mut next_id = 0u64;
     let mut last_report: Option<Instant> = None;
@@ -196,6 +211,8 @@ struct Ctx<B: Behaviour> {
     config: Arc<Config>,
     refused: Arc<AtomicU64>,
     refusals: Arc<Refusals>,
+    /// One permit per observer session.
+    observers: Arc<Semaphore>,
 }
 
 async fn accept_one<B: Behaviour>(
@@ -210,6 +227,7 @@ async fn accept_one<B: Behaviour>(
         config,
         refused,
         refusals,
+        observers,
     } = &*ctx;
     let _leave = Leave(slot.pending.clone(), slot.id);
     let members = config.members();
@@ -218,7 +236,10 @@ async fn accept_one<B: Behaviour>(
     let hello_in = AtomicBool::new(false);
     // The member the dialer claims to be (unauthenticated until the MAC checks), for logs.
     let claimed: std::sync::Mutex<Option<NodeId>> = std::sync::Mutex::new(None);
-    let handshake = handshake::accept(
+    // Set when the opening was an observer's (with its label): it is never a member.
+    let observer: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+    let session: std::sync::Mutex<Option<OwnedSemaphorePermit>> = std::sync::Mutex::new(None);
+    let handshake = handshake::accept_with_observers(
         stream,
         hs,
         |name| {
@@ -237,11 +258,41 @@ async fn accept_one<B: Behaviour>(
             }
             member
         },
+        |label| {
+            // Past the checks made before any MAC: the rest of its exchange has the whole
+            // handshake timeout, as a member's has. It stays in the lowest class.
+            hello_in.store(true, Ordering::Release);
+            if let Ok(mut o) = observer.lock() {
+                *o = Some(label.to_owned());
+            }
+            true
+        },
         |hello| {
             let myself = myself.clone();
             let admitted = &admitted;
             let pending = &slot.pending;
+            let is_observer = observer.lock().ok().is_some_and(|o| o.is_some());
+            let session = &session;
             async move {
+                if is_observer {
+                    let permit = observers.clone().try_acquire_owned().map_err(|_| {
+                        Refusal::ObserverLimit {
+                            limit: MAX_OBSERVERS as u32,
+                        }
+                    })?;
+                    let mut p = lock(pending);
+                    if !p.budget.authenticated(slot.id) {
+                        return Err(Refusal::Other("too many pending connections".into()));
+                    }
+                    // From now on a session: never shed, aborted when the node stops.
+                    if let Some(t) = p.tasks.remove(&slot.id) {
+                        p.sessions.insert(slot.id, t);
+                    }
+                    if let Ok(mut s) = session.lock() {
+                        *s = Some(permit);
+                    }
+                    return Ok(());
+                }
                 let Some(peer) = members.id_of_str(&hello.name) else {
                     return Err(Refusal::Unknown(hello.name));
                 };
@@ -283,6 +334,20 @@ async fn accept_one<B: Behaviour>(
         () = hello_timer => Err(HandshakeError::Timeout),
     };
     let admitted = admitted.lock().ok().and_then(|a| *a);
+    let observer = observer.lock().ok().and_then(|mut o| o.take());
+    let ip = from.rsplit_once(':').map_or(&*from, |(ip, _)| ip);
+    let permit = session.lock().ok().and_then(|mut s| s.take());
+    if let (Some(label), Some(permit)) = (&observer, permit) {
+        // An admitted observer: its session runs here, holding its slot.
+        let who = format!("observer {label:?} at {ip}");
+        match result {
+            Ok(ok) => observe::run(ok, myself.clone(), &config.me().to_string(), &who).await,
+            Err(e) => debug!(node = %config.me(), observer = %who, reason = %e,
+                "observer handshake failed after admission"),
+        }
+        drop(permit);
+        return;
+    }
     match (result, admitted) {
         (Ok(ok), Some((peer, conn))) => {
             let _ = myself.cast(NodeMsg::Admitted {
@@ -326,12 +391,10 @@ async fn accept_one<B: Behaviour>(
                     let peer = claimed.map(|id| members.name(id));
                     // Named by the member it claims to be, else by its address without the
                     // port (which changes at every attempt, and would defeat the rate limit).
-                    let who = match peer {
-                        Some(p) => p.to_string(),
-                        None => from
-                            .rsplit_once(':')
-                            .map_or(&*from, |(ip, _)| ip)
-                            .to_owned(),
+                    let who = match (peer, &observer) {
+                        (Some(p), _) => p.to_string(),
+                        (None, Some(label)) => format!("observer {label:?} at {ip}"),
+                        (None, None) => ip.to_owned(),
                     };
                     let line = e.explain(&who, &hs.parts);
                     refusals.warn(&who, &line);

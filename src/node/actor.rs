@@ -99,6 +99,8 @@ pub(crate) enum NodeMsg<B: Behaviour> {
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     Backend(super::backend::BackendEvent),
     Shutdown(oneshot::Sender<()>),
+    /// An observer session asks for a status (see `observe`).
+    Observe(super::observe::Ask),
 }
 
 /// What a node starts with (storage is opened before the actor exists, so that its errors
@@ -382,6 +384,7 @@ impl<B: Behaviour> NodeState<B> {
                 self.sweep(now);
             }
             NodeMsg::Backend(ev) => self.on_backend(ev),
+            NodeMsg::Observe(ask) => self.observe(ask),
             // Handled by the actor itself.
             NodeMsg::Inbound { .. } | NodeMsg::Shutdown(_) => {}
         }

@@ -37,6 +37,7 @@ mod handle;
 mod inbound;
 mod leader_state;
 mod lease;
+mod observe;
 mod refusals;
 mod routing;
 mod state;
@@ -62,6 +63,10 @@ pub use guard::LeaderGuard;
 use handle::{HandleParts, Mailbox};
 pub use handle::{LeaderHandle, NodeStats};
 pub use leader_state::LeaderState;
+pub use observe::{
+    ModeStatus, NoQuorumStatus, NodeStatus, ObserveError, Observer, RefusedPeer, StateKind,
+    StatusWatch,
+};
 use storage::{AuditLog, FileTermStore};
 pub use view::ClusterView;
 

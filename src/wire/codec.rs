@@ -31,7 +31,10 @@ use tokio_util::codec::{Decoder, Encoder};
 /// Version byte carried in every frame. A peer speaking another version is refused.
 ///
 /// History: 1, the first release; 2, `Hello` carries the configuration field by field and
-/// refusals name the field that differs (`Refusal::Config`).
+/// refusals name the field that differs (`Refusal::Config`). Observers (`Observe`, see
+/// `wire::handshake`) came within version 2: members never send their messages, so members'
+/// bytes did not change; the observer protocol has its own number,
+/// [`OBSERVER_VERSION`](crate::wire::handshake::OBSERVER_VERSION).
 pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Default cap on the announced frame length `N` (8 MiB). Also the limit used

@@ -14,7 +14,7 @@
 //! * `heal`: forward everything again.
 //!
 //! Every node's JSON event stream is recorded with its receive time and checked OFFLINE at
-//! the end of each scenario, with the engine simulator's invariants (`tests/sim.rs`):
+//! the end of each scenario, with the engine simulator's invariants (`verify/tests/sim.rs`):
 //!
 //! * (a) at most one leader per term: no two nodes emit `elected` with `joined: null`, or a
 //!   `leader` event naming themselves, for the same term;

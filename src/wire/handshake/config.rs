@@ -1,4 +1,5 @@
-//! What a node needs to know to authenticate connections: [`HandshakeConfig`].
+//! What a node needs to know to authenticate connections: [`HandshakeConfig`]; what an
+//! observer needs: [`ObserverConfig`].
 //!
 //! Why a file of its own: the configuration holds the cluster cookie, the one secret of the
 //! protocol, and its hand-written `Debug` is what keeps the cookie out of logs. Having it
@@ -38,6 +39,43 @@ impl fmt::Debug for HandshakeConfig {
             .field("incarnation", &self.incarnation)
             .field("members_digest", &HexDigest(&self.members_digest))
             .field("parts", &self.parts)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// What an observer needs to know to authenticate to a node (see `observer.rs`).
+#[derive(Clone)]
+pub struct ObserverConfig {
+    /// Shared secret used as the HMAC key. Never sent, logged or printed.
+    pub cookie: Vec<u8>,
+    /// A label for the observer, shown in the node's logs: 1 to 64 printable characters,
+    /// e.g. `gen-leader-cli`.
+    pub name: String,
+    /// The cluster the observer expects; `None` takes the node's (which the proofs cover).
+    pub cluster: Option<String>,
+    /// Time limit for the whole handshake.
+    pub timeout: Duration,
+}
+
+impl ObserverConfig {
+    /// An observer labelled `name` with `cookie`, any cluster, and a 5 s handshake timeout.
+    pub fn new(name: impl Into<String>, cookie: impl AsRef<[u8]>) -> Self {
+        ObserverConfig {
+            cookie: cookie.as_ref().to_vec(),
+            name: name.into(),
+            cluster: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl fmt::Debug for ObserverConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObserverConfig")
+            .field("cookie", &"<redacted>")
+            .field("name", &self.name)
+            .field("cluster", &self.cluster)
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -83,6 +121,11 @@ mod tests {
             assert!(!s.contains("115, 101, 99"), "{s}"); // "sec" as decimal bytes
             assert!(!s.contains(&hex), "{s}");
             assert!(s.contains("cookie: \"<redacted>\""), "{s}");
+            let o = ObserverConfig::new("cli", cookie);
+            for s in [format!("{o:?}"), format!("{o:#?}")] {
+                assert!(!s.contains("secret") && !s.contains(&hex), "{s}");
+                assert!(s.contains("<redacted>") && s.contains("cli"), "{s}");
+            }
             // The rest is still there to debug with.
             assert!(
                 s.contains("a@127.0.0.1:4001") && s.contains(&"07".repeat(32)),

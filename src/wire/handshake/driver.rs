@@ -17,11 +17,12 @@ use tokio_util::codec::{Framed, FramedParts};
 
 use super::super::codec::FrameCodec;
 use super::acceptor::Acceptor;
-use super::config::HandshakeConfig;
+use super::config::{HandshakeConfig, ObserverConfig};
 use super::dialer::Dialer;
 use super::error::HandshakeError;
 use super::machine::Step;
 use super::messages::{PeerHello, Refusal};
+use super::observer::ObserverDialer;
 
 /// How much the driver reads from the stream at once (as `Framed` does).
 const READ_CHUNK: usize = 8 * 1024;
@@ -148,6 +149,68 @@ where
     })
 }
 
+/// Authenticates an incoming connection from a member or an observer: [`accept`], except
+/// that an observer's `Observe` is answered too. `on_observer` is called with the observer's
+/// label once its opening passed the checks made before any MAC (`false` refuses it); the
+/// caller can tell an observer's admission by that call having been made. An observer's
+/// [`PeerHello`] carries its label and incarnation 0.
+#[doc(hidden)]
+pub async fn accept_with_observers<S, F, Fut>(
+    stream: S,
+    cfg: &HandshakeConfig,
+    check_name: impl Fn(&str) -> bool,
+    on_observer: impl Fn(&str) -> bool,
+    admit: F,
+) -> Result<HandshakeOk<S>, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    F: FnOnce(PeerHello) -> Fut,
+    Fut: Future<Output = Result<(), Refusal>>,
+{
+    let inner = async {
+        let mut stream = stream;
+        let mut machine = Acceptor::with_observers(cfg, check_name, on_observer, fresh_nonce()?);
+        let (peer, read_buf) = drive(&mut stream, &mut machine, admit).await?;
+        Ok(HandshakeOk {
+            stream,
+            read_buf,
+            peer,
+        })
+    };
+    let result = with_timeout(cfg.timeout, inner).await;
+    match &result {
+        Ok(ok) => tracing::debug!(peer = ?ok.peer.name, "incoming handshake complete"),
+        Err(e) => tracing::debug!(error = %e, "incoming handshake failed"),
+    }
+    result
+}
+
+/// Authenticates an outgoing observer connection to the node named `node` (see
+/// `observer.rs`): the node proves the cookie, then the observer. The errors are
+/// [`dial`]'s: [`HandshakeError::Refused`] if the node refused us, [`HandshakeError::Rejected`]
+/// if we refused it (its proof does not match our cookie: [`Refusal::BadAuth`]; another
+/// node answered: [`Refusal::WrongNode`]), [`HandshakeError::Timeout`] past `cfg.timeout`.
+pub async fn observe<S>(
+    stream: S,
+    cfg: &ObserverConfig,
+    node: &str,
+) -> Result<HandshakeOk<S>, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let inner = async {
+        let mut stream = stream;
+        let mut machine = ObserverDialer::new(cfg, node, fresh_nonce()?);
+        let (peer, read_buf) = drive(&mut stream, &mut machine, no_admission).await?;
+        Ok(HandshakeOk {
+            stream,
+            read_buf,
+            peer,
+        })
+    };
+    with_timeout(cfg.timeout, inner).await
+}
+
 /// The operations the driver needs from either machine.
 trait Machine {
     fn poll(&mut self) -> Step;
@@ -169,7 +232,20 @@ impl Machine for Dialer<'_> {
     fn admit(&mut self, _: Result<(), Refusal>) {}
 }
 
-impl<F: Fn(&str) -> bool> Machine for Acceptor<'_, F> {
+impl Machine for ObserverDialer<'_> {
+    fn poll(&mut self) -> Step {
+        ObserverDialer::poll(self)
+    }
+    fn receive(&mut self, input: &[u8]) {
+        ObserverDialer::receive(self, input);
+    }
+    fn receive_eof(&mut self) {
+        ObserverDialer::receive_eof(self);
+    }
+    fn admit(&mut self, _: Result<(), Refusal>) {}
+}
+
+impl<F: Fn(&str) -> bool, O: Fn(&str) -> bool> Machine for Acceptor<'_, F, O> {
     fn poll(&mut self) -> Step {
         Acceptor::poll(self)
     }

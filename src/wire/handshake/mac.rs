@@ -17,6 +17,12 @@ use sha2::Sha256;
 pub(super) const ACCEPTOR_LABEL: &[u8] = b"gen_leader/acceptor";
 /// Label of the MAC the dialer sends in `Auth`.
 pub(super) const DIALER_LABEL: &[u8] = b"gen_leader/dialer";
+/// Label of the MAC a node sends an observer in `ObserverChallenge`. Observers have labels of
+/// their own, so that no proof made for an observer session can be replayed as a member's,
+/// nor the other way round (an observer's name could otherwise be chosen to be a member's).
+pub(super) const OBSERVED_LABEL: &[u8] = b"gen_leader/observed";
+/// Label of the MAC an observer sends in `Auth`.
+pub(super) const OBSERVER_LABEL: &[u8] = b"gen_leader/observer";
 
 type HmacSha256 = Hmac<Sha256>;
 

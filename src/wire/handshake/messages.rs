@@ -70,6 +70,21 @@ pub enum Refusal {
     /// A configuration field differs: which one, and both values.
     #[error("configuration mismatch: {0}")]
     Config(ConfigMismatch),
+    /// An observer speaks another version of the observer protocol (see
+    /// [`OBSERVER_VERSION`](super::OBSERVER_VERSION)).
+    #[error("observer protocol version mismatch (refusing node speaks observer version {ours}, refused observer speaks version {theirs})")]
+    ObserverVersion {
+        /// Observer version of the node that refused.
+        ours: u8,
+        /// Observer version of the observer that was refused.
+        theirs: u8,
+    },
+    /// The node already serves as many observer sessions as it allows.
+    #[error("too many observers: this node serves at most {limit} observer sessions at once")]
+    ObserverLimit {
+        /// The most observer sessions the node serves at once.
+        limit: u32,
+    },
 }
 
 impl Refusal {
@@ -174,6 +189,36 @@ pub enum HandshakeMsg {
     Welcome,
     /// The sender refuses the handshake, and says why.
     Refuse(Refusal),
+    /// An observer's opening (instead of `Hello`): it asks for a read-only session, is never
+    /// a member and names no member. Added after protocol version 2 without changing it: a
+    /// member never sends it, so members' bytes are unchanged; a node that predates it cannot
+    /// decode it and closes the connection.
+    Observe {
+        /// The observer protocol version ([`OBSERVER_VERSION`](super::OBSERVER_VERSION)).
+        observer_version: u8,
+        /// The cluster the observer expects, if it knows (the node refuses another one).
+        cluster: Option<String>,
+        /// A label for the observer (for the node's logs), e.g. `gen-leader-cli`.
+        from: String,
+        /// The node the observer means to reach.
+        to: String,
+        /// The observer's fresh nonce.
+        nonce: [u8; 16],
+    },
+    /// The node's answer to `Observe`: its proof that it knows the cookie (under the
+    /// observer labels), its nonce and the cluster's name (which the proofs cover).
+    ObserverChallenge {
+        /// The node's name.
+        from: String,
+        /// The node's cluster name.
+        cluster: String,
+        /// The node's incarnation.
+        incarnation: u64,
+        /// The node's fresh nonce.
+        nonce: [u8; 16],
+        /// HMAC-SHA256 over the exchange, labelled for a node answering an observer.
+        mac: [u8; 32],
+    },
 }
 
 impl HandshakeMsg {
@@ -186,6 +231,8 @@ impl HandshakeMsg {
             HandshakeMsg::Auth { .. } => "Auth",
             HandshakeMsg::Welcome => "Welcome",
             HandshakeMsg::Refuse(_) => "Refuse",
+            HandshakeMsg::Observe { .. } => "Observe",
+            HandshakeMsg::ObserverChallenge { .. } => "ObserverChallenge",
         }
     }
 

@@ -28,6 +28,11 @@
 //! After authentication the acceptor asks the caller's admission closure
 //! (e.g. to detect duplicate or simultaneous connections).
 //!
+//! An *observer* (a client such as the `gen-leader` command, never a member) opens with
+//! `Observe` instead of `Hello` and gets `ObserverChallenge` instead of `Challenge`: the same
+//! proofs under labels of its own, then a read-only session of [`ObserverRequest`]s and
+//! [`ObserverResponse`]s; see [`observe`] and `observer.rs`.
+//!
 //! Frames during the handshake are capped at [`HANDSHAKE_MAX_FRAME_LEN`].
 //! On success both sides get a [`HandshakeOk`] holding the raw stream plus any
 //! bytes already read past the handshake, to continue with a larger cap.
@@ -46,6 +51,7 @@ mod error;
 mod mac;
 mod machine;
 mod messages;
+mod observer;
 mod parts;
 
 #[cfg(test)]
@@ -55,16 +61,21 @@ mod tests;
 
 #[doc(hidden)]
 pub use acceptor::Acceptor;
-pub use config::HandshakeConfig;
+pub use config::{HandshakeConfig, ObserverConfig};
 #[doc(hidden)]
 pub use dialer::Dialer;
-pub use driver::{accept, dial, HandshakeOk};
+#[doc(hidden)]
+pub use driver::accept_with_observers;
+pub use driver::{accept, dial, observe, HandshakeOk};
 pub use error::HandshakeError;
 #[doc(hidden)]
 pub use machine::Step;
 #[doc(hidden)]
 pub use messages::HandshakeMsg;
 pub use messages::{PeerHello, Refusal};
+#[doc(hidden)]
+pub use observer::ObserverDialer;
+pub use observer::{ObserverRequest, ObserverResponse, OBSERVER_VERSION};
 pub use parts::{
     ConfigField, ConfigMismatch, ConfigParts, ListDifference, ModeParts, MAX_LIST_BYTES,
 };

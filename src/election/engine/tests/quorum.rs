@@ -1,5 +1,5 @@
 //! Quorum mode: exact outputs for the majority, lease, promise and stickiness rules, and
-//! scenarios on the shared network (one clock here; drifting clocks are `tests/sim_quorum.rs`).
+//! scenarios on the shared network (one clock here; drifting clocks are `verify/tests/sim_quorum.rs`).
 //! Apart from the bully tests because every rule here is quorum mode's own.
 
 use super::*;

@@ -1,7 +1,7 @@
 //! The quorum simulator's machinery: engines on a seeded, faulty, timed network, each node on
 //! its own drifting clock, and the invariants checked at every event in true time.
 //!
-//! Why apart from `tests/sim_quorum.rs`: that file says *what* a run does (its phases and
+//! Why apart from `verify/tests/sim_quorum.rs`: that file says *what* a run does (its phases and
 //! bounds); this one is *how* the world is simulated: the event loop, timers, the clocks. Its
 //! submodules are the adversary (`network.rs`: links and faults) and what is checked after
 //! every single event (`checks.rs`: overlapping leases, fencing tokens, and the shared

@@ -2,7 +2,7 @@
 //! `(engine, time, input)` transition computed once, and the driver that acts on each
 //! transition's outputs as the real one does, checking them with the shared `NodeChecker`.
 //!
-//! Why apart from `tests/model_quorum.rs`: this is only a cache of the real engine's
+//! Why apart from `verify/tests/model_quorum.rs`: this is only a cache of the real engine's
 //! deterministic transitions (it makes a debug build fast enough); the model's network, time
 //! and properties are there.
 

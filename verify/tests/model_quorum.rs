@@ -2,7 +2,7 @@
 //!
 //! Three candidates (ids 0, 1, 2) run the real [`Engine`] with
 //! `quorum: Some(QuorumParams { .. })`; the model only plays the network, the clock, crashes
-//! and the driver, as `tests/model.rs` does for bully mode (same interning and memoized
+//! and the driver, as `verify/tests/model.rs` does for bully mode (same interning and memoized
 //! transitions, a smaller configuration).
 //!
 //! **Start.** The engines are created at virtual time 0 and connected at [`E_MS`]: a started
@@ -15,7 +15,7 @@
 //!
 //! **Network.** In-flight messages are a multiset of `(from, to, msg)`: no order at all (a
 //! stronger adversary than the real transport's FIFO connections), and within a fault budget
-//! a message can be lost (`Drop`; duplicates are left to `tests/model.rs`, to spend the depth
+//! a message can be lost (`Drop`; duplicates are left to `verify/tests/model.rs`, to spend the depth
 //! on timers and crashes). A link can be cut (`Cut`): what is in flight on it is lost and so is what is sent over it;
 //! each end notices on its own (`Detect`), and once both have, the pair may `Reconnect`.
 //! A node can crash (`Crash`, a fault): it is gone, with what is in flight to and from it; its
@@ -24,7 +24,7 @@
 //! remembers no promise: it grants nothing for `E`.
 //!
 //! **Time.** One global virtual clock (whole milliseconds); every `handle_*` call gets it.
-//! There is no drift in the model (`tests/sim_quorum.rs` covers clock rates): what is abstracted
+//! There is no drift in the model (`verify/tests/sim_quorum.rs` covers clock rates): what is abstracted
 //! is *when* things happen. `Timer(i)` fires node `i`'s timer: the clock moves to
 //! `max(now, deadline)` and `handle_timeout` runs, so any node's timer may fire before or after
 //! any delivery and before or after any other node's timer (a late timer is a slow process).

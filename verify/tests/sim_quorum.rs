@@ -3,7 +3,7 @@
 //! 3 or 5 candidates (and on some seeds a worker) run the real engine with
 //! `EngineConfig::quorum = Some(QuorumParams { lease: E, drift_ppm: ρ, .. })` over a seeded
 //! network of FIFO connections (as the TCP connections of the real transport; the model
-//! checker, `tests/model_quorum.rs`, covers unordered delivery and single lost messages) that
+//! checker, `verify/tests/model_quorum.rs`, covers unordered delivery and single lost messages) that
 //! delays messages (up to `E`), loses them (with their connection, as TCP does), duplicates
 //! them, cuts links (both ways or one way), partitions, heals, crashes nodes and restarts them
 //! from what their store keeps, stops them gracefully, and freezes and resumes them (a frozen
@@ -12,7 +12,7 @@
 //! `offset_i + rate_i × true time`, with every rate within `1 ± ρ` (ρ = 1 %): uniform on some
 //! seeds, `1 ± ρ` exactly on others, and on a quarter of them the worst case, adapted as the
 //! run goes (whoever leads runs slow at `1 − ρ`, everyone else fast at `1 + ρ`). The machinery
-//! is `tests/sim_quorum/`: `sim.rs` (events, timers), `clock.rs`, `network.rs` (links and
+//! is `verify/tests/sim_quorum/`: `sim.rs` (events, timers), `clock.rs`, `network.rs` (links and
 //! faults), `checks.rs` (what is checked after every event).
 //!
 //! Checked at **every event, in true time** (`checks.rs`, `Sim::check`):

@@ -1,6 +1,6 @@
 //! The naive bully: a deliberately broken hand-written protocol (not the engine) on which
 //! the model's "at most one leader per term" predicate must find a counterexample. See the
-//! module docs of `tests/model.rs`.
+//! module docs of `verify/tests/model.rs`.
 
 use std::fmt::Write as _;
 

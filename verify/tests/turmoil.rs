@@ -8,6 +8,7 @@
 //! the followers that stayed connected once and in order; the loser of a merge ran
 //! `surrendered` with the winner's Synch.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;

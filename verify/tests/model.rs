@@ -121,7 +121,7 @@ const TARGET_STATES: usize = 3_000_000;
 /// Unique states the BFS must have explored.
 const MIN_UNIQUE_STATES: usize = 600_000;
 
-// ----- messages: tests/model/msg.rs -------------------------------------------------------
+// ----- messages: verify/tests/model/msg.rs -------------------------------------------------------
 
 #[path = "model/msg.rs"]
 mod msg;
@@ -887,7 +887,7 @@ fn engine_model() {
     );
 }
 
-// ----- the naive bully: tests/model/naive_bully.rs ------------------------------------------
+// ----- the naive bully: verify/tests/model/naive_bully.rs ------------------------------------------
 
 #[path = "model/naive_bully.rs"]
 mod naive_bully;
