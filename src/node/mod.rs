@@ -24,6 +24,7 @@
 
 mod accept;
 mod actor;
+mod backend;
 mod broadcast;
 mod calls;
 mod clock;
