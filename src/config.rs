@@ -551,12 +551,7 @@ impl ConfigBuilder {
         }
         #[cfg(feature = "etcd")]
         if let Some(e) = self.backend.etcd() {
-            if let Err(err) = e.validate() {
-                tracing::warn!(error = %err, "invalid etcd backend configuration");
-                return Err(ConfigError::OutOfRange(
-                    "the etcd backend's configuration (see EtcdConfig::validate)",
-                ));
-            }
+            e.validate()?;
         }
         let cookie = self.cookie.unwrap_or_default();
         if cookie.expose().is_empty() {
