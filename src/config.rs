@@ -1,5 +1,6 @@
 //! Node configuration, built and validated with [`Config::builder`].
 
+mod backend;
 mod mode;
 
 use std::collections::{HashMap, HashSet};
@@ -12,6 +13,7 @@ use crate::election::QuorumParams;
 use crate::error::ConfigError;
 use crate::types::{NodeId, NodeName};
 
+pub use backend::Backend;
 pub use mode::{Mode, QuorumConfig, DEFAULT_LEASE, DEFAULT_MARGIN, DEFAULT_MAX_DRIFT};
 
 /// Default heartbeat interval: a connection with no traffic sends a heartbeat this often.
@@ -141,6 +143,7 @@ pub struct Config {
     pub(crate) call_timeout: Duration,
     pub(crate) preempt: bool,
     pub(crate) mode: Mode,
+    pub(crate) backend: Backend,
     pub(crate) max_frame_len: usize,
     pub(crate) send_queue: usize,
     pub(crate) mailbox: usize,
@@ -173,6 +176,7 @@ impl Config {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             preempt: false,
             mode: Mode::Bully,
+            backend: Backend::Mesh,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             send_queue: DEFAULT_SEND_QUEUE,
             mailbox: DEFAULT_MAILBOX,
@@ -208,9 +212,31 @@ impl Config {
         self.mode
     }
 
-    /// Quorum mode's parameters as the engine takes them (renewing every heartbeat); `None`
-    /// in bully mode.
+    /// Who decides which node leads (the mesh unless [`ConfigBuilder::backend`] said
+    /// otherwise).
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The lease parameters of the runtime's lease checks: quorum mode's (renewing every
+    /// heartbeat), or an external backend's lease expressed the same way (its TTL as `E`, so
+    /// that `leader_lease` is its local lease); `None` in bully mode. The engine takes them
+    /// only in quorum mode ([`Config::engine_quorum`]).
     pub(crate) fn quorum_params(&self) -> Option<QuorumParams> {
+        if self.backend.is_external() {
+            return self
+                .backend
+                .lease_params(self.heartbeat, self.data_dir.is_some());
+        }
+        self.engine_quorum()
+    }
+
+    /// Quorum mode's parameters as the engine takes them; `None` in bully mode and with an
+    /// external backend (the engine then runs in external mode).
+    pub(crate) fn engine_quorum(&self) -> Option<QuorumParams> {
+        if self.backend.is_external() {
+            return None;
+        }
         match self.mode {
             Mode::Bully => None,
             Mode::Quorum(q) => Some(q.params(self.heartbeat, self.data_dir.is_some())),
@@ -273,6 +299,7 @@ impl Config {
         // Bully and quorum nodes must never form one cluster: each would trust a leader the
         // other's rules did not make.
         mode::digest(&self.mode, &mut h);
+        backend::digest(&self.backend, &mut h);
         h.finalize().into()
     }
 }
@@ -294,6 +321,7 @@ pub struct ConfigBuilder {
     call_timeout: Duration,
     preempt: bool,
     mode: Mode,
+    backend: Backend,
     max_frame_len: usize,
     send_queue: usize,
     mailbox: usize,
@@ -393,6 +421,14 @@ impl ConfigBuilder {
     /// configured otherwise. See [`Mode::Quorum`] and `docs/guide.md`.
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// Who decides which node leads (default [`Backend::Mesh`]: the nodes' own election).
+    /// With an external backend the mode must stay [`Mode::Bully`]. Part of the handshake's
+    /// digest: every node of a cluster must use the same one.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
         self
     }
 
@@ -508,6 +544,15 @@ impl ConfigBuilder {
         if let Mode::Quorum(q) = &self.mode {
             q.validate(self.heartbeat)?;
         }
+        if self.backend.is_external() && self.mode != Mode::Bully {
+            return Err(ConfigError::OutOfRange(
+                "the mode with an external backend (it replaces the election: keep Mode::Bully)",
+            ));
+        }
+        #[cfg(feature = "etcd")]
+        if let Some(e) = self.backend.etcd() {
+            e.validate()?;
+        }
         let cookie = self.cookie.unwrap_or_default();
         if cookie.expose().is_empty() {
             return Err(ConfigError::EmptyCookie);
@@ -553,6 +598,7 @@ impl ConfigBuilder {
             call_timeout: self.call_timeout,
             preempt: self.preempt,
             mode: self.mode,
+            backend: self.backend,
             max_frame_len: self.max_frame_len,
             send_queue: self.send_queue,
             mailbox: self.mailbox,

@@ -59,6 +59,10 @@ pub enum CallError {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// The etcd backend's configuration is invalid.
+    #[cfg(feature = "etcd")]
+    #[error("etcd backend: {0}")]
+    Etcd(#[from] crate::etcd::EtcdConfigError),
     /// A node name is malformed.
     #[error("bad node name: {0}")]
     NodeName(#[from] NodeNameError),

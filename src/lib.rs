@@ -80,7 +80,7 @@ pub mod types;
 pub mod wire;
 
 pub use behaviour::{Behaviour, Election, LeaderReply, ReplyTo, StopReason, Wire};
-pub use config::{Config, ConfigBuilder, Members, Mode, QuorumConfig};
+pub use config::{Backend, Config, ConfigBuilder, Members, Mode, QuorumConfig};
 pub use election::{LossReason, NoQuorum, Role};
 pub use error::{BoxError, CallError, ConfigError, GuardError, StartError};
 pub use node::{ClusterView, LeaderGuard, LeaderHandle, LeaderState, Node, NodeStats};

@@ -31,7 +31,7 @@ use super::storage::{AuditLog, TermStore};
 use super::{ClusterView, LeaderHandle, NodeStats};
 use crate::behaviour::{Behaviour, Origin, StopReason};
 use crate::config::Config;
-use crate::election::{Engine, EngineConfig};
+use crate::election::EngineConfig;
 use crate::error::{BoxError, CallError};
 use crate::transport::{Connector, Listener};
 use crate::types::{NodeId, Term};
@@ -95,6 +95,9 @@ pub(crate) enum NodeMsg<B: Behaviour> {
         reason: String,
     },
     Tick,
+    /// An event of the external election backend (`backend`).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    Backend(super::backend::BackendEvent),
     Shutdown(oneshot::Sender<()>),
     /// An observer session asks for a status (see `observe`).
     Observe(super::observe::Ask),
@@ -178,7 +181,8 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             .map_err(|e| Box::new(InitFailed(e)) as ActorProcessingErr)?;
 
         let now = Instant::now();
-        let engine = Engine::new(
+        let engine = super::backend::new_engine(
+            &config,
             EngineConfig {
                 me: config.my_id,
                 n_candidates: config.members().n_candidates() as u32,
@@ -256,11 +260,13 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             refused,
             refusals,
             spin,
+            backend: Default::default(),
             metrics: super::metrics::NodeMetrics::of(&config),
         };
         info!(node = %config.me(), term = %initial_term, mode = %config.mode(), "node starting");
         // The view shows the persisted term from the start, not 0.
         state.publish();
+        state.start_backend();
         for i in 0..n {
             let p = NodeId(i as u32);
             if p != me {
@@ -378,6 +384,7 @@ impl<B: Behaviour> NodeState<B> {
                 self.dirty = true;
                 self.sweep(now);
             }
+            NodeMsg::Backend(ev) => self.on_backend(ev),
             NodeMsg::Observe(ask) => self.observe(ask),
             // Handled by the actor itself.
             NodeMsg::Inbound { .. } | NodeMsg::Shutdown(_) => {}

@@ -113,7 +113,7 @@ impl LeaseClock {
 
     /// A lower bound of the suspended time at `at` (on the engine's clock): the last value
     /// seen at or before `at`.
-    fn suspended_at(&self, at: Instant) -> Duration {
+    pub(crate) fn suspended_at(&self, at: Instant) -> Duration {
         let c = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         c.iter()
             .rev()

@@ -37,11 +37,17 @@ impl<B: Behaviour> NodeState<B> {
         if !self.engine.is_acting(now) {
             return false;
         }
-        if self.cfg.quorum_params().is_none() {
+        let Some(q) = self.cfg.quorum_params() else {
             return true;
-        }
-        self.lease_end()
-            .is_some_and(|end| self.clock.lease_now() < end)
+        };
+        let Some(until) = self.engine.lease_until() else {
+            return false;
+        };
+        // The hot path of every call on a quorum-mode leader: one reading of the suspended
+        // time (it also records a suspend before the lookup below), not one per conversion.
+        let suspended = self.clock.suspended();
+        let sent = until.checked_sub(q.leader_lease()).unwrap_or(until);
+        now + suspended < until + self.clock.suspended_at(sent)
     }
 
     /// The leader calls and casts go to: the engine's leader, unless that is this node and it

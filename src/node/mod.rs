@@ -25,6 +25,7 @@
 
 mod accept;
 mod actor;
+mod backend;
 mod broadcast;
 mod calls;
 mod clock;

@@ -76,6 +76,8 @@ pub(crate) struct NodeState<B: Behaviour> {
     pub(super) audit: AuditLog,
     pub(super) started: Instant,
     pub(super) tasks: Vec<JoinHandle<()>>,
+    /// The external election backend (etcd), if one decides.
+    pub(super) backend: super::backend::BackendState,
     pub(super) rng: rand::rngs::StdRng,
     pub(super) stopping: bool,
     /// Set when the node must stop (a term could not be persisted): the actor stops after the
@@ -169,6 +171,8 @@ impl<B: Behaviour> NodeState<B> {
             self.record("stepped_down", term, None, "shutdown");
             self.metrics.change(Change::StoppedLeading);
         }
+        // An external backend's leader resigns before the goodbye.
+        self.stop_backend().await;
         self.say_goodbye();
         self.stopping = true;
         self.behaviour.terminate(reason).await;

@@ -26,7 +26,7 @@ impl Engine {
             // A new round is under way; the joiner is connected and was sent its proposal.
             return;
         }
-        if promised > self.term() {
+        if promised > self.term() && self.external.is_none() {
             // Re-elect above the joiner's term so that its term never goes down.
             self.propose(now, true);
             return;
@@ -40,19 +40,26 @@ impl Engine {
 
     pub(super) fn on_leader(&mut self, from: NodeId, term: Term, synch: Vec<u8>) {
         self.see(term);
-        if !self.is_candidate(from) || !self.owns(from, term) {
+        let this = LeaderRef { node: from, term };
+        let named = if self.external.is_some() {
+            // External mode: only the leader the decider named, for exactly its term.
+            self.external_names(from, term) && self.leader.is_none_or(|l| l == this)
+        } else {
+            self.is_candidate(from) && self.owns(from, term)
+        };
+        if !named {
             return;
         }
-        let this = LeaderRef { node: from, term };
-        let acceptable = match self.role {
-            Role::Captured => self.captured_by == Some(this),
-            Role::Joining => self.joining == Some(from) && term >= self.promised,
-            Role::Follower => self.leader == Some(this),
-            Role::Waiting | Role::Starting | Role::Proposing => {
-                self.leader.is_none() && term >= self.promised
-            }
-            Role::Leader => false,
-        };
+        let acceptable = self.external.is_some()
+            || match self.role {
+                Role::Captured => self.captured_by == Some(this),
+                Role::Joining => self.joining == Some(from) && term >= self.promised,
+                Role::Follower => self.leader == Some(this),
+                Role::Waiting | Role::Starting | Role::Proposing => {
+                    self.leader.is_none() && term >= self.promised
+                }
+                Role::Leader => false,
+            };
         if !acceptable {
             return;
         }

@@ -7,6 +7,7 @@
 //! `join` (joining a sitting leader and following it), `status` (what peers say about
 //! whom they follow) and `terms` (term ownership, the promise and its persistence).
 
+mod external;
 mod join;
 mod propose;
 mod quorum;
@@ -138,6 +139,8 @@ pub struct Engine {
     announced: Option<LeaderRef>,
     /// Quorum mode's promise, lease and rounds; `None` in bully mode.
     quorum: Option<QuorumState>,
+    /// External mode's decision and lease ([`Engine::new_external`]); `None` otherwise.
+    external: Option<external::ExternalState>,
     rng: u64,
     out: VecDeque<Output>,
 }
@@ -145,7 +148,14 @@ pub struct Engine {
 impl Engine {
     /// Creates the engine of a node that starts at `now`.
     pub fn new(cfg: EngineConfig, now: Instant) -> Self {
-        let mut e = Engine {
+        let mut e = Engine::blank(cfg, now);
+        e.try_finish_start(now);
+        e.announce_if_changed();
+        e
+    }
+
+    fn blank(cfg: EngineConfig, now: Instant) -> Self {
+        Engine {
             role: Role::Starting,
             deadline: Some(now + cfg.startup_timeout),
             announce_at: None,
@@ -165,13 +175,11 @@ impl Engine {
                 let fresh = cfg.initial_term == Term(0) && cfg.proposal_floor == Term(0);
                 QuorumState::new(q, now, fresh)
             }),
+            external: None,
             rng: cfg.seed ^ 0x9E37_79B9_7F4A_7C15,
             out: VecDeque::new(),
             cfg,
-        };
-        e.try_finish_start(now);
-        e.announce_if_changed();
-        e
+        }
     }
 
     // ----- queries -------------------------------------------------------------------------
@@ -235,6 +243,9 @@ impl Engine {
     /// Quorum mode: when this leader's lease ends (on the clock of the `now` arguments);
     /// `None` unless it leads in quorum mode.
     pub fn lease_until(&self) -> Option<Instant> {
+        if self.external.is_some() {
+            return self.external_lease();
+        }
         self.quorum
             .as_ref()
             .and_then(|q| q.lease_until)
@@ -244,6 +255,9 @@ impl Engine {
     /// Whether this node may act as leader at `now`: it leads and, in quorum mode, its lease
     /// has not ended. The runtime asks this right before running a leader callback.
     pub fn is_acting(&self, now: Instant) -> bool {
+        if self.external.is_some() {
+            return self.external_lease().is_some_and(|u| now < u);
+        }
         self.is_leader()
             && match &self.quorum {
                 None => true,
@@ -280,7 +294,7 @@ impl Engine {
             .as_ref()
             .filter(|_| self.is_leader())
             .map(|q| [q.renew_at, q.lease_until]);
-        [self.deadline, self.announce_at]
+        [self.deadline, self.announce_at, self.external_lease()]
             .into_iter()
             .chain(lease.into_iter().flatten())
             .flatten()
@@ -295,7 +309,7 @@ impl Engine {
     // ----- inputs --------------------------------------------------------------------------
 
     /// A connection to `peer` is up (handshake done).
-    pub fn handle_peer_up(&mut self, _now: Instant, peer: NodeId) {
+    pub fn handle_peer_up(&mut self, now: Instant, peer: NodeId) {
         if !self.valid_peer(peer) || !self.connected.insert(peer) {
             return;
         }
@@ -314,6 +328,10 @@ impl Engine {
                 takeover: p.takeover,
             };
             self.send(peer, msg);
+        }
+        if self.external.is_some() && self.leader.is_none() && self.role != Role::Joining {
+            // External mode: the named leader may just have become reachable.
+            self.external_follow(now);
         }
     }
 
@@ -400,7 +418,9 @@ impl Engine {
     /// (the `now` arguments do not), says this leader's lease has ended: it steps down now
     /// rather than at its own deadline, which may lie up to a lease ahead after a suspend.
     pub fn handle_lease_ended(&mut self, now: Instant) {
-        if self.quorum.is_some() && self.is_leader() {
+        if self.external.is_some() && self.is_leader() {
+            self.external_step_down(now, LossReason::LeaseExpired);
+        } else if self.quorum.is_some() && self.is_leader() {
             self.lease_expired(now);
         }
         self.announce_if_changed();
@@ -413,6 +433,9 @@ impl Engine {
     }
 
     fn handle_timeout_inner(&mut self, now: Instant) {
+        if self.is_leader() && self.external.is_some() && !self.is_acting(now) {
+            self.external_step_down(now, LossReason::LeaseExpired);
+        }
         if self.is_leader() {
             if let Some(q) = self.quorum.as_ref() {
                 let (renew_at, until) = (q.renew_at, q.lease_until);
@@ -437,6 +460,7 @@ impl Engine {
         }
         self.deadline = None;
         match self.role {
+            _ if self.external.is_some() => self.external_follow(now),
             Role::Starting => self.decide_after_start(now),
             Role::Waiting => {
                 if let Some(l) = self.known_live_leader() {

@@ -11,6 +11,9 @@ use crate::types::{NodeId, Term};
 
 impl Engine {
     pub(super) fn on_propose(&mut self, now: Instant, from: NodeId, term: Term, takeover: bool) {
+        if self.external.is_some() {
+            return; // the decider elects: proposals are not answered
+        }
         self.see(term);
         if !self.is_candidate(from) || !self.owns(from, term) {
             return;
@@ -148,6 +151,9 @@ impl Engine {
     }
 
     pub(super) fn propose(&mut self, now: Instant, takeover: bool) {
+        if self.external.is_some() {
+            return;
+        }
         if let Some(retry) = self.proposal_blocked(now) {
             // Quorum mode: not now (no majority reachable, promised elsewhere, or a voter
             // still follows a live leader). A sitting leader keeps leading.

@@ -39,6 +39,11 @@ impl Engine {
 
     /// No leader: propose, or wait for a higher-priority candidate.
     pub(super) fn elect(&mut self, now: Instant) {
+        if self.external.is_some() {
+            // The decider elects; this node only follows what it named.
+            self.external_follow(now);
+            return;
+        }
         self.release_proposal();
         if let Some(l) = self.known_live_leader() {
             self.join(now, l);

@@ -16,6 +16,10 @@ impl Engine {
         promised: Term,
         leader: Option<LeaderRef>,
     ) {
+        if self.external.is_some() {
+            self.on_status_external(now, from, leader);
+            return;
+        }
         if self.role == Role::Starting {
             match leader.filter(|l| l.node == from) {
                 Some(l) => self.follow_or_preempt(now, l.node),

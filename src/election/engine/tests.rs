@@ -692,5 +692,6 @@ fn partial_partition_keeps_followers_with_a_healthy_link_to_the_leader() {
     net.assert_ok();
 }
 
+mod external;
 mod quorum;
 mod restart;
