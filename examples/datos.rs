@@ -44,7 +44,7 @@ use gen_leader::{
     LossReason, Mode, Node, NodeName, QuorumConfig, ReplyTo, StopReason,
 };
 use serde_json::{json, Value};
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// The tutorial's `datos` gen_leader module as a terminal program: type lines to send them
 /// to the leader with leader_call.
@@ -176,24 +176,51 @@ fn main() -> ExitCode {
     code
 }
 
-/// Installs the Prometheus recorder and its HTTP listener on `addr` (served on the current
-/// runtime). `gen_leader_leader_call_seconds` becomes a histogram with latency buckets (the
-/// exporter's default is a summary).
-fn install_metrics(
-    addr: std::net::SocketAddr,
-) -> Result<(), metrics_exporter_prometheus::BuildError> {
+/// Installs the Prometheus recorder and serves it on `addr` (on the current runtime).
+/// `gen_leader_leader_call_seconds` becomes a histogram with latency buckets (the exporter's
+/// default is a summary). The HTTP side is a few lines of tokio rather than the exporter's
+/// hyper listener: hyper would double the example's first build.
+fn install_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     const BUCKETS: &[f64] = &[
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         5.0,
     ];
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| e.to_string())?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("gen_leader_leader_call_seconds".into()),
             BUCKETS,
-        )?
-        .install()
+        )
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                // Any request gets the metrics: read what the client sent (bounded), answer,
+                // close.
+                let mut buf = [0u8; 1024];
+                let _ = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf)).await;
+                handle.run_upkeep();
+                let body = handle.render();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(body.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    Ok(())
 }
 
 fn init_logging() {
