@@ -254,6 +254,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             tasks,
             rng: rand::rngs::StdRng::seed_from_u64(seed),
             stopping: false,
+            lease_checked: None,
             fatal: None,
             dirty: true,
             counters: NodeStats::default(),

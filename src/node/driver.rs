@@ -12,7 +12,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::fastpath::Route;
@@ -22,6 +24,10 @@ use crate::behaviour::{Behaviour, StopReason};
 use crate::election::{LossReason, Output};
 use crate::error::loss_reason_str;
 use crate::wire::codec;
+
+/// How often a drive checks a quorum-mode leader's lease on the lease clock (see
+/// `NodeState::lease_checked`).
+const LEASE_CHECK_EVERY: Duration = Duration::from_millis(1);
 use crate::wire::Msg;
 
 impl<B: Behaviour> NodeState<B> {
@@ -34,11 +40,20 @@ impl<B: Behaviour> NodeState<B> {
         if self.stopping {
             return;
         }
-        if self.engine.is_leader() && self.cfg.quorum_params().is_some() && !self.acting() {
+        if self.engine.is_leader() && self.cfg.quorum_params().is_some() {
             // The lease clock is authoritative: after a suspend the engine's own deadline may
             // lie far ahead, and followers would keep sending calls this node must refuse.
-            let now = tokio::time::Instant::now().into_std();
-            self.engine.handle_lease_ended(now);
+            // At most once a millisecond: a cast loop drives once per cast.
+            let now = Instant::now();
+            if self
+                .lease_checked
+                .is_none_or(|t| now >= t + LEASE_CHECK_EVERY)
+            {
+                self.lease_checked = Some(now);
+                if !self.acting() {
+                    self.engine.handle_lease_ended(now.into_std());
+                }
+            }
         }
         let mut published = false;
         let mut batch: VecDeque<Output> = VecDeque::new();

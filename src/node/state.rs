@@ -80,6 +80,10 @@ pub(crate) struct NodeState<B: Behaviour> {
     pub(super) backend: super::backend::BackendState,
     pub(super) rng: rand::rngs::StdRng,
     pub(super) stopping: bool,
+    /// When a drive last asked whether a leader's lease ended on the lease clock (at most once
+    /// a millisecond: that check only makes a leader step down promptly after a suspend;
+    /// safety comes from the check made right before each leader callback).
+    pub(super) lease_checked: Option<Instant>,
     /// Set when the node must stop (a term could not be persisted): the actor stops after the
     /// current input.
     pub(super) fatal: Option<StopReason>,
