@@ -33,13 +33,14 @@ impl<B: Behaviour> NodeState<B> {
     /// Whether this node may run leader callbacks now: it leads and, in quorum mode, its
     /// lease has not ended on the lease clock.
     pub(super) fn acting(&self) -> bool {
+        // Bully mode: acting is leading; no clock read on the hot path of every call and cast.
+        let Some(q) = self.cfg.quorum_params() else {
+            return self.engine.is_leader();
+        };
         let now = tokio::time::Instant::now().into_std();
         if !self.engine.is_acting(now) {
             return false;
         }
-        let Some(q) = self.cfg.quorum_params() else {
-            return true;
-        };
         let Some(until) = self.engine.lease_until() else {
             return false;
         };
