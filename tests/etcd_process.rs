@@ -48,6 +48,52 @@ fn at_ms(e: &Ev) -> f64 {
     e.v["at_ms"].as_f64().expect("every event carries at_ms")
 }
 
+/// Whether the `datos` binary at `exe` has the etcd backend: asked for it without endpoints,
+/// an etcd build names the missing flag, a build without the feature says so.
+fn has_etcd(exe: &std::path::Path) -> bool {
+    let out = std::process::Command::new(exe)
+        .args(["--name", "a@127.0.0.1:1", "--candidates", "a@127.0.0.1:1"])
+        .args(["--cookie", "x", "--backend", "etcd"])
+        .output();
+    out.is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("needs --etcd-endpoints"))
+}
+
+/// The `datos` example built with the `etcd` feature. `target/<profile>/examples/datos` is
+/// whichever feature set cargo linked last (a `cargo test` without the feature after one with
+/// it leaves a datos without etcd there, and a later fresh build does not link it again), so
+/// when it lacks etcd, the newest of cargo's hashed builds next to it that has etcd is used.
+fn etcd_datos_exe() -> PathBuf {
+    let exe = datos_exe();
+    if has_etcd(&exe) {
+        return exe;
+    }
+    let dir = exe.parent().expect("examples/").to_path_buf();
+    let mut builds: Vec<(SystemTime, PathBuf)> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("datos-") && !n.contains('.'))
+        })
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    builds.sort_by_key(|b| std::cmp::Reverse(b.0));
+    builds
+        .into_iter()
+        .map(|(_, p)| p)
+        .find(|p| has_etcd(p))
+        .unwrap_or_else(|| {
+            panic!(
+                "no datos example with the etcd feature in {}: cargo build --features etcd \
+                 --example datos",
+                dir.display()
+            )
+        })
+}
+
 /// Three `datos --backend etcd` processes on one election; every child is killed on drop.
 struct Cluster {
     names: Vec<String>,
@@ -71,7 +117,7 @@ impl Cluster {
         ttl_s: u64,
         heartbeat_ms: u64,
     ) -> (Cluster, String, u64) {
-        let exe = datos_exe();
+        let exe = etcd_datos_exe();
         let listeners = hold_ports(3).expect("bind 127.0.0.1:0");
         let names: Vec<String> = listeners
             .iter()
