@@ -24,11 +24,21 @@ use crate::wire::codec::{decode_body, CodecError, FrameCodec};
 pub(crate) mod liveness;
 pub(crate) mod peers;
 pub(crate) mod ratelimit;
+pub mod tls;
 use crate::wire::Msg;
 
 /// A byte stream between two nodes.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The stream as [`Any`](std::any::Any): how the TLS layer finds a connection's peer
+    /// certificate behind a [`BoxStream`].
+    #[doc(hidden)]
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
 
 /// A boxed [`Stream`].
 pub type BoxStream = Box<dyn Stream>;
