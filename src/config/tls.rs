@@ -204,3 +204,84 @@ impl TlsConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate (its own CA) and its key, in PEM.
+    fn self_signed() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let p = rcgen::CertificateParams::new(vec!["node1.example".to_owned()]).unwrap();
+        (p.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn good_inputs_build() {
+        let (cert, key) = self_signed();
+        assert!(TlsConfig::from_pem(&cert, &key, &cert).is_ok());
+    }
+
+    #[test]
+    fn each_bad_input_has_its_error() {
+        let (cert, key) = self_signed();
+        let e = TlsConfig::from_pem_files("/nonexistent/c.pem", "k", "ca").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TlsError::Read {
+                    what: TlsInput::Cert,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("/nonexistent/c.pem"), "{e}");
+        assert!(matches!(
+            TlsConfig::from_pem(&key, &key, &cert),
+            Err(TlsError::NoCertificate {
+                what: TlsInput::Cert
+            })
+        ));
+        assert!(matches!(
+            TlsConfig::from_pem(&cert, &cert, &cert),
+            Err(TlsError::NoKey)
+        ));
+        assert!(matches!(
+            TlsConfig::from_pem(&cert, &key, "no PEM here"),
+            Err(TlsError::NoCertificate { what: TlsInput::Ca })
+        ));
+        let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            TlsConfig::from_pem(broken, &key, &cert),
+            Err(TlsError::Pem {
+                what: TlsInput::Cert,
+                ..
+            })
+        ));
+        // A CA "certificate" that is no X.509 at all.
+        let not_x509 = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            TlsConfig::from_pem(&cert, &key, not_x509),
+            Err(TlsError::Ca { .. })
+        ));
+        // The certificate with another key.
+        let (_, other_key) = self_signed();
+        assert!(matches!(
+            TlsConfig::from_pem(&cert, &other_key, &cert),
+            Err(TlsError::KeyPair { .. })
+        ));
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let (cert, key) = self_signed();
+        let tls = TlsConfig::from_pem(&cert, &key, &cert).unwrap();
+        let dbg = format!("{tls:?}");
+        assert!(
+            !dbg.contains("PRIVATE") && !dbg.contains(&key[40..80]),
+            "{dbg}"
+        );
+        assert!(dbg.len() < 200, "{dbg}");
+    }
+}
