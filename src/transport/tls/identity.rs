@@ -128,9 +128,7 @@ fn sans(cert: &[u8]) -> Option<Vec<San<'_>>> {
                 continue;
             }
             // An optional `critical` BOOLEAN, then the value.
-            let Some((_, names)) = parts.flatten().find(|(t, _)| *t == OCTET_STRING) else {
-                return None;
-            };
+            let (_, names) = parts.flatten().find(|(t, _)| *t == OCTET_STRING)?;
             let (SEQUENCE, names, _) = tlv(names)? else {
                 return None;
             };

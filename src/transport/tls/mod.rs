@@ -157,7 +157,7 @@ pub(crate) fn verified<S: Stream>(
     #[cfg(feature = "tls")]
     if let Some(p) = peer_of(&ok.stream) {
         p.check(name)
-            .map_err(|e| HandshakeError::Io(std::io::Error::new(std::io::ErrorKind::Other, e)))?;
+            .map_err(|e| HandshakeError::Io(std::io::Error::other(e)))?;
     }
     Ok(ok)
 }
