@@ -254,12 +254,17 @@ pub(crate) fn server(acceptor: &TlsAcceptor, stream: BoxStream) -> TlsConn {
 pub(crate) struct TlsConnector {
     pub(crate) inner: Arc<dyn Connector>,
     pub(crate) tls: TlsConfig,
+    /// The host of the member's name for each address dialed (the server name to check).
+    pub(crate) hosts: std::collections::HashMap<String, String>,
 }
 
 impl Connector for TlsConnector {
     fn connect(&self, addr: String) -> BoxFuture<'static, io::Result<BoxStream>> {
         let tls = self.tls.clone();
-        let host = host_of(&addr).to_owned();
+        let host = match self.hosts.get(&addr) {
+            Some(h) => h.clone(),
+            None => host_of(&addr).to_owned(),
+        };
         let open = self.inner.connect(addr);
         Box::pin(async move {
             let s = open.await?;

@@ -79,6 +79,7 @@ pub(crate) fn wrap(
             Arc::new(conn::TlsConnector {
                 inner: connector,
                 tls: tls.clone(),
+                hosts: dial_hosts(config),
             }),
         );
     }
@@ -94,6 +95,20 @@ pub(crate) fn client_stream(
     stream: BoxStream,
 ) -> std::io::Result<BoxStream> {
     Ok(Box::new(conn::client(tls, host, stream)?))
+}
+
+/// For each address this node dials, the host of the member's name: the name its certificate
+/// must carry, also when the address is another (`ConfigBuilder::dial_addr`: a NAT, a proxy).
+#[cfg(feature = "tls")]
+fn dial_hosts(config: &Config) -> std::collections::HashMap<String, String> {
+    let m = config.members();
+    m.all()
+        .iter()
+        .filter_map(|n| {
+            m.id(n)
+                .map(|id| (config.dial_addr(id), n.host().to_owned()))
+        })
+        .collect()
 }
 
 /// The handle on the certificate a TLS stream's peer presents (filled by its TLS
