@@ -148,7 +148,7 @@ pub async fn write_loop_with_load<W: AsyncWrite + Unpin>(
         match rx.try_recv() {
             Err(_) => {
                 last = 1;
-                w.write_all(&first).await?
+                w.write_all(&first).await?;
             }
             Ok(second) => {
                 buf.clear();
@@ -167,6 +167,9 @@ pub async fn write_loop_with_load<W: AsyncWrite + Unpin>(
                 w.write_all(&buf).await?;
             }
         }
+        // A stream that buffers (TLS) may still hold part of the batch: nothing would write
+        // it before the next frame. A no-op on TCP.
+        w.flush().await?;
     }
     let _ = w.shutdown().await;
     Ok(())

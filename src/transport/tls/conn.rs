@@ -294,6 +294,67 @@ impl Listener for TlsListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::{read_loop, write_loop};
+    use crate::wire::codec::{encode_frame, FrameCodec};
+    use crate::wire::Msg;
+    use bytes::BytesMut;
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+    use tokio_util::codec::FramedRead;
+
+    /// A certificate for 127.0.0.1 signed by a CA, as both ends' settings.
+    fn tls() -> TlsConfig {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names
+            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        let cert = p.signed_by(&key, &issuer).unwrap().pem();
+        TlsConfig::from_pem(&cert, key.serialize_pem(), &ca_pem).unwrap()
+    }
+
+    /// A frame larger than the pipe is delivered whole although no frame follows it (the
+    /// writer flushes what TLS still holds), and the peer's certificate is known after.
+    #[tokio::test]
+    async fn a_big_frame_arrives_whole_with_nothing_after_it() {
+        let tls = tls();
+        let (a, b) = tokio::io::duplex(4096);
+        let client = client(&tls, "127.0.0.1", Box::new(a)).unwrap();
+        let server = server(&TlsAcceptor::from(tls.server.clone()), Box::new(b));
+        let peer = server.peer_cert();
+        let frame = encode_frame(&Msg::LeaderCall {
+            id: 7,
+            payload: vec![1; 300_000],
+        })
+        .unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(frame).await.unwrap();
+        tokio::spawn(write_loop(client, rx));
+        let (got_tx, mut got) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_loop(
+            FramedRead::new(server, FrameCodec::new(1 << 20)),
+            BytesMut::new(),
+            move |ms: Vec<Msg>| {
+                for m in ms {
+                    let _ = got_tx.send(m);
+                }
+                async { true }
+            },
+        ));
+        let m = tokio::time::timeout(Duration::from_secs(10), got.recv())
+            .await
+            .expect("the frame's tail stayed in the TLS buffer");
+        if m.is_none() {
+            panic!("the reader stopped: {}", reader.await.unwrap());
+        }
+        assert!(matches!(m, Some(Msg::LeaderCall { id: 7, .. })), "{m:?}");
+        assert!(peer.get().is_some());
+        drop(tx);
+    }
 
     #[test]
     fn hosts() {
