@@ -38,6 +38,7 @@ mod handle;
 mod inbound;
 mod leader_state;
 mod lease;
+mod mailbox;
 mod metrics;
 mod observe;
 mod refusals;
@@ -62,9 +63,10 @@ use clock::LeaseClock;
 use fastpath::FastPath;
 use guard::GuardParts;
 pub use guard::LeaderGuard;
-use handle::{HandleParts, Mailbox};
+use handle::HandleParts;
 pub use handle::{LeaderHandle, NodeStats};
 pub use leader_state::LeaderState;
+use mailbox::Mailbox;
 pub use observe::{
     ModeStatus, NoQuorumStatus, NodeStatus, ObserveError, Observer, RefusedPeer, StateKind,
     StatusWatch,
