@@ -131,6 +131,20 @@ struct Cli {
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<std::net::SocketAddr>,
 
+    /// This node's TLS certificate (PEM): every cluster connection runs TLS 1.3 with mutual
+    /// authentication (SANs: its host and URI gen-leader://NAME@HOST; docs/operating.md,
+    /// "TLS"). Needs the `tls` feature.
+    #[arg(long, value_name = "PATH", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+
+    /// The key of --tls-cert (PEM).
+    #[arg(long, value_name = "PATH", requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+
+    /// The cluster's CA certificate (PEM): every member's certificate is signed by it.
+    #[arg(long, value_name = "PATH", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -349,6 +363,20 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
         }
         b = b.dial_addr(&peer, addr);
         dialed.push(peer);
+    }
+    #[cfg(feature = "tls")]
+    if let (Some(cert), Some(key), Some(ca)) = (&cli.tls_cert, &cli.tls_key, &cli.tls_ca) {
+        let tls = gen_leader::config::TlsConfig::from_pem_files(cert, key, ca)
+            .map_err(|e| format!("TLS: {e}"))?;
+        b = b.tls(tls);
+    }
+    #[cfg(not(feature = "tls"))]
+    if cli.tls_cert.is_some() {
+        return Err(
+            "--tls-cert: this datos was built without the `tls` feature: \
+             cargo run --release --features tls --example datos -- ..."
+                .into(),
+        );
     }
     b.build().map_err(|e| format!("invalid configuration: {e}"))
 }

@@ -2,6 +2,8 @@
 
 mod backend;
 mod mode;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -15,6 +17,8 @@ use crate::types::{NodeId, NodeName};
 
 pub use backend::Backend;
 pub use mode::{Mode, QuorumConfig, DEFAULT_LEASE, DEFAULT_MARGIN, DEFAULT_MAX_DRIFT};
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsError, TlsInput};
 
 /// Default heartbeat interval: a connection with no traffic sends a heartbeat this often.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(100);
@@ -151,9 +155,17 @@ pub struct Config {
     pub(crate) listen: Option<String>,
     pub(crate) dial_addrs: HashMap<NodeId, String>,
     pub(crate) spin: Option<Duration>,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<TlsConfig>,
 }
 
 impl Config {
+    /// The TLS settings of every cluster connection, if any (cargo feature `tls`).
+    #[cfg(feature = "tls")]
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref()
+    }
+
     /// The shared secret, for the handshake.
     pub(crate) fn cookie(&self) -> &[u8] {
         self.cookie.expose()
@@ -184,6 +196,8 @@ impl Config {
             listen: None,
             dial_addrs: Vec::new(),
             spin: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -329,9 +343,22 @@ pub struct ConfigBuilder {
     listen: Option<String>,
     dial_addrs: Vec<(String, String)>,
     spin: Option<Duration>,
+    #[cfg(feature = "tls")]
+    tls: Option<TlsConfig>,
 }
 
 impl ConfigBuilder {
+    /// Runs every cluster connection of the node (its dials, the connections it accepts,
+    /// observers' included) over TLS 1.3 with mutual authentication (cargo feature `tls`):
+    /// see [`TlsConfig`] for what the certificates must carry. Every member of a cluster
+    /// must have it, or none: a node with TLS refuses plain connections and a plain node
+    /// cannot reach it.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// The candidates, highest priority first (gen_leader's `CandidateNodes`). Must be the
     /// same list, in the same order, on every node.
     pub fn candidates<I, S>(mut self, names: I) -> Self
@@ -606,6 +633,8 @@ impl ConfigBuilder {
             listen: self.listen,
             dial_addrs,
             spin: self.spin,
+            #[cfg(feature = "tls")]
+            tls: self.tls,
         })
     }
 }

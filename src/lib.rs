@@ -81,6 +81,8 @@ pub mod wire;
 
 pub use behaviour::{Behaviour, Election, LeaderReply, ReplyTo, StopReason, Wire};
 pub use config::{Backend, Config, ConfigBuilder, Members, Mode, QuorumConfig};
+#[cfg(feature = "tls")]
+pub use config::{TlsConfig, TlsError};
 pub use election::{LossReason, NoQuorum, Role};
 pub use error::{BoxError, CallError, CodecFailure, ConfigError, GuardError, StartError};
 pub use node::{ClusterView, LeaderGuard, LeaderHandle, LeaderState, Node, NodeStats};

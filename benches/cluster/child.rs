@@ -324,6 +324,26 @@ async fn node_main() {
     {
         builder = builder.spin(Duration::from_micros(us));
     }
+    // TLS (`BENCH_TLS_DIR`, set by the `tls` section while it spawns a TLS cluster):
+    // `n<me>.pem`, `n<me>.key` and `ca.pem` in that directory.
+    #[cfg(feature = "tls")]
+    let tls = std::env::var_os("BENCH_TLS_DIR").is_some();
+    #[cfg(feature = "tls")]
+    if let Some(dir) = std::env::var_os("BENCH_TLS_DIR").map(std::path::PathBuf::from) {
+        match gen_leader::config::TlsConfig::from_pem_files(
+            dir.join(format!("n{me}.pem")),
+            dir.join(format!("n{me}.key")),
+            dir.join("ca.pem"),
+        ) {
+            Ok(t) => builder = builder.tls(t),
+            Err(e) => {
+                emit(&json!({"ev": "error", "error": format!("BENCH_TLS_DIR: {e}")}));
+                std::process::exit(2);
+            }
+        }
+    }
+    #[cfg(not(feature = "tls"))]
+    let tls = false;
     let cfg = match builder.build() {
         Ok(c) => c,
         Err(e) => {
@@ -350,7 +370,7 @@ async fn node_main() {
     };
     emit(&json!({
         "ev": "started", "name": my_name, "pid": std::process::id(),
-        "mode": cfg_mode,
+        "mode": cfg_mode, "tls": tls,
     }));
     tokio::spawn(watch_view(h.clone()));
     while let Some(cmd) = cmds.recv().await {

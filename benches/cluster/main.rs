@@ -37,6 +37,9 @@
 //! * `flood` (`flood.rs`): SIGKILL of the leader and a restart of it while every node's port
 //!   is flooded with 1 000 idle connections and garbage, next to the same without the flood
 //!   (`--quick`: 100 idle connections, one run).
+//! * `tls` (`tls.rs`, with `--features tls`; skipped with a note otherwise): `leader_call`
+//!   from a follower (sequential, 64 callers) and broadcast to 2 followers on a cluster whose
+//!   connections run TLS, next to a plain one, in alternating rounds on fresh clusters.
 //!
 //! The bench re-executes its own binary with a hidden role (`__node`: `child.rs`, `__raw`:
 //! `raw.rs`) to run a node or a raw echo/client process. Children read JSON commands on stdin
@@ -63,6 +66,7 @@ mod procs;
 mod quorum;
 mod raw;
 mod report;
+mod tls;
 mod util;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -83,6 +87,7 @@ use crate::idle::{loadavg, sec_idle};
 use crate::quorum::sec_quorum;
 use crate::raw::child_raw;
 use crate::report::Report;
+use crate::tls::sec_tls;
 
 pub(crate) const COOKIE: &str = "bench-cookie";
 /// Size of a `leader_call` request and reply payload, of a cast, and of a raw message.
@@ -98,8 +103,8 @@ pub(crate) const STALL: Duration = Duration::from_secs(1);
 /// Give up on an election after this long.
 pub(crate) const ELECTION_GIVE_UP: Duration = Duration::from_secs(10);
 
-const SECTIONS: [&str; 9] = [
-    "calls", "calls-ct", "bcast", "failover", "quorum", "etcd", "election", "idle", "flood",
+const SECTIONS: [&str; 10] = [
+    "calls", "calls-ct", "bcast", "failover", "quorum", "etcd", "election", "idle", "flood", "tls",
 ];
 
 pub(crate) struct Opts {
@@ -194,6 +199,12 @@ pub(crate) struct Params {
     pub(crate) idle_secs: f64,
     pub(crate) flood_idle: usize,
     pub(crate) flood_reps: usize,
+    /// `tls`: rounds, each on a fresh plain and a fresh TLS cluster; per round and side:
+    /// sequential calls, seconds of 64 callers, broadcasts.
+    pub(crate) tls_rounds: usize,
+    pub(crate) tls_seq_n: u64,
+    pub(crate) tls_conc_secs: f64,
+    pub(crate) tls_bcast_n: u64,
 }
 
 impl Params {
@@ -220,6 +231,10 @@ impl Params {
                 idle_secs: 2.0,
                 flood_idle: 100,
                 flood_reps: 1,
+                tls_rounds: 2,
+                tls_seq_n: 500,
+                tls_conc_secs: 0.2,
+                tls_bcast_n: 10_000,
             }
         } else {
             Params {
@@ -243,6 +258,10 @@ impl Params {
                 idle_secs: 10.0,
                 flood_idle: 1_000,
                 flood_reps: 3,
+                tls_rounds: 6,
+                tls_seq_n: 10_000,
+                tls_conc_secs: 1.0,
+                tls_bcast_n: 100_000,
             }
         }
     }
@@ -260,6 +279,9 @@ impl Params {
             "election_reps": self.elect_reps, "election_sizes": self.elect_sizes,
             "idle_secs": self.idle_secs,
             "flood_idle_per_node": self.flood_idle, "flood_reps": self.flood_reps,
+            "tls_rounds": self.tls_rounds, "tls_seq_calls_per_round": self.tls_seq_n,
+            "tls_conc_secs_per_round": self.tls_conc_secs,
+            "tls_bcast_casts_per_round": self.tls_bcast_n,
             "child_runtime_workers": std::env::var("BENCH_WORKERS").ok(),
             "data_dirs": data_dirs_default(),
             "bcast_window": BCAST_WINDOW, "bcast_ack_every": ACK_EVERY,
@@ -314,7 +336,7 @@ fn run(opts: &Opts) -> i32 {
         }
     );
     type Section = fn(&Params, &mut Report);
-    let sections: [(&str, Section); 9] = [
+    let sections: [(&str, Section); 10] = [
         ("calls", sec_calls),
         ("calls-ct", sec_calls_ct),
         ("bcast", sec_bcast),
@@ -324,6 +346,7 @@ fn run(opts: &Opts) -> i32 {
         ("election", sec_election),
         ("idle", sec_idle),
         ("flood", sec_flood),
+        ("tls", sec_tls),
     ];
     for (name, sec) in sections {
         if !opts.runs(name) {

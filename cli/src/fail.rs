@@ -67,8 +67,9 @@ pub fn explain(node: &str, addr: &str, e: &ObserveError) -> String {
 }
 
 fn handshake(node: &str, addr: &str, e: &HandshakeError) -> String {
-    let not_ours = "not a gen-leader cluster port, or a gen-leader release without observer \
-                    support (older than this command)";
+    let not_ours = "not a gen-leader cluster port, a gen-leader release without observer \
+                    support (older than this command), or a node with TLS (give --tls-cert, \
+                    --tls-key and --tls-ca)";
     match e {
         HandshakeError::Rejected(r) | HandshakeError::Refused(r) => {
             let by_us = matches!(e, HandshakeError::Rejected(_));
@@ -83,7 +84,10 @@ fn handshake(node: &str, addr: &str, e: &HandshakeError) -> String {
              handshake: {not_ours}"
         ),
         HandshakeError::Codec(_) | HandshakeError::Protocol(_) => {
-            format!("{node} refused: what answers at {addr} is not a gen-leader node ({e})")
+            format!(
+                "{node} refused: what answers at {addr} is not a gen-leader node ({e}), or is \
+                 one with TLS (give --tls-cert, --tls-key and --tls-ca)"
+            )
         }
         HandshakeError::Timeout => format!(
             "{node} unreachable: no handshake answer from {addr} in time (not a gen-leader \

@@ -13,6 +13,7 @@
 
 mod fail;
 mod history;
+mod link;
 mod show;
 mod status;
 mod time;
@@ -74,11 +75,13 @@ struct Conn {
     /// Time allowed to connect, for the handshake and for each answer.
     #[arg(long, default_value = "3s", value_parser = time::parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    tls: link::TlsArgs,
 }
 
 impl Conn {
     /// The observer's configuration, or why there is none.
-    fn observer(&self) -> Result<ObserverConfig, Fail> {
+    fn observer(&self) -> Result<link::Link, Fail> {
         let cookie = match (&self.cookie, &self.cookie_file) {
             (Some(c), _) => c.clone(),
             (None, Some(path)) => std::fs::read_to_string(path)
@@ -94,7 +97,10 @@ impl Conn {
         let mut cfg = ObserverConfig::new(format!("gen-leader-cli/{}", whoami()), cookie);
         cfg.cluster = self.cluster.clone();
         cfg.timeout = self.timeout;
-        Ok(cfg)
+        Ok(link::Link {
+            observer: cfg,
+            tls: self.tls.load()?,
+        })
     }
 
     /// The address of the node asked.

@@ -4,7 +4,7 @@
 //! is to see disagreement (two leaders after a partition in bully mode, a member stuck on an
 //! old term, a member that refuses the others), which only the members' own views show.
 
-use gen_leader::{NodeName, NodeStatus, Observer};
+use gen_leader::{NodeName, NodeStatus};
 use serde_json::json;
 
 use crate::fail::{explain, Fail, EXIT_DISAGREE, EXIT_FAILED};
@@ -15,10 +15,11 @@ use crate::{out, StatusArgs};
 pub async fn ask(
     node: &NodeName,
     addr: &str,
-    cfg: &gen_leader::wire::handshake::ObserverConfig,
+    cfg: &crate::link::Link,
 ) -> Result<NodeStatus, String> {
     let name = node.to_string();
-    let mut o = Observer::connect_to(node, addr, cfg)
+    let mut o = cfg
+        .connect(node, addr)
         .await
         .map_err(|e| explain(&name, addr, &e))?;
     o.status().await.map_err(|e| explain(&name, addr, &e))

@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use gen_leader::wire::handshake::ObserverConfig;
-use gen_leader::{NodeName, NodeStatus, Observer, StatusWatch};
+use gen_leader::{NodeName, NodeStatus, StatusWatch};
 
 use crate::fail::{explain, Fail, EXIT_FAILED};
+use crate::link::Link;
 use crate::show::watch_line;
 use crate::time::{now_ms, rfc3339};
 use crate::{out, WatchArgs};
@@ -19,9 +19,10 @@ use crate::{out, WatchArgs};
 /// How long the watch waits between two rounds of trying every member.
 const RETRY: Duration = Duration::from_secs(1);
 
-async fn start(node: &NodeName, addr: &str, cfg: &ObserverConfig) -> Result<StatusWatch, String> {
+async fn start(node: &NodeName, addr: &str, cfg: &Link) -> Result<StatusWatch, String> {
     let name = node.to_string();
-    let o = Observer::connect_to(node, addr, cfg)
+    let o = cfg
+        .connect(node, addr)
         .await
         .map_err(|e| explain(&name, addr, &e))?;
     o.watch().await.map_err(|e| explain(&name, addr, &e))
@@ -90,12 +91,7 @@ pub async fn run(a: WatchArgs) -> Result<u8, Fail> {
 
 /// The next member that answers, starting after `lost` (which is tried last), retrying every
 /// [`RETRY`] while none does.
-async fn failover(
-    members: &[String],
-    lost: &str,
-    cfg: &ObserverConfig,
-    json: bool,
-) -> (StatusWatch, String) {
+async fn failover(members: &[String], lost: &str, cfg: &Link, json: bool) -> (StatusWatch, String) {
     let at = members.iter().position(|m| m == lost).map_or(0, |i| i + 1);
     let order: Vec<&String> = members[at..].iter().chain(&members[..at]).collect();
     let mut said = false;

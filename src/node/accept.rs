@@ -241,6 +241,8 @@ async fn accept_one<B: Behaviour>(
     // Set when the opening was an observer's (with its label): it is never a member.
     let observer: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
     let session: std::sync::Mutex<Option<OwnedSemaphorePermit>> = std::sync::Mutex::new(None);
+    // Its TLS certificate (when TLS is on), checked against the name it proves.
+    let tls_peer = crate::transport::tls::peer_of(&*stream);
     let handshake = handshake::accept_with_observers(
         stream,
         hs,
@@ -275,6 +277,7 @@ async fn accept_one<B: Behaviour>(
             let pending = &slot.pending;
             let is_observer = observer.lock().ok().is_some_and(|o| o.is_some());
             let session = &session;
+            let tls_peer = &tls_peer;
             async move {
                 if is_observer {
                     let permit = observers.clone().try_acquire_owned().map_err(|_| {
@@ -298,6 +301,10 @@ async fn accept_one<B: Behaviour>(
                 let Some(peer) = members.id_of_str(&hello.name) else {
                     return Err(Refusal::Unknown(hello.name));
                 };
+                if let Some(r) = crate::transport::tls::refuse_claim(tls_peer.as_ref(), &hello.name)
+                {
+                    return Err(r);
+                }
                 // It proved the cookie: it is no longer shed, unless it already was.
                 let still_pending = {
                     let mut p = lock(pending);
@@ -382,7 +389,7 @@ async fn accept_one<B: Behaviour>(
                 | HandshakeError::Io(_)
                 | HandshakeError::Codec(_)
                 | HandshakeError::Protocol(_)
-                    if admitted.is_none() =>
+                    if admitted.is_none() && !crate::transport::tls::is_tls_failure(&e) =>
                 {
                     refused.fetch_add(1, Ordering::Relaxed);
                     metrics::handshakes_refused(config.me(), metrics::refusal_label(&e), 1);
@@ -405,7 +412,8 @@ async fn accept_one<B: Behaviour>(
                     // Shown in the view only for a member not connected otherwise: the claim
                     // is not authenticated, and must not hide a working connection.
                     if let Some(p) = peer {
-                        if e.refusal().is_some_and(Refusal::is_misconfiguration)
+                        if (e.refusal().is_some_and(Refusal::is_misconfiguration)
+                            || crate::transport::tls::is_tls_failure(&e))
                             && !refusals.is_alive(p)
                         {
                             refusals.refused(p, &line);

@@ -57,7 +57,10 @@ impl<B: Behaviour> NodeState<B> {
             }
             let outcome = match connector.connect(addr.clone()).await {
                 Err(e) => DialOutcome::Unreachable(format!("connecting to {addr} failed: {e}")),
-                Ok(stream) => match handshake::dial(stream, &hs, &name).await {
+                Ok(stream) => match handshake::dial(stream, &hs, &name)
+                    .await
+                    .and_then(|ok| crate::transport::tls::verified(ok, &name))
+                {
                     Ok(ok) => DialOutcome::Connected {
                         incarnation: ok.peer.incarnation,
                         stream: ok.stream,
@@ -108,7 +111,8 @@ impl<B: Behaviour> NodeState<B> {
             ),
             DialOutcome::Failed(e) => {
                 let to = self.name(peer).to_string();
-                let misconfigured = e.refusal().is_some_and(Refusal::is_misconfiguration);
+                let misconfigured = e.refusal().is_some_and(Refusal::is_misconfiguration)
+                    || crate::transport::tls::is_tls_failure(&e);
                 (
                     DialResult::Refused,
                     Some((e.explain(&to, &self.hs.parts), misconfigured)),

@@ -119,6 +119,8 @@ impl Node {
         C: Connector,
     {
         let config = Arc::new(config);
+        let (listener, connector) =
+            crate::transport::tls::wrap(&config, Box::new(listener), Arc::new(connector));
         // Storage first, so that its errors keep their `io::ErrorKind`.
         let data_dir_error = |source| StartError::DataDir {
             path: config
@@ -153,8 +155,8 @@ impl Node {
             parts: parts.clone(),
             config: config.clone(),
             behaviour,
-            listener: Box::new(listener),
-            connector: Arc::new(connector),
+            listener,
+            connector,
             view_tx,
             state_tx,
             losses_tx,

@@ -24,11 +24,21 @@ use crate::wire::codec::{decode_body, CodecError, FrameCodec};
 pub(crate) mod liveness;
 pub(crate) mod peers;
 pub(crate) mod ratelimit;
+pub mod tls;
 use crate::wire::Msg;
 
 /// A byte stream between two nodes.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The stream as [`Any`](std::any::Any): how the TLS layer finds a connection's peer
+    /// certificate behind a [`BoxStream`].
+    #[doc(hidden)]
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
 
 /// A boxed [`Stream`].
 pub type BoxStream = Box<dyn Stream>;
@@ -138,7 +148,7 @@ pub async fn write_loop_with_load<W: AsyncWrite + Unpin>(
         match rx.try_recv() {
             Err(_) => {
                 last = 1;
-                w.write_all(&first).await?
+                w.write_all(&first).await?;
             }
             Ok(second) => {
                 buf.clear();
@@ -156,6 +166,12 @@ pub async fn write_loop_with_load<W: AsyncWrite + Unpin>(
                 }
                 w.write_all(&buf).await?;
             }
+        }
+        // A stream that buffers (TLS) may still hold part of the batch: nothing would write
+        // it before the next frame, so flush before waiting for one. (A no-op on TCP, but one
+        // more lock of the split stream: not paid while frames keep coming.)
+        if rx.is_empty() {
+            w.flush().await?;
         }
     }
     let _ = w.shutdown().await;

@@ -20,3 +20,7 @@ pub mod process;
 
 pub use flood::{open_files_limit, Flood};
 pub use process::{kill_children_on_interrupt, wait_for, Event, Proc};
+
+/// `rcgen`, for the TLS tests and bench (feature `tls`).
+#[cfg(feature = "tls")]
+pub use rcgen;

@@ -16,6 +16,7 @@ use tokio_util::codec::Framed;
 
 use super::session::{IDLE_TIMEOUT, WATCH_HEARTBEAT};
 use super::status::NodeStatus;
+use crate::transport::BoxStream;
 use crate::types::NodeName;
 use crate::wire::codec::{self, CodecError, FrameCodec};
 use crate::wire::handshake::{
@@ -131,11 +132,19 @@ impl ObserveError {
 /// println!("{} says the leader is {:?} at term {}", s.node, s.leader, s.term);
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct Observer {
-    io: Framed<TcpStream, FrameCodec>,
+    io: Framed<BoxStream, FrameCodec>,
     node: String,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer")
+            .field("node", &self.node)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Observer {
@@ -151,6 +160,42 @@ impl Observer {
         node: &NodeName,
         addr: &str,
         cfg: &ObserverConfig,
+    ) -> Result<Self, ObserveError> {
+        Self::open(node, addr, cfg, |s| Ok(Box::new(s))).await
+    }
+
+    /// [`connect`](Self::connect) to a node whose cluster connections run TLS (cargo feature
+    /// `tls`): the observer presents its certificate (signed by the cluster's CA; no name is
+    /// required in it) and checks that the node's covers the node's name.
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls(
+        node: &NodeName,
+        cfg: &ObserverConfig,
+        tls: &crate::config::TlsConfig,
+    ) -> Result<Self, ObserveError> {
+        Self::connect_tls_to(node, &node.addr(), cfg, tls).await
+    }
+
+    /// [`connect_tls`](Self::connect_tls) through another address than the one in the
+    /// node's name (the node's certificate is still checked against its name's host).
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls_to(
+        node: &NodeName,
+        addr: &str,
+        cfg: &ObserverConfig,
+        tls: &crate::config::TlsConfig,
+    ) -> Result<Self, ObserveError> {
+        Self::open(node, addr, cfg, |s| {
+            crate::transport::tls::client_stream(tls, node.host(), Box::new(s))
+        })
+        .await
+    }
+
+    async fn open(
+        node: &NodeName,
+        addr: &str,
+        cfg: &ObserverConfig,
+        wrap: impl FnOnce(TcpStream) -> io::Result<BoxStream>,
     ) -> Result<Self, ObserveError> {
         let stream = match timeout(cfg.timeout, TcpStream::connect(addr)).await {
             Err(_) => {
@@ -168,9 +213,14 @@ impl Observer {
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
+        let stream = wrap(stream).map_err(|source| ObserveError::Connect {
+            addr: addr.to_owned(),
+            source,
+        })?;
         let name = node.to_string();
         let ok = handshake::observe(stream, cfg, &name)
             .await
+            .and_then(|ok| crate::transport::tls::verified(ok, &name))
             .map_err(|source| ObserveError::Handshake {
                 node: name.clone(),
                 source: Box::new(source),
