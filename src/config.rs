@@ -5,6 +5,7 @@ mod mode;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -13,7 +14,7 @@ use crate::election::QuorumParams;
 use crate::error::ConfigError;
 use crate::types::{NodeId, NodeName};
 
-pub use backend::Backend;
+pub use backend::{Backend, EtcdRole};
 pub use mode::{Mode, QuorumConfig, DEFAULT_LEASE, DEFAULT_MARGIN, DEFAULT_MAX_DRIFT};
 
 /// Default heartbeat interval: a connection with no traffic sends a heartbeat this often.
@@ -32,6 +33,10 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 /// Default per-connection send queue length, in frames.
 pub const DEFAULT_SEND_QUEUE: usize = 4096;
+/// Default bound of the member table in etcd mode ([`ConfigBuilder::max_members`]).
+pub const DEFAULT_MAX_MEMBERS: usize = 256;
+/// The most members a node holds, in any mode.
+pub const MAX_MEMBERS: usize = 4096;
 /// Default bound of a node's mailbox: messages from its handles (`leader_cast`, `cast`,
 /// `info`, calls through the node) not yet handled.
 pub const DEFAULT_MAILBOX: usize = 4096;
@@ -52,13 +57,57 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// The cluster's member list: candidates (in priority order) then workers. Identical on every
-/// node (the handshake checks a digest of it).
-#[derive(Debug, Clone)]
+/// The cluster's member list: candidates (in priority order) then workers, as listed; in etcd
+/// mode also the nodes met at run time ([`Members::joined`]). The lists are identical on every
+/// node with the mesh backend (the handshake checks a digest of them); in etcd mode they are
+/// optional and local (see `docs/design.md`, "etcd mode without a member list").
+#[derive(Debug)]
 pub struct Members {
+    /// Listed candidates, listed workers, then the nodes met at run time (a snapshot).
     all: Vec<NodeName>,
     n_candidates: usize,
+    n_listed: usize,
     by_name: HashMap<NodeName, NodeId>,
+    /// etcd mode: the table the nodes met at run time are added to, shared by the accept
+    /// tasks and the actor (`None`: the lists are all there is).
+    joined: Option<Arc<Mutex<Joined>>>,
+}
+
+/// The nodes met at run time, in the order they were met (ids `n_listed..`).
+#[derive(Debug, Clone)]
+struct Joined {
+    names: Vec<NodeName>,
+    ids: HashMap<NodeName, NodeId>,
+    /// The most members (listed and met) the table holds.
+    limit: usize,
+}
+
+/// The member table is full: no node beyond [`ConfigBuilder::max_members`] is admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the member table is full ({limit} members, see ConfigBuilder::max_members)")]
+pub struct MemberLimit {
+    /// The most members a node holds.
+    pub limit: u32,
+}
+
+impl Clone for Members {
+    /// A deep copy: a cloned [`Config`] gets a member table of its own.
+    fn clone(&self) -> Self {
+        Members {
+            all: self.all.clone(),
+            n_candidates: self.n_candidates,
+            n_listed: self.n_listed,
+            by_name: self.by_name.clone(),
+            joined: self
+                .joined
+                .as_ref()
+                .map(|j| Arc::new(Mutex::new(lock_joined(j).clone()))),
+        }
+    }
+}
+
+fn lock_joined(j: &Mutex<Joined>) -> std::sync::MutexGuard<'_, Joined> {
+    j.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Members {
@@ -71,10 +120,30 @@ impl Members {
             .map(|(i, n)| (n.clone(), NodeId(i as u32)))
             .collect();
         Members {
+            n_listed: all.len(),
             all,
             n_candidates,
             by_name,
+            joined: None,
         }
+    }
+
+    /// Makes the table growable (etcd mode), up to `limit` members; `me` is added if it is
+    /// not listed.
+    fn growable(mut self, me: &NodeName, limit: usize) -> Self {
+        self.joined = Some(Arc::new(Mutex::new(Joined {
+            names: Vec::new(),
+            ids: HashMap::new(),
+            limit,
+        })));
+        if self.id(me).is_none() {
+            // Cannot fail: the caller checked that the lists leave room for this node.
+            let _ = self.join(me);
+            if let Some(m) = self.refreshed() {
+                self = m;
+            }
+        }
+        self
     }
 
     /// The name of member `id`.
@@ -95,17 +164,24 @@ impl Members {
         name.parse::<NodeName>().ok().and_then(|n| self.id(&n))
     }
 
-    /// Candidates, highest priority first.
+    /// Candidates, highest priority first, as listed.
     pub fn candidates(&self) -> &[NodeName] {
         &self.all[..self.n_candidates]
     }
 
-    /// Workers (never lead).
+    /// Workers (never lead), as listed.
     pub fn workers(&self) -> &[NodeName] {
-        &self.all[self.n_candidates..]
+        &self.all[self.n_candidates..self.n_listed]
     }
 
-    /// Every member: candidates then workers.
+    /// etcd mode: the members this node met at run time (named by the election, or admitted
+    /// when they connected), in the order it met them; itself first if it is not listed.
+    /// Empty with the mesh backend.
+    pub fn joined(&self) -> &[NodeName] {
+        &self.all[self.n_listed..]
+    }
+
+    /// Every member: candidates, workers, then the members met at run time.
     pub fn all(&self) -> &[NodeName] {
         &self.all
     }
@@ -115,14 +191,68 @@ impl Members {
         self.all.len()
     }
 
-    /// Always false: a valid cluster has at least one candidate.
+    /// Always false: a valid cluster has at least one member (this node).
     pub fn is_empty(&self) -> bool {
         self.all.is_empty()
     }
 
-    /// Number of candidates.
+    /// Number of listed candidates.
     pub fn n_candidates(&self) -> usize {
         self.n_candidates
+    }
+
+    /// Whether members are added at run time (etcd mode).
+    pub fn is_growable(&self) -> bool {
+        self.joined.is_some()
+    }
+
+    /// The id of `name`, adding it to the table if it is new and the table grows (etcd
+    /// mode). `Ok(None)`: not a member and the table does not grow. The id is valid in the
+    /// snapshot [`Members::refreshed`] returns from now on.
+    pub(crate) fn join(&self, name: &NodeName) -> Result<Option<NodeId>, MemberLimit> {
+        if let Some(id) = self.id(name) {
+            return Ok(Some(id));
+        }
+        let Some(j) = &self.joined else {
+            return Ok(None);
+        };
+        let mut j = lock_joined(j);
+        if let Some(id) = j.ids.get(name) {
+            return Ok(Some(*id));
+        }
+        let n = self.n_listed + j.names.len();
+        if n >= j.limit {
+            return Err(MemberLimit {
+                limit: j.limit as u32,
+            });
+        }
+        let id = NodeId(n as u32);
+        j.names.push(name.clone());
+        j.ids.insert(name.clone(), id);
+        Ok(Some(id))
+    }
+
+    /// A snapshot with the members added since this one was taken, sharing the same table;
+    /// `None` if there are none.
+    pub(crate) fn refreshed(&self) -> Option<Members> {
+        let shared = self.joined.as_ref()?;
+        let j = lock_joined(shared);
+        let known = self.all.len() - self.n_listed;
+        if j.names.len() <= known {
+            return None;
+        }
+        let mut m = Members {
+            all: self.all.clone(),
+            n_candidates: self.n_candidates,
+            n_listed: self.n_listed,
+            by_name: self.by_name.clone(),
+            joined: Some(shared.clone()),
+        };
+        for n in &j.names[known..] {
+            m.by_name.insert(n.clone(), NodeId(m.all.len() as u32));
+            m.all.push(n.clone());
+        }
+        Some(m)
     }
 }
 
@@ -144,6 +274,7 @@ pub struct Config {
     pub(crate) preempt: bool,
     pub(crate) mode: Mode,
     pub(crate) backend: Backend,
+    pub(crate) etcd_role: EtcdRole,
     pub(crate) max_frame_len: usize,
     pub(crate) send_queue: usize,
     pub(crate) mailbox: usize,
@@ -177,6 +308,8 @@ impl Config {
             preempt: false,
             mode: Mode::Bully,
             backend: Backend::Mesh,
+            etcd_role: None,
+            max_members: DEFAULT_MAX_MEMBERS,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             send_queue: DEFAULT_SEND_QUEUE,
             mailbox: DEFAULT_MAILBOX,
@@ -216,6 +349,13 @@ impl Config {
     /// otherwise).
     pub fn backend(&self) -> &Backend {
         &self.backend
+    }
+
+    /// etcd mode: whether this node campaigns ([`EtcdRole::Candidate`]) or only follows
+    /// ([`EtcdRole::Worker`]). [`EtcdRole::Candidate`] with the mesh backend, where the lists
+    /// say who may lead.
+    pub fn etcd_role(&self) -> EtcdRole {
+        self.etcd_role
     }
 
     /// The lease parameters of the runtime's lease checks: quorum mode's (renewing every
@@ -279,17 +419,21 @@ impl Config {
     }
 
     /// SHA-256 over everything the nodes of a cluster must agree on: cluster name, member
-    /// list, `preempt`, heartbeat interval, failure timeout, and the mode with its
+    /// list (not in etcd mode, where the election key stands for it), `preempt`, heartbeat interval, failure timeout, and the mode with its
     /// parameters.
     pub fn members_digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"gen_leader/members/v1\0");
         h.update(self.cluster.as_bytes());
         h.update([0]);
-        h.update((self.members.n_candidates as u64).to_be_bytes());
-        for n in self.members.all() {
-            h.update(n.to_string().as_bytes());
-            h.update([0]);
+        // In etcd mode the lists are local hints, not something to agree on: the election key
+        // (in the backend's part below) says who belongs together.
+        if !self.members.is_growable() {
+            h.update((self.members.n_candidates as u64).to_be_bytes());
+            for n in self.members.all() {
+                h.update(n.to_string().as_bytes());
+                h.update([0]);
+            }
         }
         h.update([u8::from(self.preempt)]);
         // Failure detection must agree too: a peer that heartbeats more slowly than our
@@ -322,6 +466,8 @@ pub struct ConfigBuilder {
     preempt: bool,
     mode: Mode,
     backend: Backend,
+    etcd_role: Option<EtcdRole>,
+    max_members: usize,
     max_frame_len: usize,
     send_queue: usize,
     mailbox: usize,
@@ -432,6 +578,26 @@ impl ConfigBuilder {
         self
     }
 
+    /// etcd mode: whether this node campaigns for leadership ([`EtcdRole::Candidate`]) or
+    /// only follows the leader etcd names ([`EtcdRole::Worker`]). Default: a node listed in
+    /// [`ConfigBuilder::workers`] is a worker, any other a candidate. In etcd mode the lists
+    /// are optional: a node need list no one (it learns the leader from etcd, and the leader
+    /// admits it when it connects). Refused with the mesh backend (the lists give the roles)
+    /// and when it contradicts this node's own listing.
+    pub fn etcd_role(mut self, role: EtcdRole) -> Self {
+        self.etcd_role = Some(role);
+        self
+    }
+
+    /// etcd mode: the most members this node holds, listed and met at run time, itself
+    /// included (default 256, at most 4096). A node that connects beyond it is refused
+    /// ([`Refusal::MemberLimit`](crate::wire::handshake::Refusal::MemberLimit)), and a leader
+    /// named by etcd beyond it is treated as "no leader".
+    pub fn max_members(mut self, n: usize) -> Self {
+        self.max_members = n;
+        self
+    }
+
     /// Maximum frame size in bytes (default 8 MiB).
     pub fn max_frame_len(mut self, n: usize) -> Self {
         self.max_frame_len = n;
@@ -497,7 +663,9 @@ impl ConfigBuilder {
         };
         let candidates = parse(&self.candidates)?;
         let workers = parse(&self.workers)?;
-        if candidates.is_empty() {
+        // etcd decides who leads: the lists are optional hints (see `docs/design.md`).
+        let dynamic = self.backend.is_external();
+        if candidates.is_empty() && !dynamic {
             return Err(ConfigError::NoCandidates);
         }
         let mut names = HashSet::new();
@@ -510,10 +678,36 @@ impl ConfigBuilder {
                 return Err(ConfigError::DuplicateNode(n.addr()));
             }
         }
-        if candidates.len() + workers.len() > 4096 {
+        if candidates.len() + workers.len() > MAX_MEMBERS {
             return Err(ConfigError::OutOfRange("the number of nodes (max 4096)"));
         }
-        let members = Members::new(candidates, workers);
+        let listed_worker = workers.contains(&me);
+        let listed = listed_worker || candidates.contains(&me);
+        let etcd_role = match (self.etcd_role, dynamic) {
+            (Some(_), false) => {
+                return Err(ConfigError::OutOfRange(
+                    "etcd_role (only with an external backend: the lists give the roles)",
+                ))
+            }
+            (Some(r), true) if listed && (r == EtcdRole::Worker) != listed_worker => {
+                return Err(ConfigError::OutOfRange(
+                    "etcd_role (it contradicts this node's own listing as candidate or worker)",
+                ))
+            }
+            (Some(r), true) => r,
+            (None, _) if listed_worker => EtcdRole::Worker,
+            (None, _) => EtcdRole::Candidate,
+        };
+        let mut members = Members::new(candidates, workers);
+        if dynamic {
+            let need = members.len() + usize::from(!listed);
+            if !(1..=MAX_MEMBERS).contains(&self.max_members) || need > self.max_members {
+                return Err(ConfigError::OutOfRange(
+                    "max_members (1 to 4096, and room for the listed nodes and this one)",
+                ));
+            }
+            members = members.growable(&me, self.max_members);
+        }
         let my_id = members
             .id(&me)
             .ok_or_else(|| ConfigError::NotAMember(me.clone()))?;
@@ -599,6 +793,7 @@ impl ConfigBuilder {
             preempt: self.preempt,
             mode: self.mode,
             backend: self.backend,
+            etcd_role,
             max_frame_len: self.max_frame_len,
             send_queue: self.send_queue,
             mailbox: self.mailbox,

@@ -36,9 +36,9 @@ use super::metrics;
 use super::observe::{self, MAX_OBSERVERS};
 use super::refusals::Refusals;
 use crate::behaviour::Behaviour;
-use crate::config::Config;
+use crate::config::{Config, Members};
 use crate::transport::{BoxStream, Listener};
-use crate::types::NodeId;
+use crate::types::{NodeId, NodeName};
 use crate::wire::handshake::{self, HandshakeConfig, HandshakeError, Refusal};
 
 /// How often, at most, the loop reports (at WARN) that it sheds connections.
@@ -112,6 +112,16 @@ fn member_hosts(config: &Config) -> Vec<String> {
         .filter_map(|n| m.id(n))
         .map(|id| host_of(&config.dial_addr(id)).to_string())
         .collect()
+}
+
+/// The id of the member called `name`, once it has proven the cookie: in etcd mode a node met
+/// for the first time is added to the member table (the actor takes it in on `Admit`), or
+/// refused when the table is full.
+fn join(members: &Members, name: &str) -> Result<Option<NodeId>, Refusal> {
+    let Ok(name) = name.parse::<NodeName>() else {
+        return Ok(None);
+    };
+    members.join(&name).map_err(|e| Refusal::MemberLimit { limit: e.limit })
 }
 
 /// The accept loop: takes every connection at once and runs its handshake in a task; sheds
@@ -249,6 +259,11 @@ async fn accept_one<B: Behaviour>(
             if let Ok(mut c) = claimed.lock() {
                 *c = id;
             }
+            // etcd mode: any well-formed name may be a member (one that proves the cookie is
+            // added to the table below, not before). It stays in the lowest class until then.
+            if id.is_none() && members.is_growable() {
+                return name.parse::<NodeName>().is_ok();
+            }
             let member = id.is_some();
             if member && !hello_in.swap(true, Ordering::AcqRel) {
                 let shed = {
@@ -295,7 +310,7 @@ async fn accept_one<B: Behaviour>(
                     }
                     return Ok(());
                 }
-                let Some(peer) = members.id_of_str(&hello.name) else {
+                let Some(peer) = join(members, &hello.name)? else {
                     return Err(Refusal::Unknown(hello.name));
                 };
                 // It proved the cookie: it is no longer shed, unless it already was.

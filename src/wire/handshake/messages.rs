@@ -85,6 +85,13 @@ pub enum Refusal {
         /// The most observer sessions the node serves at once.
         limit: u32,
     },
+    /// etcd mode: the refusing node's member table is full (its `max_members`), so it
+    /// admits no node it has not met yet.
+    #[error("member table full: the refusing node holds at most {limit} members (raise its max_members)")]
+    MemberLimit {
+        /// The most members the refusing node holds.
+        limit: u32,
+    },
 }
 
 impl Refusal {
@@ -138,6 +145,7 @@ impl Refusal {
                 | Refusal::WrongNode { .. }
                 | Refusal::Unknown(_)
                 | Refusal::BadAuth
+                | Refusal::MemberLimit { .. }
         )
     }
 }
