@@ -867,4 +867,106 @@ mod tests {
             .unwrap();
         assert_ne!(a.members_digest(), b.members_digest());
     }
+
+    #[cfg(feature = "etcd")]
+    fn etcd(me: &str) -> ConfigBuilder {
+        use crate::etcd::EtcdConfig;
+        Config::builder(me)
+            .cookie("secret")
+            .backend(Backend::Etcd(EtcdConfig::new(["http://127.0.0.1:2379"], "e")))
+    }
+
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn etcd_mode_needs_no_list_and_grows_its_table_up_to_the_limit() {
+        let c = etcd("c@127.0.0.1:3").max_members(3).build().unwrap();
+        assert_eq!(c.etcd_role(), EtcdRole::Candidate);
+        let m = c.members();
+        assert!(m.is_growable());
+        assert_eq!(c.my_id, NodeId(0));
+        assert_eq!(m.joined(), [c.me().clone()]);
+        assert!(m.candidates().is_empty() && m.workers().is_empty());
+        let a: NodeName = "a@127.0.0.1:1".parse().unwrap();
+        let b: NodeName = "b@127.0.0.1:2".parse().unwrap();
+        let d: NodeName = "d@127.0.0.1:4".parse().unwrap();
+        assert_eq!(m.join(&a), Ok(Some(NodeId(1))));
+        assert_eq!(m.join(&a), Ok(Some(NodeId(1))), "the same id again");
+        assert_eq!(m.join(c.me()), Ok(Some(NodeId(0))));
+        // The snapshot does not move until refreshed; the table is shared with the refresh.
+        assert_eq!(m.id(&a), None);
+        let m2 = m.refreshed().expect("a new member");
+        assert_eq!(m2.id(&a), Some(NodeId(1)));
+        assert_eq!(m2.name(NodeId(1)), &a);
+        assert_eq!(m2.all().len(), 2);
+        assert!(m2.refreshed().is_none(), "nothing newer");
+        assert_eq!(m2.join(&b), Ok(Some(NodeId(2))));
+        assert_eq!(m.join(&d), Err(MemberLimit { limit: 3 }), "full at 3");
+        assert_eq!(m.refreshed().unwrap().len(), 3);
+        // A cloned config gets a table of its own.
+        let copy = c.clone();
+        let e: NodeName = "e@127.0.0.1:5".parse().unwrap();
+        assert_eq!(copy.members().join(&e), Err(MemberLimit { limit: 3 }));
+        let fresh = etcd("c@127.0.0.1:3").max_members(3).build().unwrap();
+        let cl = fresh.clone();
+        assert_eq!(cl.members().join(&e), Ok(Some(NodeId(1))));
+        assert_eq!(fresh.members().join(&a), Ok(Some(NodeId(1))), "not shared");
+    }
+
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn etcd_roles_and_lists() {
+        let e = |b: ConfigBuilder| b.build().unwrap_err().to_string();
+        // Listed ids come first; this node, unlisted, after them.
+        let c = etcd("c@127.0.0.1:3")
+            .candidates(["a@127.0.0.1:1"])
+            .workers(["w@127.0.0.1:9"])
+            .build()
+            .unwrap();
+        assert_eq!(c.my_id, NodeId(2));
+        assert_eq!(c.members().len(), 3);
+        let w = etcd("w@127.0.0.1:9").workers(["w@127.0.0.1:9"]).build();
+        assert_eq!(w.unwrap().etcd_role(), EtcdRole::Worker, "listed as a worker");
+        let w = etcd("x@127.0.0.1:9").etcd_role(EtcdRole::Worker).build();
+        assert_eq!(w.unwrap().etcd_role(), EtcdRole::Worker);
+        assert!(e(etcd("w@127.0.0.1:9")
+            .workers(["w@127.0.0.1:9"])
+            .etcd_role(EtcdRole::Candidate))
+        .contains("contradicts"));
+        assert!(e(base().etcd_role(EtcdRole::Worker)).contains("only with an external"));
+        assert!(e(etcd("c@127.0.0.1:3").max_members(0)).contains("max_members"));
+        assert!(e(etcd("c@127.0.0.1:3")
+            .candidates(["a@127.0.0.1:1"])
+            .max_members(1))
+        .contains("max_members"));
+        assert!(e(etcd("c@127.0.0.1:3").max_members(5000)).contains("max_members"));
+        // The digest ignores the lists in etcd mode, not the election.
+        let a = etcd("c@127.0.0.1:3").build().unwrap();
+        let b = etcd("c@127.0.0.1:3")
+            .candidates(["z@127.0.0.1:7"])
+            .build()
+            .unwrap();
+        assert_eq!(a.members_digest(), b.members_digest());
+        let other = Config::builder("c@127.0.0.1:3")
+            .cookie("secret")
+            .backend(Backend::Etcd(crate::etcd::EtcdConfig::new(
+                ["http://127.0.0.1:2379"],
+                "f",
+            )))
+            .build()
+            .unwrap();
+        assert_ne!(a.members_digest(), other.members_digest());
+    }
+
+    #[test]
+    fn the_mesh_backend_still_needs_its_lists() {
+        let e = |b: ConfigBuilder| b.build().unwrap_err().to_string();
+        assert!(e(Config::builder("a@127.0.0.1:1").cookie("s")).contains("empty"));
+        let c = base().build().unwrap();
+        assert!(!c.members().is_growable());
+        let z: NodeName = "z@127.0.0.1:9".parse().unwrap();
+        assert_eq!(c.members().join(&z), Ok(None), "no stranger joins");
+        assert!(c.members().refreshed().is_none());
+        assert!(c.members().joined().is_empty());
+        assert_eq!(c.etcd_role(), EtcdRole::Candidate);
+    }
 }

@@ -599,4 +599,29 @@ mod tests {
             .describe(true, &p)
             .starts_with("its candidate list differs: ours (digest "));
     }
+
+    #[test]
+    fn another_etcd_election_is_named_in_the_refusal() {
+        let etcd = |election: &str| ModeParts::Etcd {
+            election: election.into(),
+            ttl_s: 2,
+            drift_ppm: 10_000,
+            margin_ns: 10_000_000,
+        };
+        // etcd mode sends no lists: only the mode (with the election key) can differ.
+        let ours = ConfigParts::new(vec![], vec![], false, ms(100), ms(600)).with_mode(etcd("a"));
+        let theirs = ours.clone().with_mode(etcd("b"));
+        assert_eq!(ours.mismatch(&ours.clone()), None);
+        let m = ours.mismatch(&theirs).expect("differs");
+        assert_eq!(m.field, ConfigField::Mode);
+        assert_eq!(
+            m.describe(true, &ours),
+            "its mode differs: ours etcd (election \"a\", ttl 2s, max_drift 0.01, margin 10ms), \
+             theirs etcd (election \"b\", ttl 2s, max_drift 0.01, margin 10ms)"
+        );
+        let m = ours
+            .mismatch(&ours.clone().with_mode(ModeParts::Bully))
+            .expect("differs");
+        assert_eq!(m.refused, "bully");
+    }
 }
