@@ -873,7 +873,10 @@ mod tests {
         use crate::etcd::EtcdConfig;
         Config::builder(me)
             .cookie("secret")
-            .backend(Backend::Etcd(EtcdConfig::new(["http://127.0.0.1:2379"], "e")))
+            .backend(Backend::Etcd(EtcdConfig::new(
+                ["http://127.0.0.1:2379"],
+                "e",
+            )))
     }
 
     #[cfg(feature = "etcd")]
@@ -925,7 +928,11 @@ mod tests {
         assert_eq!(c.my_id, NodeId(2));
         assert_eq!(c.members().len(), 3);
         let w = etcd("w@127.0.0.1:9").workers(["w@127.0.0.1:9"]).build();
-        assert_eq!(w.unwrap().etcd_role(), EtcdRole::Worker, "listed as a worker");
+        assert_eq!(
+            w.unwrap().etcd_role(),
+            EtcdRole::Worker,
+            "listed as a worker"
+        );
         let w = etcd("x@127.0.0.1:9").etcd_role(EtcdRole::Worker).build();
         assert_eq!(w.unwrap().etcd_role(), EtcdRole::Worker);
         assert!(e(etcd("w@127.0.0.1:9")

@@ -65,7 +65,10 @@ async fn settled(nodes: &[TNode], live: &[usize]) -> (usize, u64) {
                 }
             }
         }
-        assert!(t0.elapsed() < WAIT, "no agreed leader within {WAIT:?}: {views:#?}");
+        assert!(
+            t0.elapsed() < WAIT,
+            "no agreed leader within {WAIT:?}: {views:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -161,7 +164,11 @@ async fn unlisted_body() {
         matches!(e, Ev::Surrendered { leader, synch, .. }
             if leader == nodes[next].name && synch.contains(&"m3".to_string()))
     });
-    assert!(synched, "the worker's Synch from the new leader: {:?}", nodes[3].events());
+    assert!(
+        synched,
+        "the worker's Synch from the new leader: {:?}",
+        nodes[3].events()
+    );
     for &i in &live {
         nodes[i].handle.shutdown().await;
     }
@@ -242,9 +249,21 @@ async fn refused_body() {
     // None of the refused ever followed, and the leader never let them in.
     let v = nodes[0].handle.view();
     for i in [1, 2, 4] {
-        assert_eq!(nodes[i].handle.view().leader.as_ref().map(|l| l.to_string()), if i == 2 { Some(names[2].clone()) } else { None }, "{i}");
+        assert_eq!(
+            nodes[i]
+                .handle
+                .view()
+                .leader
+                .as_ref()
+                .map(|l| l.to_string()),
+            if i == 2 { Some(names[2].clone()) } else { None },
+            "{i}"
+        );
         let n: NodeName = names[i].parse().unwrap();
-        assert!(!v.alive.contains(&n) && !v.down.contains(&n), "{i} in {v:#?}");
+        assert!(
+            !v.alive.contains(&n) && !v.down.contains(&n),
+            "{i} in {v:#?}"
+        );
     }
     for n in &nodes {
         n.handle.shutdown().await;

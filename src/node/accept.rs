@@ -121,7 +121,9 @@ fn join(members: &Members, name: &str) -> Result<Option<NodeId>, Refusal> {
     let Ok(name) = name.parse::<NodeName>() else {
         return Ok(None);
     };
-    members.join(&name).map_err(|e| Refusal::MemberLimit { limit: e.limit })
+    members
+        .join(&name)
+        .map_err(|e| Refusal::MemberLimit { limit: e.limit })
 }
 
 /// The accept loop: takes every connection at once and runs its handshake in a task; sheds

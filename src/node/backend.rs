@@ -100,10 +100,10 @@ mod imp {
     use tracing::{info, warn};
 
     use super::*;
+    use crate::config::EtcdRole;
     use crate::election::{LeaderRef, LossReason};
     use crate::etcd::{EtcdElection, EtcdEvent, LeaderValue, StepDownReason};
     use crate::node::actor::NodeMsg;
-    use crate::config::EtcdRole;
     use crate::types::{NodeName, Term};
 
     /// The running backend, if any.

@@ -165,7 +165,14 @@ impl<B: Behaviour> NodeState<B> {
                 healthy: c.live.heard_within(now.into_std(), hb),
             }
         });
-        match peers::admit(me, peer, we_dial, incarnation, existing, p.reserved.is_some()) {
+        match peers::admit(
+            me,
+            peer,
+            we_dial,
+            incarnation,
+            existing,
+            p.reserved.is_some(),
+        ) {
             Admission::RefuseSelf => Err(Refusal::Duplicate(self.name(self.me()).to_string())),
             Admission::RefuseDuplicate => Err(Refusal::Duplicate(self.name(peer).to_string())),
             Admission::RefuseBusy => Err(Refusal::Other(

@@ -408,7 +408,10 @@ mod tests {
             }
         );
         assert_eq!(admit(me, lo, false, 7, None, true), Admission::RefuseBusy);
-        assert_eq!(admit(me, lo, false, 8, live(7), false), Admission::RefuseDuplicate);
+        assert_eq!(
+            admit(me, lo, false, 8, live(7), false),
+            Admission::RefuseDuplicate
+        );
         assert_eq!(
             admit(me, lo, false, 8, silent(7), false),
             Admission::Admit {

@@ -407,7 +407,10 @@ fn two_nodes_numbering_each_other_differently_follow_and_serve() {
             if let Output::Send { to, msg } = o {
                 assert_eq!(to, l_f);
                 f.handle_message(t0, f_l, msg);
-            } else if let Output::Elected { joined: Some(j), .. } = o {
+            } else if let Output::Elected {
+                joined: Some(j), ..
+            } = o
+            {
                 assert_eq!(j, l_f);
                 l.provide_synch(Some(j), b"s".to_vec());
             }
