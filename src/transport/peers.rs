@@ -97,6 +97,7 @@ impl PeerDial {
 
     /// Whether to keep asking a peer that should dial us, with backoff, however often it
     /// fails (for a peer that may not know this node: the leader etcd names).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn set_persistent(&mut self, on: bool) {
         self.persistent = on;
     }

@@ -157,6 +157,9 @@ impl Refusal {
 #[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+// `Hello` carries the configuration's parts (with the etcd election key); there are four of
+// these messages per connection, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum HandshakeMsg {
     /// The dialer's opening.
     Hello {
