@@ -15,6 +15,11 @@
 //! authenticated it takes one of [`MAX_OBSERVERS`] session slots (or is refused with
 //! `Refusal::ObserverLimit`), and its session runs in its handshake's task, aborted with the
 //! pending handshakes when the node stops; it never reaches the actor's peer table.
+//!
+//! In etcd mode a node need not be listed: a `Hello` from a name this node has not met is
+//! treated like an observer's until it proves the cookie (lowest class, nothing recorded);
+//! then it is added to the member table (`Members::join`, refused with
+//! `Refusal::MemberLimit` when the table is full) and admitted as any member.
 
 mod budget;
 
@@ -264,7 +269,13 @@ async fn accept_one<B: Behaviour>(
             // etcd mode: any well-formed name may be a member (one that proves the cookie is
             // added to the table below, not before). It stays in the lowest class until then.
             if id.is_none() && members.is_growable() {
-                return name.parse::<NodeName>().is_ok();
+                let ok = name.parse::<NodeName>().is_ok();
+                if ok {
+                    // As for a member: the rest of its exchange has the whole handshake
+                    // timeout (it stays in the lowest class: it is not named to the budget).
+                    hello_in.store(true, Ordering::Release);
+                }
+                return ok;
             }
             let member = id.is_some();
             if member && !hello_in.swap(true, Ordering::AcqRel) {
