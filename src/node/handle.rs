@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::ActorRef;
-use tokio::sync::{oneshot, watch, Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 
 use super::actor::{NodeMsg, UserMsg};
@@ -24,6 +24,7 @@ use super::calls::{CallReq, ReplyBody};
 use super::fastpath::FastPath;
 use super::guard::{GuardParts, LeaderGuard};
 use super::leader_state::LeaderState;
+use super::mailbox::Mailbox;
 use super::metrics::CallMetrics;
 use super::routing::encode_call_frame;
 use super::ClusterView;
@@ -52,40 +53,6 @@ pub struct NodeStats {
     /// Inbound connections refused at the handshake (wrong cookie, version, configuration,
     /// unknown or duplicate name, garbage, timeout) since the node started.
     pub handshakes_refused: u64,
-}
-
-/// The node's bounded mailbox: one permit per message from a handle.
-#[derive(Clone)]
-pub(crate) struct Mailbox(Arc<Semaphore>);
-
-impl Mailbox {
-    pub(crate) fn new(n: usize) -> Self {
-        Mailbox(Arc::new(Semaphore::new(n)))
-    }
-
-    /// A permit now, or `Overloaded`.
-    fn try_permit(&self) -> Result<OwnedSemaphorePermit, CallError> {
-        self.0.clone().try_acquire_owned().map_err(|e| match e {
-            tokio::sync::TryAcquireError::NoPermits => CallError::Overloaded,
-            tokio::sync::TryAcquireError::Closed => CallError::Stopped,
-        })
-    }
-
-    /// A permit, waiting for one up to `deadline` (`Timeout`).
-    async fn permit(
-        &self,
-        deadline: tokio::time::Instant,
-    ) -> Result<OwnedSemaphorePermit, CallError> {
-        // No timer unless the mailbox is full.
-        if let Ok(p) = self.0.clone().try_acquire_owned() {
-            return Ok(p);
-        }
-        match tokio::time::timeout_at(deadline, self.0.clone().acquire_owned()).await {
-            Ok(Ok(p)) => Ok(p),
-            Ok(Err(_)) => Err(CallError::Stopped),
-            Err(_) => Err(CallError::Timeout),
-        }
-    }
 }
 
 /// What a call's reply channel yields.

@@ -38,6 +38,7 @@ mod handle;
 mod inbound;
 mod leader_state;
 mod lease;
+mod mailbox;
 mod metrics;
 mod observe;
 mod refusals;
@@ -62,7 +63,8 @@ use clock::LeaseClock;
 use fastpath::FastPath;
 use guard::GuardParts;
 pub use guard::LeaderGuard;
-use handle::{HandleParts, Mailbox};
+use handle::HandleParts;
+use mailbox::Mailbox;
 pub use handle::{LeaderHandle, NodeStats};
 pub use leader_state::LeaderState;
 pub use observe::{
