@@ -206,7 +206,13 @@ mod imp {
                         );
                         self.dial(id, Duration::ZERO);
                     }
-                    _ => {
+                    other => {
+                        if other == Some(me) {
+                            // Our name, not our campaign (which speaks for itself): an earlier
+                            // run of this node whose key has not expired yet.
+                            warn!(node = %self.cfg.me(), rev,
+                                "etcd names this node's name but not its campaign: no leader");
+                        }
                         self.keep_dialing(None);
                         self.engine.handle_external_leader(now, None);
                     }
