@@ -37,7 +37,7 @@ struct Joined {
     limit: usize,
 }
 
-/// The member table is full: no node beyond [`ConfigBuilder::max_members`] is admitted.
+/// The member table is full: no node beyond [`ConfigBuilder::max_members`](super::ConfigBuilder::max_members) is admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the member table is full ({limit} members, see ConfigBuilder::max_members)")]
 pub struct MemberLimit {
@@ -46,7 +46,7 @@ pub struct MemberLimit {
 }
 
 impl Clone for Members {
-    /// A deep copy: a cloned [`Config`] gets a member table of its own.
+    /// A deep copy: a cloned [`Config`](super::Config) gets a member table of its own.
     fn clone(&self) -> Self {
         Members {
             all: self.all.clone(),
