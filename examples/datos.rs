@@ -24,6 +24,10 @@
 //! `--dial lider2=HOST:PORT` (repeatable, or comma separated) reaches a peer through another
 //! address; `tests/faultproxy.rs` uses both to put a fault-injecting proxy on every link.
 //!
+//! With `--features etcd`, `--backend etcd --etcd-endpoints http://127.0.0.1:2379` lets etcd
+//! decide who leads (an etcd lease and a campaign; `--etcd-ttl-s`, `--etcd-election`); the
+//! mesh still carries calls and broadcasts. See docs/guide.md, "The etcd backend".
+//!
 //! `--metrics-addr 127.0.0.1:9100` serves the node's metrics for Prometheus at
 //! `http://127.0.0.1:9100/metrics` (see docs/operating.md, "Metrics").
 //!
@@ -126,6 +130,41 @@ struct Cli {
     /// (metrics-exporter-prometheus), e.g. 127.0.0.1:9100.
     #[arg(long, value_name = "HOST:PORT")]
     metrics_addr: Option<std::net::SocketAddr>,
+
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+/// Who decides the leader: the `--backend` and `--etcd-*` flags (kept together; `etcd`
+/// needs the cargo feature `etcd`).
+#[derive(clap::Args, Debug)]
+struct BackendArgs {
+    /// Who decides which node leads: `mesh` (the nodes elect among themselves, as --mode
+    /// says; the default) or `etcd` (an etcd lease and campaign decide; needs the cargo
+    /// feature `etcd` and --etcd-endpoints). The same on every node.
+    #[arg(long, value_enum, default_value_t = BackendArg::Mesh)]
+    backend: BackendArg,
+
+    /// etcd client URLs, comma separated (--backend etcd), e.g. http://127.0.0.1:2379.
+    #[arg(long, value_name = "http://HOST:PORT,...", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+
+    /// The etcd election's name, the same on every node of the cluster (--backend etcd)
+    /// [default: gen-leader/<cluster name>, i.e. gen-leader/gen_leader].
+    #[arg(long, value_name = "NAME")]
+    etcd_election: Option<String>,
+
+    /// The etcd lease's TTL in whole seconds, at least 2 (--backend etcd; library default
+    /// 5): a crashed leader is replaced after about this long.
+    #[arg(long, value_name = "N")]
+    etcd_ttl_s: Option<u64>,
+}
+
+/// `--backend`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum BackendArg {
+    Mesh,
+    Etcd,
 }
 
 /// `--mode`.
@@ -169,7 +208,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let code = rt.block_on(run_node(config, cli.json, cli.mode == ModeArg::Quorum));
+    let lease = match (cli.mode, cli.backend.backend) {
+        (_, BackendArg::Etcd) => LeaseKind::Etcd,
+        (ModeArg::Quorum, _) => LeaseKind::Quorum,
+        (ModeArg::Bully, BackendArg::Mesh) => LeaseKind::None,
+    };
+    let code = rt.block_on(run_node(config, cli.json, lease));
     // The stdin reader may be blocked in a read on a blocking-pool thread, which a normal
     // runtime drop would wait for forever: do not wait for it.
     rt.shutdown_background();
@@ -235,6 +279,8 @@ fn init_logging() {
 }
 
 fn build_config(cli: &Cli) -> Result<Config, String> {
+    // First: without the feature, `--backend etcd` is this one line whatever else is wrong.
+    check_backend_args(cli)?;
     let name = cli
         .name
         .as_deref()
@@ -283,6 +329,7 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
             b = b.mode(Mode::Quorum(q));
         }
     }
+    b = apply_backend(&cli.backend, b)?;
     if let Some(addr) = cli.listen.as_deref() {
         b = b.listen(parse_host_port(addr).map_err(|e| format!("--listen {addr:?}: {e}"))?);
     }
@@ -304,6 +351,86 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
         dialed.push(peer);
     }
     b.build().map_err(|e| format!("invalid configuration: {e}"))
+}
+
+/// The default etcd election of a cluster: `gen-leader/<cluster name>` (datos keeps the
+/// library's default cluster name).
+#[cfg(feature = "etcd")]
+const DEFAULT_CLUSTER: &str = "gen_leader";
+
+/// Refuses `--backend`/`--etcd-*` combinations that cannot work, each with one clear line.
+fn check_backend_args(cli: &Cli) -> Result<(), String> {
+    let a = &cli.backend;
+    match a.backend {
+        BackendArg::Mesh => {
+            let stray = [
+                (!a.etcd_endpoints.is_empty(), "--etcd-endpoints"),
+                (a.etcd_election.is_some(), "--etcd-election"),
+                (a.etcd_ttl_s.is_some(), "--etcd-ttl-s"),
+            ];
+            if let Some((_, flag)) = stray.iter().find(|(set, _)| *set) {
+                return Err(format!("{flag} applies to --backend etcd only"));
+            }
+            Ok(())
+        }
+        BackendArg::Etcd if !cfg!(feature = "etcd") => Err(
+            "--backend etcd: this datos was built without the `etcd` feature: cargo run \
+             --features etcd --example datos -- ..."
+                .into(),
+        ),
+        BackendArg::Etcd => {
+            if cli.mode == ModeArg::Quorum {
+                return Err(
+                    "--mode quorum does not combine with --backend etcd: etcd decides \
+                            (its lease gives the guarantees of quorum mode); drop --mode"
+                        .into(),
+                );
+            }
+            if a.etcd_endpoints.iter().all(|e| e.trim().is_empty()) {
+                return Err(
+                    "--backend etcd needs --etcd-endpoints http://HOST:PORT[,...] \
+                            (e.g. http://127.0.0.1:2379)"
+                        .into(),
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Sets the backend on `b` (checked by `check_backend_args`).
+#[cfg(feature = "etcd")]
+fn apply_backend(
+    a: &BackendArgs,
+    b: gen_leader::ConfigBuilder,
+) -> Result<gen_leader::ConfigBuilder, String> {
+    use gen_leader::config::Backend;
+    use gen_leader::etcd::EtcdConfig;
+    if a.backend != BackendArg::Etcd {
+        return Ok(b);
+    }
+    let election = a
+        .etcd_election
+        .clone()
+        .unwrap_or_else(|| format!("gen-leader/{DEFAULT_CLUSTER}"));
+    let endpoints = a
+        .etcd_endpoints
+        .iter()
+        .map(|e| e.trim())
+        .filter(|e| !e.is_empty());
+    let mut e = EtcdConfig::new(endpoints, election);
+    if let Some(s) = a.etcd_ttl_s {
+        e = e.with_ttl(Duration::from_secs(s));
+    }
+    Ok(b.backend(Backend::Etcd(e)))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn apply_backend(
+    _a: &BackendArgs,
+    b: gen_leader::ConfigBuilder,
+) -> Result<gen_leader::ConfigBuilder, String> {
+    Ok(b)
 }
 
 /// Checks a `HOST:PORT` address (an IPv6 host in brackets: `[::1]:4001`) and returns it
@@ -379,6 +506,8 @@ fn now_ms() -> f64 {
 struct Out {
     json: bool,
     me: String,
+    /// Whether etcd decides: the view events then carry `etcd_unavailable`.
+    etcd: bool,
 }
 
 impl Out {
@@ -433,6 +562,9 @@ impl Out {
         let mut fields = fields;
         if let Value::Object(f) = &mut fields {
             f.insert("refused".into(), refused_json(&view));
+            if self.etcd {
+                f.insert("etcd_unavailable".into(), etcd_unavailable_json(&view));
+            }
         }
         self.emit(event, view.leader.as_ref(), view.term.get(), fields, || {
             human(&view)
@@ -448,6 +580,21 @@ fn refused_json(view: &ClusterView) -> Value {
             .map(|(peer, reason)| json!({ "peer": peer.to_string(), "reason": reason }))
             .collect(),
     )
+}
+
+/// `{"op": TEXT, "kind": TEXT}` while etcd is unreachable (which operation failed, how), else
+/// `null`.
+#[cfg(feature = "etcd")]
+fn etcd_unavailable_json(view: &ClusterView) -> Value {
+    view.etcd_unavailable.map_or(
+        Value::Null,
+        |(op, kind)| json!({ "op": op.to_string(), "kind": kind.to_string() }),
+    )
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd_unavailable_json(_view: &ClusterView) -> Value {
+    Value::Null
 }
 
 fn names(v: &[&NodeName]) -> String {
@@ -566,10 +713,22 @@ impl Behaviour for Datos {
     }
 }
 
-async fn run_node(config: Config, json: bool, quorum: bool) -> ExitCode {
+/// Whose lease a leader holds, if any: what `lease` events say.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LeaseKind {
+    /// Bully mode on the mesh: no lease.
+    None,
+    /// Quorum mode: renewed by a majority every heartbeat.
+    Quorum,
+    /// The etcd backend: renewed by etcd keep-alives.
+    Etcd,
+}
+
+async fn run_node(config: Config, json: bool, lease: LeaseKind) -> ExitCode {
     let out = Out {
         json,
         me: config.me().to_string(),
+        etcd: lease == LeaseKind::Etcd,
     };
     let behaviour = Datos {
         out: out.clone(),
@@ -591,8 +750,8 @@ async fn run_node(config: Config, json: bool, quorum: bool) -> ExitCode {
     });
 
     tokio::spawn(watch_leader(handle.clone(), out.clone()));
-    if quorum {
-        tokio::spawn(watch_lease(handle.clone(), out.clone()));
+    if lease != LeaseKind::None {
+        tokio::spawn(watch_lease(handle.clone(), out.clone(), lease));
     }
     tokio::spawn(read_stdin(handle.clone(), out.clone()));
 
@@ -606,8 +765,27 @@ async fn watch_leader(handle: LeaderHandle<Datos>, out: Out) {
     let mut rx = handle.changes();
     let mut last = None;
     let mut last_refused = Vec::new();
+    let mut last_etcd = Value::Null;
     loop {
         let view = rx.borrow_and_update().clone();
+        let etcd = etcd_unavailable_json(&view);
+        if out.etcd && etcd != last_etcd {
+            last_etcd = etcd;
+            // `etcd`: etcd became unreachable (which operation failed, how) or reachable again.
+            out.emit_view(
+                "etcd",
+                &handle,
+                json!({}),
+                |view| match etcd_unavailable_json(view) {
+                    Value::Null => "etcd: reachable again".to_string(),
+                    v => format!(
+                        "etcd: unavailable ({}: {}); no new leader while it lasts",
+                        v["op"].as_str().unwrap_or("?"),
+                        v["kind"].as_str().unwrap_or("?")
+                    ),
+                },
+            );
+        }
         if view.refused != last_refused {
             last_refused = view.refused.clone();
             out.emit_view("refused", &handle, json!({}), |view| {
@@ -640,10 +818,14 @@ async fn watch_leader(handle: LeaderHandle<Datos>, out: Out) {
     }
 }
 
-/// Quorum mode: a `lease` event whenever this leader's lease end moves (at most once per
-/// renewal round), and a `stepped_down` event as soon as it stops acting (its guard is lost:
-/// the lease ran out, it was taken over, or the node stops).
-async fn watch_lease(handle: LeaderHandle<Datos>, out: Out) {
+/// Quorum mode and the etcd backend: a `lease` event whenever this leader's lease end moves
+/// (at most once per renewal round), and a `stepped_down` event as soon as it stops acting
+/// (its guard is lost: the lease ran out, it was taken over, or the node stops).
+async fn watch_lease(handle: LeaderHandle<Datos>, out: Out, kind: LeaseKind) {
+    let renewed = match kind {
+        LeaseKind::Etcd => "renewed by etcd keep-alives",
+        _ => "renewed by a majority every heartbeat",
+    };
     let mut rx = handle.watch_state();
     let mut last_until = None;
     let mut guarded = None;
@@ -687,7 +869,7 @@ async fn watch_lease(handle: LeaderHandle<Datos>, out: Out) {
                         json!({ "until_ms": until_ms }),
                         || {
                             format!(
-                                "lease: term {term}, {:.0} ms, renewed by a majority every heartbeat",
+                                "lease: term {term}, {:.0} ms, {renewed}",
                                 until_ms - now_ms()
                             )
                         },

@@ -1,9 +1,11 @@
 //! Typed errors of the public API.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::election::LossReason;
 use crate::types::{NodeName, NodeNameError, Term};
+use crate::wire::codec::CodecError;
 
 /// A boxed error from user code or a dependency, kept as the typed source of ours.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -47,12 +49,57 @@ pub enum CallError {
     /// Only non-async sends return it; async calls wait for room instead.
     #[error("the node is overloaded: its mailbox is full")]
     Overloaded,
-    /// The request or reply could not be encoded or decoded.
-    #[error("codec error: {0}")]
-    Codec(String),
+    /// The request or reply could not be encoded or decoded (the typed cause is its
+    /// [`source`](std::error::Error::source)).
+    #[error("the request or reply could not be encoded or decoded")]
+    Codec(#[source] CodecFailure),
     /// The leader failed to handle the request.
     #[error("the leader failed to handle the request: {0}")]
     Remote(String),
+}
+
+/// The codec error behind [`CallError::Codec`], shared so that a `CallError` stays `Clone`.
+/// Two are equal when they say the same thing.
+#[derive(Debug, Clone)]
+pub struct CodecFailure(Arc<CodecError>);
+
+impl CodecFailure {
+    /// The codec error.
+    pub fn error(&self) -> &CodecError {
+        &self.0
+    }
+}
+
+impl From<CodecError> for CodecFailure {
+    fn from(e: CodecError) -> Self {
+        CodecFailure(Arc::new(e))
+    }
+}
+
+impl std::fmt::Display for CodecFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for CodecFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+impl PartialEq for CodecFailure {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for CodecFailure {}
+
+impl From<CodecError> for CallError {
+    fn from(e: CodecError) -> Self {
+        CallError::Codec(e.into())
+    }
 }
 
 /// Why a configuration was refused by [`crate::ConfigBuilder::build`].

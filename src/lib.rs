@@ -82,7 +82,7 @@ pub mod wire;
 pub use behaviour::{Behaviour, Election, LeaderReply, ReplyTo, StopReason, Wire};
 pub use config::{Backend, Config, ConfigBuilder, Members, Mode, QuorumConfig};
 pub use election::{LossReason, NoQuorum, Role};
-pub use error::{BoxError, CallError, ConfigError, GuardError, StartError};
+pub use error::{BoxError, CallError, CodecFailure, ConfigError, GuardError, StartError};
 pub use node::{ClusterView, LeaderGuard, LeaderHandle, LeaderState, Node, NodeStats};
 pub use node::{
     ModeStatus, NoQuorumStatus, NodeStatus, ObserveError, Observer, RefusedPeer, StateKind,

@@ -311,6 +311,7 @@ async fn node_main() {
     match std::env::var("BENCH_MODE").as_deref() {
         Ok("quorum") => builder = builder.mode(Mode::quorum()),
         Ok("bully") | Err(_) => {}
+        Ok("etcd") => builder = etcd_backend(builder),
         Ok(other) => {
             emit(&json!({"ev": "error", "error": format!("unknown BENCH_MODE {other:?}")}));
             std::process::exit(2);
@@ -330,7 +331,12 @@ async fn node_main() {
             std::process::exit(2);
         }
     };
-    let cfg_mode = cfg.mode();
+    // "etcd" when etcd decides (the mode stays bully then).
+    let cfg_mode = if cfg.backend().is_external() {
+        "etcd".to_string()
+    } else {
+        cfg.mode().to_string()
+    };
     let counter = Arc::new(Counter::default());
     counter.next_cast.store(1, Ordering::SeqCst);
     let h = match Node::start_with_listener(cfg, Bench::new(&my_name, counter.clone()), listener)
@@ -344,7 +350,7 @@ async fn node_main() {
     };
     emit(&json!({
         "ev": "started", "name": my_name, "pid": std::process::id(),
-        "mode": cfg_mode.to_string(),
+        "mode": cfg_mode,
     }));
     tokio::spawn(watch_view(h.clone()));
     while let Some(cmd) = cmds.recv().await {
@@ -360,6 +366,27 @@ async fn node_main() {
             emit(&r);
         });
     }
+}
+
+/// `BENCH_MODE=etcd`: etcd decides, at `BENCH_ETCD_ENDPOINTS` (comma separated) on the
+/// election `BENCH_ETCD_ELECTION` with a TTL of `BENCH_ETCD_TTL_S` seconds (`procs.rs` sets
+/// them from the `etcd` section's etcd).
+#[cfg(feature = "etcd")]
+fn etcd_backend(builder: gen_leader::ConfigBuilder) -> gen_leader::ConfigBuilder {
+    use gen_leader::config::Backend;
+    use gen_leader::etcd::EtcdConfig;
+    let endpoints = std::env::var("BENCH_ETCD_ENDPOINTS").unwrap_or_default();
+    let election = std::env::var("BENCH_ETCD_ELECTION").unwrap_or_else(|_| "gl-bench".into());
+    let ttl = crate::util::env_u64("BENCH_ETCD_TTL_S").unwrap_or(2);
+    let e = EtcdConfig::new(endpoints.split(',').filter(|s| !s.is_empty()), election)
+        .with_ttl(Duration::from_secs(ttl));
+    builder.backend(Backend::Etcd(e))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd_backend(_builder: gen_leader::ConfigBuilder) -> gen_leader::ConfigBuilder {
+    emit(&json!({"ev": "error", "error": "BENCH_MODE=etcd: built without the `etcd` feature"}));
+    std::process::exit(2);
 }
 
 /// Prints every change of (leader, term) with a wall-clock timestamp.

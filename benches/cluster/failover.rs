@@ -18,6 +18,10 @@ use crate::{data_dirs_default, f, Params, T_EVENT};
 pub(crate) enum Fault {
     Kill,
     Stop,
+    /// A graceful shutdown of the leader (the child's `quit` command: `LeaderHandle::shutdown`).
+    /// Only the `etcd` section uses it.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    Quit,
 }
 
 /// One failover: a fresh 3-process cluster in `mode`, a probe on a follower, then the fault.
@@ -25,10 +29,12 @@ pub(crate) fn failover_rep(fault: Fault, durable: bool, mode: NodeMode, rep_no: 
     let label = match fault {
         Fault::Kill => "kill",
         Fault::Stop => "stop",
+        Fault::Quit => "quit",
     };
     let prefix = match mode {
         NodeMode::Bully => "",
         NodeMode::Quorum => "quorum-",
+        NodeMode::Etcd => "etcd-",
     };
     let mut cl = Cluster::start_mode(3, &format!("{prefix}{label}{rep_no}"), durable, mode);
     let (old_name, old_term) = cl.agreed(&[0, 1, 2]).expect("agreed");
@@ -49,6 +55,7 @@ pub(crate) fn failover_rep(fault: Fault, durable: bool, mode: NodeMode, rep_no: 
     match fault {
         Fault::Kill => cl.procs[old].kill9(),
         Fault::Stop => cl.procs[old].signal("STOP"),
+        Fault::Quit => cl.procs[old].send(&json!({"cmd": "quit"})),
     }
     let procs = cl.procs_ref();
     let first_new_view = |i: usize| {
@@ -200,6 +207,8 @@ pub(crate) fn sec_failover(p: &Params, rep: &mut Report) {
             (Fault::Kill, true) => "SIGKILL",
             (Fault::Kill, false) => "SIGKILL, no data dir",
             (Fault::Stop, _) => "SIGSTOP",
+            // Not one of this section's variants (the `etcd` section's).
+            (Fault::Quit, _) => "graceful shutdown",
         };
         let dd = if durable {
             "data dir (durable terms)"
@@ -304,6 +313,7 @@ pub(crate) fn sec_failover(p: &Params, rep: &mut Report) {
                     ),
                 );
             }
+            Fault::Quit => {}
         }
         all.insert(name.to_string(), json!(runs));
     }

@@ -29,6 +29,9 @@
 //!   on fresh clusters, alternating: `leader_call` from a follower (sequential, 64 callers)
 //!   and broadcast to 2 followers, beside the raw baseline; then SIGKILL and SIGSTOP of a
 //!   quorum-mode leader.
+//! * `etcd` (`etcd.rs`; cargo feature `etcd` and an `etcd` binary on the PATH, else
+//!   skipped): the etcd backend next to bully mode (the `quorum` section's rounds), then
+//!   failover after SIGKILL and after a graceful shutdown of the leader (TTL 2 s).
 //! * `election` (`election.rs`): last node up → all agree, 3 to 33 in-process nodes.
 //! * `idle` (`idle.rs`): RSS and CPU time of idle node processes.
 //! * `flood` (`flood.rs`): SIGKILL of the leader and a restart of it while every node's port
@@ -52,6 +55,7 @@ mod calls;
 mod calls_ct;
 mod child;
 mod election;
+mod etcd;
 mod failover;
 mod flood;
 mod idle;
@@ -72,6 +76,7 @@ use crate::calls::sec_calls;
 use crate::calls_ct::sec_calls_ct;
 use crate::child::{child_node, init_logs, ACK_EVERY, BCAST_WINDOW};
 use crate::election::sec_election;
+use crate::etcd::sec_etcd;
 use crate::failover::sec_failover;
 use crate::flood::sec_flood;
 use crate::idle::{loadavg, sec_idle};
@@ -93,8 +98,8 @@ pub(crate) const STALL: Duration = Duration::from_secs(1);
 /// Give up on an election after this long.
 pub(crate) const ELECTION_GIVE_UP: Duration = Duration::from_secs(10);
 
-const SECTIONS: [&str; 8] = [
-    "calls", "calls-ct", "bcast", "failover", "quorum", "election", "idle", "flood",
+const SECTIONS: [&str; 9] = [
+    "calls", "calls-ct", "bcast", "failover", "quorum", "etcd", "election", "idle", "flood",
 ];
 
 pub(crate) struct Opts {
@@ -180,6 +185,10 @@ pub(crate) struct Params {
     pub(crate) quorum_bcast_n: u64,
     /// Failover runs per fault in quorum mode (each waits out the lease twice).
     pub(crate) quorum_fail_reps: usize,
+    /// `etcd`: rounds of the comparison with bully mode (per round: the `quorum_*` amounts).
+    pub(crate) etcd_rounds: usize,
+    /// `etcd`: failover runs per fault (a SIGKILL run waits out the TTL).
+    pub(crate) etcd_fail_reps: usize,
     pub(crate) elect_reps: usize,
     pub(crate) elect_sizes: Vec<usize>,
     pub(crate) idle_secs: f64,
@@ -204,6 +213,8 @@ impl Params {
                 quorum_conc_secs: 0.2,
                 quorum_bcast_n: 10_000,
                 quorum_fail_reps: 2,
+                etcd_rounds: 2,
+                etcd_fail_reps: 2,
                 elect_reps: 1,
                 elect_sizes: vec![3, 5, 9, 17, 33],
                 idle_secs: 2.0,
@@ -225,6 +236,8 @@ impl Params {
                 quorum_conc_secs: 1.0,
                 quorum_bcast_n: 100_000,
                 quorum_fail_reps: 5,
+                etcd_rounds: 4,
+                etcd_fail_reps: 5,
                 elect_reps: 5,
                 elect_sizes: vec![3, 5, 9, 17, 33],
                 idle_secs: 10.0,
@@ -243,6 +256,7 @@ impl Params {
             "quorum_conc_secs_per_round": self.quorum_conc_secs,
             "quorum_bcast_casts_per_round": self.quorum_bcast_n,
             "quorum_failover_reps": self.quorum_fail_reps,
+            "etcd_rounds": self.etcd_rounds, "etcd_failover_reps": self.etcd_fail_reps,
             "election_reps": self.elect_reps, "election_sizes": self.elect_sizes,
             "idle_secs": self.idle_secs,
             "flood_idle_per_node": self.flood_idle, "flood_reps": self.flood_reps,
@@ -300,12 +314,13 @@ fn run(opts: &Opts) -> i32 {
         }
     );
     type Section = fn(&Params, &mut Report);
-    let sections: [(&str, Section); 8] = [
+    let sections: [(&str, Section); 9] = [
         ("calls", sec_calls),
         ("calls-ct", sec_calls_ct),
         ("bcast", sec_bcast),
         ("failover", sec_failover),
         ("quorum", sec_quorum),
+        ("etcd", sec_etcd),
         ("election", sec_election),
         ("idle", sec_idle),
         ("flood", sec_flood),

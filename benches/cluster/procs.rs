@@ -27,7 +27,14 @@ pub(crate) enum NodeMode {
     Bully,
     /// `Mode::quorum()` (lease 1 s, max drift 1 %, margin 10 ms).
     Quorum,
+    /// `Backend::Etcd` on the etcd in [`ETCD`] (feature `etcd`; the `etcd` section).
+    Etcd,
 }
+
+/// The etcd of [`NodeMode::Etcd`] clusters: endpoints (comma separated) and the lease TTL in
+/// seconds. Set by the `etcd` section; each cluster campaigns on an election of its own
+/// (named after its label).
+pub(crate) static ETCD: Mutex<Option<(String, u64)>> = Mutex::new(None);
 
 impl NodeMode {
     /// The value of `BENCH_MODE` (and the word used in labels and row names).
@@ -35,7 +42,22 @@ impl NodeMode {
         match self {
             NodeMode::Bully => "bully",
             NodeMode::Quorum => "quorum",
+            NodeMode::Etcd => "etcd",
         }
+    }
+
+    /// The environment of a node child of a cluster labelled `label` in this mode.
+    fn env(self, label: &str) -> Vec<(&'static str, String)> {
+        let mut env = vec![("BENCH_MODE", self.name().to_string())];
+        if self == NodeMode::Etcd {
+            let (endpoints, ttl) = lock(&ETCD)
+                .clone()
+                .expect("NodeMode::Etcd without an etcd (procs::ETCD)");
+            env.push(("BENCH_ETCD_ENDPOINTS", endpoints));
+            env.push(("BENCH_ETCD_TTL_S", ttl.to_string()));
+            env.push(("BENCH_ETCD_ELECTION", format!("gl-bench/{label}")));
+        }
+        env
     }
 }
 
@@ -188,6 +210,8 @@ pub(crate) struct Cluster {
     pub(crate) durable: bool,
     /// The nodes' election mode (a restarted node gets the same).
     pub(crate) mode: NodeMode,
+    /// The label given to `start_mode` (an etcd-mode restart joins the same election).
+    pub(crate) label: String,
     // Removed after the children are gone (fields drop in order).
     pub(crate) dir: tempfile::TempDir,
 }
@@ -216,7 +240,7 @@ impl Cluster {
                     "__node",
                     &format!("{label}/n{i}"),
                     dir.path().join(format!("n{i}.log")),
-                    &[("BENCH_MODE", mode.name().to_string())],
+                    &mode.env(label),
                 )
             })
             .collect();
@@ -252,6 +276,7 @@ impl Cluster {
             names,
             durable,
             mode,
+            label: label.to_string(),
             dir,
         };
         let all: Vec<usize> = (0..n).collect();
@@ -264,14 +289,13 @@ impl Cluster {
     /// just before the start command was sent (the process had bound the port).
     pub(crate) fn restart(&mut self, i: usize, label: &str) -> u64 {
         let port = self.names[i].rsplit(':').next().unwrap_or("0").to_string();
+        let mut env = self.mode.env(&self.label);
+        env.push(("BENCH_NODE_PORT", port));
         let mut p = Proc::spawn_env(
             "__node",
             &format!("{label}/n{i}-restarted"),
             self.dir.path().join(format!("n{i}-restarted.log")),
-            &[
-                ("BENCH_NODE_PORT", port),
-                ("BENCH_MODE", self.mode.name().to_string()),
-            ],
+            &env,
         );
         p.wait(0, T_START, "the restarted node to bind", |v| {
             ev(v) == "bound"

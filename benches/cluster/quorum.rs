@@ -101,12 +101,15 @@ struct Acc {
 const KINDS: [(&str, u64); 2] = [("paced", BCAST_WINDOW), ("burst", 0)];
 
 /// The two sides compared: bully and quorum, or (`BENCH_QUORUM_AA=1`, a control that shows
-/// how far two clusters of the *same* mode differ) two bully clusters.
-struct Sides {
-    modes: [NodeMode; 2],
-    names: [&'static str; 2],
+/// how far two clusters of the *same* mode differ) two bully clusters; the `etcd` section
+/// compares bully and etcd with the same rounds ([`compare`]).
+pub(crate) struct Sides {
+    pub(crate) modes: [NodeMode; 2],
+    pub(crate) names: [&'static str; 2],
     /// The rows' prefix.
-    title: &'static str,
+    pub(crate) title: &'static str,
+    /// The section, in progress lines and cluster labels.
+    pub(crate) section: &'static str,
 }
 
 /// "Q; bully B → r ×" and r = Q / B.
@@ -121,20 +124,17 @@ pub(crate) fn sec_quorum(p: &Params, rep: &mut Report) {
             modes: [NodeMode::Bully, NodeMode::Bully],
             names: ["bully A", "bully B"],
             title: "A/A control (bully B vs bully A)",
+            section: "quorum",
         }
     } else {
         Sides {
             modes: [NodeMode::Bully, NodeMode::Quorum],
             names: ["bully", "quorum"],
             title: "quorum mode",
+            section: "quorum",
         }
     };
-    let mut acc = Acc::default();
-    for r in 0..p.quorum_rounds {
-        round(p, r, &sides, &mut acc);
-    }
-    let mut data = serde_json::Map::new();
-    rows(p, rep, &sides, &acc, &mut data);
+    let data = compare(p, rep, &sides, p.quorum_rounds);
     // In the report already if a failover run fails.
     rep.data.insert("quorum".into(), Value::Object(data));
     if sides.modes[1] == NodeMode::Quorum {
@@ -151,19 +151,36 @@ pub(crate) fn sec_quorum(p: &Params, rep: &mut Report) {
     }
 }
 
+/// `rounds` rounds comparing the two sides (calls and broadcasts, see the module docs): the
+/// rows go into `rep`, the data is returned.
+pub(crate) fn compare(
+    p: &Params,
+    rep: &mut Report,
+    sides: &Sides,
+    rounds: usize,
+) -> serde_json::Map<String, Value> {
+    let mut acc = Acc::default();
+    for r in 0..rounds {
+        round(p, r, rounds, sides, &mut acc);
+    }
+    let mut data = serde_json::Map::new();
+    rows(p, rep, sides, &acc, &mut data, rounds);
+    data
+}
+
 /// One round: a fresh raw pair and a fresh cluster of each side, then, alternating the
 /// sides: sequential calls, 64 callers, paced and burst broadcasts.
-fn round(p: &Params, r: usize, sides: &Sides, acc: &mut Acc) {
+fn round(p: &Params, r: usize, rounds: usize, sides: &Sides, acc: &mut Acc) {
     let o = order(r);
     let names = &sides.names;
     let mut raw = RawPair::start();
     let mut started: [Option<Side>; 2] = [None, None];
     for m in o {
-        let label = format!("quorum-r{r}-{}", names[m].replace(' ', "-"));
+        let label = format!("{}-r{r}-{}", sides.section, names[m].replace(' ', "-"));
         started[m] = Some(Side::start(sides.modes[m], &label));
     }
     let mut cl = started.map(|s| s.expect("both sides started"));
-    let round = format!("[quorum] round {} of {}", r + 1, p.quorum_rounds);
+    let round = format!("[{}] round {} of {rounds}", sides.section, r + 1);
 
     // Sequential.
     let n = env_u64("BENCH_SEQ_N").unwrap_or(p.quorum_seq_n).max(10);
@@ -255,8 +272,9 @@ fn rows(
     sides: &Sides,
     acc: &Acc,
     data: &mut serde_json::Map<String, Value>,
+    rounds: usize,
 ) {
-    let (names, title, rounds) = (&sides.names, sides.title, p.quorum_rounds);
+    let (names, title) = (&sides.names, sides.title);
     let raw_seq = lat_summary(acc.raw_seq.clone());
     let seq = acc.seq.clone().map(lat_summary);
     // Rates pooled over the rounds (calls / seconds); latencies: the median round's.

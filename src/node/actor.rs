@@ -255,6 +255,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             rng: rand::rngs::StdRng::seed_from_u64(seed),
             stopping: false,
             lease_checked: None,
+            bcast_to: Vec::new(),
             fatal: None,
             dirty: true,
             counters: NodeStats::default(),

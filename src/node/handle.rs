@@ -189,7 +189,7 @@ impl<B: Behaviour> LeaderHandle<B> {
         let (request, reply) = if self.is_leader() {
             (CallReq::Value(request), tx)
         } else {
-            let frame = encode_call_frame(id, &request).map_err(CallError::Codec)?;
+            let frame = encode_call_frame(id, &request)?;
             match self.inner.parts.fast.send(id, frame, tx) {
                 Err(back) => (CallReq::Frame(back.frame), back.reply),
                 Ok(wait) => {
@@ -316,9 +316,7 @@ impl<B: Behaviour> LeaderHandle<B> {
     fn finish_call(r: CallResult<B::Reply>) -> Result<B::Reply, CallError> {
         match r {
             Ok(Ok(ReplyBody::Value(r))) => Ok(r),
-            Ok(Ok(ReplyBody::Encoded(b))) => {
-                codec::decode_payload(&b).map_err(|e| CallError::Codec(e.to_string()))
-            }
+            Ok(Ok(ReplyBody::Encoded(b))) => codec::decode_payload(&b).map_err(CallError::from),
             // Only the direct path asks for a retry, and it handles that itself.
             Ok(Ok(ReplyBody::Retry)) => Err(CallError::Remote(
                 "internal: unexpected retry request".into(),

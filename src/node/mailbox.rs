@@ -40,6 +40,7 @@ impl Mailbox {
     }
 
     /// How many free permits a waiter waits for (a sixteenth of the mailbox, 1 to 256).
+    #[cfg(test)]
     pub(crate) fn refill(&self) -> u32 {
         self.refill
     }

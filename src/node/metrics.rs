@@ -298,7 +298,9 @@ mod tests {
             Err(CallError::Overloaded),
             Err(CallError::Stopped),
             Err(CallError::Remote("x".into())),
-            Err(CallError::Codec("x".into())),
+            Err(CallError::from(
+                crate::wire::codec::CodecError::TrailingBytes,
+            )),
         ];
         let got: Vec<&str> = rs.iter().map(|r| OUTCOMES[outcome_index(r)]).collect();
         assert_eq!(got, OUTCOMES.to_vec());

@@ -64,9 +64,9 @@ use fastpath::FastPath;
 use guard::GuardParts;
 pub use guard::LeaderGuard;
 use handle::HandleParts;
-use mailbox::Mailbox;
 pub use handle::{LeaderHandle, NodeStats};
 pub use leader_state::LeaderState;
+use mailbox::Mailbox;
 pub use observe::{
     ModeStatus, NoQuorumStatus, NodeStatus, ObserveError, Observer, RefusedPeer, StateKind,
     StatusWatch,

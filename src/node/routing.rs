@@ -16,7 +16,7 @@ use super::state::{election, NodeState};
 use crate::behaviour::{Behaviour, LeaderReply, Origin, ReplyTo};
 use crate::error::CallError;
 use crate::types::{NodeId, Term};
-use crate::wire::codec;
+use crate::wire::codec::{self, CodecError};
 use crate::wire::{Msg, ReplyResult};
 
 impl<B: Behaviour> NodeState<B> {
@@ -76,7 +76,7 @@ impl<B: Behaviour> NodeState<B> {
                     CallReq::Frame(f) => match decode_call_frame::<B::Call>(&f) {
                         Ok(v) => v,
                         Err(e) => {
-                            self.calls.resolve(id, Err(CallError::Codec(e)));
+                            self.calls.resolve(id, Err(e.into()));
                             return;
                         }
                     },
@@ -95,7 +95,7 @@ impl<B: Behaviour> NodeState<B> {
                     CallReq::Value(v) => match encode_call_frame(id, &v) {
                         Ok(f) => f,
                         Err(e) => {
-                            self.calls.resolve(id, Err(CallError::Codec(e)));
+                            self.calls.resolve(id, Err(e.into()));
                             return;
                         }
                     },
@@ -273,10 +273,13 @@ impl<B: Behaviour> NodeState<B> {
         self.seq.used();
         self.counters.broadcasts_sent += 1;
         self.metrics.broadcast();
-        let followers: Vec<NodeId> = self.engine.followers().iter().copied().collect();
-        for f in followers {
+        let mut to = std::mem::take(&mut self.bcast_to);
+        to.clear();
+        to.extend(self.engine.followers().iter().copied());
+        for &f in &to {
             self.push(f, frame.clone()).await;
         }
+        self.bcast_to = to;
     }
 
     /// Fails the calls and held casts past their deadline at `now` (a call still waiting for
@@ -291,22 +294,20 @@ impl<B: Behaviour> NodeState<B> {
 pub(crate) fn encode_call_frame<C: serde::Serialize>(
     id: u64,
     request: &C,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, CodecError> {
     let empty = Msg::LeaderCall {
         id,
         payload: Vec::new(),
     };
-    codec::encode_frame_with_payload(&empty, request).map_err(|e| e.to_string())
+    codec::encode_frame_with_payload(&empty, request)
 }
 
 /// The request inside a frame made by [`encode_call_frame`] (when this node became the leader
 /// before it could forward the call).
-fn decode_call_frame<C: serde::de::DeserializeOwned>(frame: &[u8]) -> Result<C, String> {
-    let body = frame.get(5..).ok_or("short frame")?;
-    match codec::decode_body::<Msg>(body).map_err(|e| e.to_string())? {
-        Msg::LeaderCall { payload, .. } => {
-            codec::decode_payload(&payload).map_err(|e| e.to_string())
-        }
-        _ => Err("not a leader_call frame".into()),
+fn decode_call_frame<C: serde::de::DeserializeOwned>(frame: &[u8]) -> Result<C, CodecError> {
+    let body = frame.get(5..).ok_or(CodecError::UnexpectedMessage)?;
+    match codec::decode_body::<Msg>(body)? {
+        Msg::LeaderCall { payload, .. } => codec::decode_payload(&payload),
+        _ => Err(CodecError::UnexpectedMessage),
     }
 }

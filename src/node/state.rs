@@ -84,6 +84,9 @@ pub(crate) struct NodeState<B: Behaviour> {
     /// a millisecond: that check only makes a leader step down promptly after a suspend;
     /// safety comes from the check made right before each leader callback).
     pub(super) lease_checked: Option<Instant>,
+    /// The followers a broadcast goes to, kept between broadcasts so that one costs no
+    /// allocation.
+    pub(super) bcast_to: Vec<NodeId>,
     /// Set when the node must stop (a term could not be persisted): the actor stops after the
     /// current input.
     pub(super) fatal: Option<StopReason>,

@@ -91,6 +91,9 @@ pub enum CodecError {
     /// A body or payload decoded successfully but had bytes left over.
     #[error("malformed message: unexpected trailing bytes after the encoded value")]
     TrailingBytes,
+    /// A frame is too short for, or carries another message than, the one expected.
+    #[error("malformed frame: not the message expected here")]
+    UnexpectedMessage,
 }
 
 /// Why bincode could not encode or decode a value. Opaque, so that the pinned bincode version
