@@ -1,6 +1,7 @@
 //! Node configuration, built and validated with [`Config::builder`].
 
 mod backend;
+mod members;
 mod mode;
 #[cfg(feature = "tls")]
 mod tls;
@@ -15,7 +16,8 @@ use crate::election::QuorumParams;
 use crate::error::ConfigError;
 use crate::types::{NodeId, NodeName};
 
-pub use backend::Backend;
+pub use backend::{Backend, EtcdRole};
+pub use members::{MemberLimit, Members};
 pub use mode::{Mode, QuorumConfig, DEFAULT_LEASE, DEFAULT_MARGIN, DEFAULT_MAX_DRIFT};
 #[cfg(feature = "tls")]
 pub use tls::{TlsConfig, TlsError, TlsInput};
@@ -36,6 +38,10 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 /// Default per-connection send queue length, in frames.
 pub const DEFAULT_SEND_QUEUE: usize = 4096;
+/// Default bound of the member table in etcd mode ([`ConfigBuilder::max_members`]).
+pub const DEFAULT_MAX_MEMBERS: usize = 256;
+/// The most members a node holds, in any mode.
+pub const MAX_MEMBERS: usize = 4096;
 /// Default bound of a node's mailbox: messages from its handles (`leader_cast`, `cast`,
 /// `info`, calls through the node) not yet handled.
 pub const DEFAULT_MAILBOX: usize = 4096;
@@ -53,80 +59,6 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
-    }
-}
-
-/// The cluster's member list: candidates (in priority order) then workers. Identical on every
-/// node (the handshake checks a digest of it).
-#[derive(Debug, Clone)]
-pub struct Members {
-    all: Vec<NodeName>,
-    n_candidates: usize,
-    by_name: HashMap<NodeName, NodeId>,
-}
-
-impl Members {
-    fn new(candidates: Vec<NodeName>, workers: Vec<NodeName>) -> Self {
-        let n_candidates = candidates.len();
-        let all: Vec<NodeName> = candidates.into_iter().chain(workers).collect();
-        let by_name = all
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), NodeId(i as u32)))
-            .collect();
-        Members {
-            all,
-            n_candidates,
-            by_name,
-        }
-    }
-
-    /// The name of member `id`.
-    ///
-    /// # Panics
-    /// If `id` is not a member id (ids come from this list, so this is a bug).
-    pub fn name(&self, id: NodeId) -> &NodeName {
-        &self.all[id.index()]
-    }
-
-    /// The id of a member, by name.
-    pub fn id(&self, name: &NodeName) -> Option<NodeId> {
-        self.by_name.get(name).copied()
-    }
-
-    /// The id of a member, by its full name string `name@host:port`.
-    pub fn id_of_str(&self, name: &str) -> Option<NodeId> {
-        name.parse::<NodeName>().ok().and_then(|n| self.id(&n))
-    }
-
-    /// Candidates, highest priority first.
-    pub fn candidates(&self) -> &[NodeName] {
-        &self.all[..self.n_candidates]
-    }
-
-    /// Workers (never lead).
-    pub fn workers(&self) -> &[NodeName] {
-        &self.all[self.n_candidates..]
-    }
-
-    /// Every member: candidates then workers.
-    pub fn all(&self) -> &[NodeName] {
-        &self.all
-    }
-
-    /// Number of members.
-    pub fn len(&self) -> usize {
-        self.all.len()
-    }
-
-    /// Always false: a valid cluster has at least one candidate.
-    pub fn is_empty(&self) -> bool {
-        self.all.is_empty()
-    }
-
-    /// Number of candidates.
-    pub fn n_candidates(&self) -> usize {
-        self.n_candidates
     }
 }
 
@@ -148,6 +80,7 @@ pub struct Config {
     pub(crate) preempt: bool,
     pub(crate) mode: Mode,
     pub(crate) backend: Backend,
+    pub(crate) etcd_role: EtcdRole,
     pub(crate) max_frame_len: usize,
     pub(crate) send_queue: usize,
     pub(crate) mailbox: usize,
@@ -189,6 +122,8 @@ impl Config {
             preempt: false,
             mode: Mode::Bully,
             backend: Backend::Mesh,
+            etcd_role: None,
+            max_members: DEFAULT_MAX_MEMBERS,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             send_queue: DEFAULT_SEND_QUEUE,
             mailbox: DEFAULT_MAILBOX,
@@ -230,6 +165,13 @@ impl Config {
     /// otherwise).
     pub fn backend(&self) -> &Backend {
         &self.backend
+    }
+
+    /// etcd mode: whether this node campaigns ([`EtcdRole::Candidate`]) or only follows
+    /// ([`EtcdRole::Worker`]). [`EtcdRole::Candidate`] with the mesh backend, where the lists
+    /// say who may lead.
+    pub fn etcd_role(&self) -> EtcdRole {
+        self.etcd_role
     }
 
     /// The lease parameters of the runtime's lease checks: quorum mode's (renewing every
@@ -293,17 +235,21 @@ impl Config {
     }
 
     /// SHA-256 over everything the nodes of a cluster must agree on: cluster name, member
-    /// list, `preempt`, heartbeat interval, failure timeout, and the mode with its
+    /// list (not in etcd mode, where the election key stands for it), `preempt`, heartbeat interval, failure timeout, and the mode with its
     /// parameters.
     pub fn members_digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"gen_leader/members/v1\0");
         h.update(self.cluster.as_bytes());
         h.update([0]);
-        h.update((self.members.n_candidates as u64).to_be_bytes());
-        for n in self.members.all() {
-            h.update(n.to_string().as_bytes());
-            h.update([0]);
+        // In etcd mode the lists are local hints, not something to agree on: the election key
+        // (in the backend's part below) says who belongs together.
+        if !self.members.is_growable() {
+            h.update((self.members.n_candidates() as u64).to_be_bytes());
+            for n in self.members.all() {
+                h.update(n.to_string().as_bytes());
+                h.update([0]);
+            }
         }
         h.update([u8::from(self.preempt)]);
         // Failure detection must agree too: a peer that heartbeats more slowly than our
@@ -336,6 +282,8 @@ pub struct ConfigBuilder {
     preempt: bool,
     mode: Mode,
     backend: Backend,
+    etcd_role: Option<EtcdRole>,
+    max_members: usize,
     max_frame_len: usize,
     send_queue: usize,
     mailbox: usize,
@@ -459,6 +407,26 @@ impl ConfigBuilder {
         self
     }
 
+    /// etcd mode: whether this node campaigns for leadership ([`EtcdRole::Candidate`]) or
+    /// only follows the leader etcd names ([`EtcdRole::Worker`]). Default: a node listed in
+    /// [`ConfigBuilder::workers`] is a worker, any other a candidate. In etcd mode the lists
+    /// are optional: a node need list no one (it learns the leader from etcd, and the leader
+    /// admits it when it connects). Refused with the mesh backend (the lists give the roles)
+    /// and when it contradicts this node's own listing.
+    pub fn etcd_role(mut self, role: EtcdRole) -> Self {
+        self.etcd_role = Some(role);
+        self
+    }
+
+    /// etcd mode: the most members this node holds, listed and met at run time, itself
+    /// included (default 256, at most 4096). A node that connects beyond it is refused
+    /// ([`Refusal::MemberLimit`](crate::wire::handshake::Refusal::MemberLimit)), and a leader
+    /// named by etcd beyond it is treated as "no leader".
+    pub fn max_members(mut self, n: usize) -> Self {
+        self.max_members = n;
+        self
+    }
+
     /// Maximum frame size in bytes (default 8 MiB).
     pub fn max_frame_len(mut self, n: usize) -> Self {
         self.max_frame_len = n;
@@ -524,7 +492,9 @@ impl ConfigBuilder {
         };
         let candidates = parse(&self.candidates)?;
         let workers = parse(&self.workers)?;
-        if candidates.is_empty() {
+        // etcd decides who leads: the lists are optional hints (see `docs/design.md`).
+        let dynamic = self.backend.is_external();
+        if candidates.is_empty() && !dynamic {
             return Err(ConfigError::NoCandidates);
         }
         let mut names = HashSet::new();
@@ -537,10 +507,36 @@ impl ConfigBuilder {
                 return Err(ConfigError::DuplicateNode(n.addr()));
             }
         }
-        if candidates.len() + workers.len() > 4096 {
+        if candidates.len() + workers.len() > MAX_MEMBERS {
             return Err(ConfigError::OutOfRange("the number of nodes (max 4096)"));
         }
-        let members = Members::new(candidates, workers);
+        let listed_worker = workers.contains(&me);
+        let listed = listed_worker || candidates.contains(&me);
+        let etcd_role = match (self.etcd_role, dynamic) {
+            (Some(_), false) => {
+                return Err(ConfigError::OutOfRange(
+                    "etcd_role (only with an external backend: the lists give the roles)",
+                ))
+            }
+            (Some(r), true) if listed && (r == EtcdRole::Worker) != listed_worker => {
+                return Err(ConfigError::OutOfRange(
+                    "etcd_role (it contradicts this node's own listing as candidate or worker)",
+                ))
+            }
+            (Some(r), true) => r,
+            (None, _) if listed_worker => EtcdRole::Worker,
+            (None, _) => EtcdRole::Candidate,
+        };
+        let mut members = Members::new(candidates, workers);
+        if dynamic {
+            let need = members.len() + usize::from(!listed);
+            if !(1..=MAX_MEMBERS).contains(&self.max_members) || need > self.max_members {
+                return Err(ConfigError::OutOfRange(
+                    "max_members (1 to 4096, and room for the listed nodes and this one)",
+                ));
+            }
+            members = members.growable(&me, self.max_members);
+        }
         let my_id = members
             .id(&me)
             .ok_or_else(|| ConfigError::NotAMember(me.clone()))?;
@@ -626,6 +622,7 @@ impl ConfigBuilder {
             preempt: self.preempt,
             mode: self.mode,
             backend: self.backend,
+            etcd_role,
             max_frame_len: self.max_frame_len,
             send_queue: self.send_queue,
             mailbox: self.mailbox,
@@ -700,5 +697,65 @@ mod tests {
             .build()
             .unwrap();
         assert_ne!(a.members_digest(), b.members_digest());
+    }
+
+    #[cfg(feature = "etcd")]
+    fn etcd(me: &str) -> ConfigBuilder {
+        use crate::etcd::EtcdConfig;
+        Config::builder(me)
+            .cookie("secret")
+            .backend(Backend::Etcd(EtcdConfig::new(
+                ["http://127.0.0.1:2379"],
+                "e",
+            )))
+    }
+
+    #[cfg(feature = "etcd")]
+    #[test]
+    fn etcd_roles_and_lists() {
+        let e = |b: ConfigBuilder| b.build().unwrap_err().to_string();
+        // Listed ids come first; this node, unlisted, after them.
+        let c = etcd("c@127.0.0.1:3")
+            .candidates(["a@127.0.0.1:1"])
+            .workers(["w@127.0.0.1:9"])
+            .build()
+            .unwrap();
+        assert_eq!(c.my_id, NodeId(2));
+        assert_eq!(c.members().len(), 3);
+        let w = etcd("w@127.0.0.1:9").workers(["w@127.0.0.1:9"]).build();
+        assert_eq!(
+            w.unwrap().etcd_role(),
+            EtcdRole::Worker,
+            "listed as a worker"
+        );
+        let w = etcd("x@127.0.0.1:9").etcd_role(EtcdRole::Worker).build();
+        assert_eq!(w.unwrap().etcd_role(), EtcdRole::Worker);
+        assert!(e(etcd("w@127.0.0.1:9")
+            .workers(["w@127.0.0.1:9"])
+            .etcd_role(EtcdRole::Candidate))
+        .contains("contradicts"));
+        assert!(e(base().etcd_role(EtcdRole::Worker)).contains("only with an external"));
+        assert!(e(etcd("c@127.0.0.1:3").max_members(0)).contains("max_members"));
+        assert!(e(etcd("c@127.0.0.1:3")
+            .candidates(["a@127.0.0.1:1"])
+            .max_members(1))
+        .contains("max_members"));
+        assert!(e(etcd("c@127.0.0.1:3").max_members(5000)).contains("max_members"));
+        // The digest ignores the lists in etcd mode, not the election.
+        let a = etcd("c@127.0.0.1:3").build().unwrap();
+        let b = etcd("c@127.0.0.1:3")
+            .candidates(["z@127.0.0.1:7"])
+            .build()
+            .unwrap();
+        assert_eq!(a.members_digest(), b.members_digest());
+        let other = Config::builder("c@127.0.0.1:3")
+            .cookie("secret")
+            .backend(Backend::Etcd(crate::etcd::EtcdConfig::new(
+                ["http://127.0.0.1:2379"],
+                "f",
+            )))
+            .build()
+            .unwrap();
+        assert_ne!(a.members_digest(), other.members_digest());
     }
 }

@@ -28,8 +28,11 @@ pub enum Backend {
     /// etcd decides: each candidate campaigns on `EtcdConfig::election` with a lease of
     /// `EtcdConfig::ttl`; the fencing token ([`LeaderGuard::term`](crate::LeaderGuard::term))
     /// is the leader key's create revision. The mode must be [`Mode::Bully`](super::Mode)
-    /// (the default: etcd replaces the election). First version: the leader etcd names must
-    /// be a listed member (a name that is not is treated as "no leader" and logged).
+    /// (the default: etcd replaces the election). The member lists are optional in this
+    /// mode: a node learns the leader's name and address from the election value, and the
+    /// leader admits any node that proves the cookie and campaigns on the same election
+    /// (see [`ConfigBuilder::etcd_role`](crate::ConfigBuilder::etcd_role) and
+    /// [`ConfigBuilder::max_members`](crate::ConfigBuilder::max_members)).
     #[cfg(feature = "etcd")]
     Etcd(EtcdConfig),
 }
@@ -78,6 +81,18 @@ impl Backend {
             Backend::Mesh => None,
         }
     }
+}
+
+/// etcd mode: whether a node campaigns or only follows. Set with
+/// [`ConfigBuilder::etcd_role`](crate::ConfigBuilder::etcd_role).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum EtcdRole {
+    /// Campaigns on the election: may lead. The default.
+    #[default]
+    Candidate,
+    /// Never campaigns: follows the leader etcd names (calls, broadcasts), never leads.
+    Worker,
 }
 
 /// Feeds the backend into the cluster digest: nothing for the mesh (digests of existing

@@ -66,6 +66,28 @@ impl EtcdElection {
         ))
     }
 
+    /// Like [`EtcdElection::start`] but never campaigns: only observes the election (a
+    /// worker, which follows the leader etcd names and never leads).
+    pub fn observe(
+        config: EtcdConfig,
+        me: LeaderValue,
+    ) -> Result<(EtcdElection, mpsc::Receiver<EtcdEvent>), EtcdStartError> {
+        config.validate()?;
+        let value = me.encode()?;
+        let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let observer = Observer::new(config, value, tx, stop_rx);
+        Ok((
+            EtcdElection {
+                shutdown: stop_tx,
+                campaigner: None,
+                observer: Some(tokio::spawn(observer.run())),
+                hooks: Arc::new(Hooks::default()),
+            },
+            rx,
+        ))
+    }
+
     /// Stops: a leader reports [`EtcdEvent::SteppedDown`] with
     /// [`StepDownReason::Shutdown`](super::StepDownReason::Shutdown), then resigns and
     /// revokes its lease, each within the request timeout. Returns what it did.

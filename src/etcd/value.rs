@@ -1,5 +1,6 @@
 //! [`LeaderValue`]: what a campaigner writes as its election value, so that followers know
-//! whom to route calls to.
+//! whom to route calls to. In a node runtime the name is also how a follower that lists no one
+//! meets the leader: it adds the name to its member table and dials it (`node/backend.rs`).
 //!
 //! Why JSON (`{"v":1,"name":"a@127.0.0.1:4001","addr":"127.0.0.1:4001"}`): the value is read
 //! by every follower and by operators with `etcdctl get --prefix`, so it should be readable;

@@ -15,6 +15,11 @@
 //! authenticated it takes one of [`MAX_OBSERVERS`] session slots (or is refused with
 //! `Refusal::ObserverLimit`), and its session runs in its handshake's task, aborted with the
 //! pending handshakes when the node stops; it never reaches the actor's peer table.
+//!
+//! In etcd mode a node need not be listed: a `Hello` from a name this node has not met is
+//! treated like an observer's until it proves the cookie (lowest class, nothing recorded);
+//! then it is added to the member table (`Members::join`, refused with
+//! `Refusal::MemberLimit` when the table is full) and admitted as any member.
 
 mod budget;
 
@@ -36,9 +41,9 @@ use super::metrics;
 use super::observe::{self, MAX_OBSERVERS};
 use super::refusals::Refusals;
 use crate::behaviour::Behaviour;
-use crate::config::Config;
+use crate::config::{Config, Members};
 use crate::transport::{BoxStream, Listener};
-use crate::types::NodeId;
+use crate::types::{NodeId, NodeName};
 use crate::wire::handshake::{self, HandshakeConfig, HandshakeError, Refusal};
 
 /// How often, at most, the loop reports (at WARN) that it sheds connections.
@@ -112,6 +117,18 @@ fn member_hosts(config: &Config) -> Vec<String> {
         .filter_map(|n| m.id(n))
         .map(|id| host_of(&config.dial_addr(id)).to_string())
         .collect()
+}
+
+/// The id of the member called `name`, once it has proven the cookie: in etcd mode a node met
+/// for the first time is added to the member table (the actor takes it in on `Admit`), or
+/// refused when the table is full.
+fn join(members: &Members, name: &str) -> Result<Option<NodeId>, Refusal> {
+    let Ok(name) = name.parse::<NodeName>() else {
+        return Ok(None);
+    };
+    members
+        .join(&name)
+        .map_err(|e| Refusal::MemberLimit { limit: e.limit })
 }
 
 /// The accept loop: takes every connection at once and runs its handshake in a task; sheds
@@ -251,6 +268,17 @@ async fn accept_one<B: Behaviour>(
             if let Ok(mut c) = claimed.lock() {
                 *c = id;
             }
+            // etcd mode: any well-formed name may be a member (one that proves the cookie is
+            // added to the table below, not before). It stays in the lowest class until then.
+            if id.is_none() && members.is_growable() {
+                let ok = name.parse::<NodeName>().is_ok();
+                if ok {
+                    // As for a member: the rest of its exchange has the whole handshake
+                    // timeout (it stays in the lowest class: it is not named to the budget).
+                    hello_in.store(true, Ordering::Release);
+                }
+                return ok;
+            }
             let member = id.is_some();
             if member && !hello_in.swap(true, Ordering::AcqRel) {
                 let shed = {
@@ -298,7 +326,7 @@ async fn accept_one<B: Behaviour>(
                     }
                     return Ok(());
                 }
-                let Some(peer) = members.id_of_str(&hello.name) else {
+                let Some(peer) = join(members, &hello.name)? else {
                     return Err(Refusal::Unknown(hello.name));
                 };
                 if let Some(r) = crate::transport::tls::refuse_claim(tls_peer.as_ref(), &hello.name)

@@ -10,16 +10,56 @@
 //! backend's local lease, so `lease_end` recovers the keep-alive's send time and moves the
 //! lease onto the suspend-aware lease clock.
 //!
-//! A leader named by etcd must be a listed member (first version): another name is treated as
-//! "no leader" and logged.
+//! The member lists are optional in this mode: a leader etcd names that this node has not met
+//! is added to its member table (`Members::join`, bounded by `max_members`) and dialed;
+//! `sync_members` brings the peer slots and the engine up to the table, whoever added to it
+//! (this file, or an accept task admitting a node that proved the cookie). A worker
+//! (`EtcdRole::Worker`) only observes the election.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::behaviour::Behaviour;
 use crate::config::Config;
 use crate::election::{Engine, EngineConfig};
+use crate::types::NodeId;
 
+use super::conns::Peer;
 use super::state::NodeState;
+
+impl<B: Behaviour> NodeState<B> {
+    /// Takes in the members met since the last look (etcd mode): a fresh snapshot of the
+    /// table in `cfg`, a peer slot for each new id, and the engine's `n_nodes`. Call it
+    /// before using an id from `Members::join`.
+    pub(super) fn sync_members(&mut self) {
+        let Some(members) = self.cfg.members().refreshed() else {
+            return;
+        };
+        let mut cfg = (*self.cfg).clone();
+        cfg.members = members;
+        self.cfg = Arc::new(cfg);
+        let n = self.cfg.members().len();
+        let me = self.me();
+        let now = tokio::time::Instant::now();
+        while self.peers.len() < n {
+            let id = NodeId(self.peers.len() as u32);
+            self.peers.push(Peer::new(me, id, now));
+        }
+        self.engine.add_external_nodes(n as u32);
+        self.dirty = true;
+    }
+
+    /// Whether this node dials `peer` (else it asks `peer` to dial it): by id with the mesh
+    /// backend, by name in etcd mode, where ids are local (see `transport::peers`).
+    pub(super) fn order_peer(&mut self, peer: NodeId) -> bool {
+        if self.cfg.members().is_growable() {
+            let me = self.cfg.me().to_string();
+            let them = self.name(peer).to_string();
+            self.peers[peer.index()].dial.order_by_name(&me, &them);
+        }
+        self.peers[peer.index()].dial.we_dial()
+    }
+}
 
 /// Creates the engine: in external mode if a backend decides, else as configured.
 pub(super) fn new_engine(config: &Config, cfg: EngineConfig, now: Instant) -> Engine {
@@ -55,18 +95,23 @@ mod imp {
 
 #[cfg(feature = "etcd")]
 mod imp {
+    use std::time::Duration;
+
     use tracing::{info, warn};
 
     use super::*;
+    use crate::config::EtcdRole;
     use crate::election::{LeaderRef, LossReason};
     use crate::etcd::{EtcdElection, EtcdEvent, LeaderValue, StepDownReason};
     use crate::node::actor::NodeMsg;
-    use crate::types::Term;
+    use crate::types::{NodeName, Term};
 
     /// The running backend, if any.
     #[derive(Debug, Default)]
     pub(crate) struct BackendState {
         election: Option<EtcdElection>,
+        /// The other node etcd names as leader, kept dialed (see `PeerDial::set_persistent`).
+        named: Option<NodeId>,
     }
 
     /// One event of the backend, for the actor.
@@ -88,7 +133,11 @@ mod imp {
                 return;
             };
             let me = LeaderValue::new(self.cfg.me().to_string(), self.cfg.me().addr());
-            match EtcdElection::start(cfg, me) {
+            let started = match self.cfg.etcd_role() {
+                EtcdRole::Worker => EtcdElection::observe(cfg, me),
+                _ => EtcdElection::start(cfg, me),
+            };
+            match started {
                 Ok((election, mut events)) => {
                     let actor = self.myself.clone();
                     self.tasks.push(tokio::spawn(async move {
@@ -145,28 +194,39 @@ mod imp {
                     self.engine
                         .handle_external_lost(now, Term(rev), loss(reason));
                 }
-                EtcdEvent::Following { leader, rev } => {
-                    match self.cfg.members().id_of_str(&leader.name) {
-                        Some(id) if id != me => self.engine.handle_external_leader(
+                EtcdEvent::Following { leader, rev } => match self.meet(&leader.name) {
+                    Some(id) if id != me => {
+                        self.keep_dialing(Some(id));
+                        self.engine.handle_external_leader(
                             now,
                             Some(LeaderRef {
                                 node: id,
                                 term: Term(rev),
                             }),
-                        ),
-                        _ => {
-                            warn!(node = %self.cfg.me(), leader = %leader.name, rev,
-                                "etcd names a leader that is not a listed member: no leader");
-                            self.engine.handle_external_leader(now, None);
-                        }
+                        );
+                        self.dial(id, Duration::ZERO);
                     }
-                }
+                    other => {
+                        if other == Some(me) {
+                            // Our name, not our campaign (which speaks for itself): an earlier
+                            // run of this node whose key has not expired yet.
+                            warn!(node = %self.cfg.me(), rev,
+                                "etcd names this node's name but not its campaign: no leader");
+                        }
+                        self.keep_dialing(None);
+                        self.engine.handle_external_leader(now, None);
+                    }
+                },
                 EtcdEvent::ForeignLeader { rev } => {
+                    self.keep_dialing(None);
                     warn!(node = %self.cfg.me(), rev,
                         "the etcd election is held by a foreign value: no leader");
                     self.engine.handle_external_leader(now, None);
                 }
-                EtcdEvent::NoLeader => self.engine.handle_external_leader(now, None),
+                EtcdEvent::NoLeader => {
+                    self.keep_dialing(None);
+                    self.engine.handle_external_leader(now, None);
+                }
                 EtcdEvent::CampaignVoided { rev } => {
                     warn!(node = %self.cfg.me(), rev,
                         "etcd campaign returned after the lease expired: not leading");
@@ -176,6 +236,50 @@ mod imp {
                 }
             }
             self.dirty = true;
+        }
+
+        /// The id of the node etcd names, adding it to the member table if this node has not
+        /// met it; `None` (logged) for a name that does not parse or a full table.
+        fn meet(&mut self, name: &str) -> Option<NodeId> {
+            let parsed = match name.parse::<NodeName>() {
+                Ok(n) => n,
+                Err(e) => {
+                    warn!(node = %self.cfg.me(), leader = %name, error = %e,
+                        "etcd names a leader whose name does not parse: no leader");
+                    return None;
+                }
+            };
+            match self.cfg.members().join(&parsed) {
+                Ok(Some(id)) => {
+                    self.sync_members();
+                    Some(id)
+                }
+                Ok(None) => {
+                    warn!(node = %self.cfg.me(), leader = %name,
+                        "etcd names a leader that is not a member: no leader");
+                    None
+                }
+                Err(e) => {
+                    warn!(node = %self.cfg.me(), leader = %name, error = %e,
+                        "etcd names a leader this node has no room for: no leader");
+                    None
+                }
+            }
+        }
+
+        /// Keeps dialing `named` (the leader etcd names) however often it fails: it may not
+        /// know this node, so it would never dial it. The previous one is dialed as usual.
+        fn keep_dialing(&mut self, named: Option<NodeId>) {
+            if self.backend.named == named {
+                return;
+            }
+            if let Some(old) = self.backend.named.take() {
+                self.peers[old.index()].dial.set_persistent(false);
+            }
+            if let Some(id) = named {
+                self.peers[id.index()].dial.set_persistent(true);
+            }
+            self.backend.named = named;
         }
     }
 }

@@ -41,6 +41,7 @@ impl<B: Behaviour> NodeState<B> {
         if self.stopping {
             return;
         }
+        self.order_peer(peer);
         let p = &mut self.peers[peer.index()];
         if p.conn.is_some() || p.dial.dialing() {
             return;
@@ -146,6 +147,12 @@ impl<B: Behaviour> NodeState<B> {
     /// An authenticated inbound handshake from `peer` asks to be admitted: the connection id
     /// to use, or why not.
     pub(super) fn admit(&mut self, peer: NodeId, incarnation: u64) -> Result<u64, Refusal> {
+        // etcd mode: `peer` may have just been added to the member table by the accept task.
+        self.sync_members();
+        if peer.index() >= self.peers.len() {
+            return Err(Refusal::Other("not a member".into()));
+        }
+        let we_dial = self.order_peer(peer);
         let now = Instant::now();
         let since = crate::transport::liveness::look_since(
             self.last_tick.into_std(),
@@ -162,7 +169,14 @@ impl<B: Behaviour> NodeState<B> {
                 healthy: c.live.heard_within(now.into_std(), hb),
             }
         });
-        match peers::admit(me, peer, incarnation, existing, p.reserved.is_some()) {
+        match peers::admit(
+            me,
+            peer,
+            we_dial,
+            incarnation,
+            existing,
+            p.reserved.is_some(),
+        ) {
             Admission::RefuseSelf => Err(Refusal::Duplicate(self.name(self.me()).to_string())),
             Admission::RefuseDuplicate => Err(Refusal::Duplicate(self.name(peer).to_string())),
             Admission::RefuseBusy => Err(Refusal::Other(

@@ -265,6 +265,7 @@ pub(crate) fn refusal_label(e: &HandshakeError) -> &'static str {
             Refusal::Other(_) => "other",
             Refusal::ObserverVersion { .. } => "observer_version",
             Refusal::ObserverLimit { .. } => "observer_limit",
+            Refusal::MemberLimit { .. } => "member_limit",
         },
     }
 }

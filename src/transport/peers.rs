@@ -6,6 +6,11 @@
 //! call back; the lower one answers `CallBack` and dials at once. So two nodes never race two
 //! connections, and a restarted node still rejoins in milliseconds.
 //!
+//! In etcd mode ids are local (each node numbers the members it meets in its own order), so
+//! the order is the names' instead ([`PeerDial::order_by_name`]); and the higher side keeps
+//! asking a peer it must reach even though that peer may not know it yet
+//! ([`PeerDial::set_persistent`]: the leader etcd names).
+//!
 //! Pure state fed `now` and a jitter sample (no clock, no RNG, no sockets): the node's async
 //! shell starts and aborts the dial tasks this module asks for, and its unit tests pin every
 //! rule.
@@ -51,8 +56,11 @@ pub(crate) struct AfterFailure {
 /// Dial bookkeeping for one peer.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerDial {
-    me: NodeId,
-    peer: NodeId,
+    /// Whether this node dials (else it only asks the peer to dial it).
+    we_dial: bool,
+    /// Keep asking with backoff even when this node does not dial (the peer may not know
+    /// it, so it would never dial).
+    persistent: bool,
     /// When the current dial starts connecting (after its backoff).
     dial_at: Instant,
     /// Failed dials in a row (backoff exponent).
@@ -67,14 +75,31 @@ pub(crate) struct PeerDial {
 impl PeerDial {
     pub(crate) fn new(me: NodeId, peer: NodeId, now: Instant) -> Self {
         PeerDial {
-            me,
-            peer,
+            we_dial: me < peer,
+            persistent: false,
             dial_at: now,
             attempt: 0,
             refusals: 0,
             gen: 0,
             dialing: false,
         }
+    }
+
+    /// Orders the pair by name (etcd mode): the lower full name `name@host:port` dials.
+    pub(crate) fn order_by_name(&mut self, me: &str, peer: &str) {
+        self.we_dial = me < peer;
+    }
+
+    /// Whether this node dials the peer (else it asks the peer to dial it).
+    pub(crate) fn we_dial(&self) -> bool {
+        self.we_dial
+    }
+
+    /// Whether to keep asking a peer that should dial us, with backoff, however often it
+    /// fails (for a peer that may not know this node: the leader etcd names).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn set_persistent(&mut self, on: bool) {
+        self.persistent = on;
     }
 
     /// Whether a dial task is running (sleeping in its backoff or connecting).
@@ -143,7 +168,7 @@ impl PeerDial {
                 // A refusal is news; so is a peer nobody answers for twice in a row (an
                 // unresolvable or mistyped host, a firewall). The caller rate-limits both.
                 let warn = unreachable;
-                let redial = if self.me < self.peer {
+                let redial = if self.we_dial || self.persistent {
                     let a = self.attempt;
                     self.attempt = a.saturating_add(1);
                     Some(super::backoff(a, BACKOFF_BASE, BACKOFF_CAP, jitter))
@@ -188,10 +213,12 @@ pub(crate) enum Admission {
     Admit { drop_existing: bool },
 }
 
-/// Decides on an inbound connection from `peer` with `incarnation`.
+/// Decides on an inbound connection from `peer` with `incarnation`; `we_dial` says whether
+/// this node is the one that dials `peer` ([`PeerDial::we_dial`]).
 pub(crate) fn admit(
     me: NodeId,
     peer: NodeId,
+    we_dial: bool,
     incarnation: u64,
     existing: Option<Existing>,
     handshake_in_progress: bool,
@@ -199,7 +226,7 @@ pub(crate) fn admit(
     if peer == me {
         return Admission::RefuseSelf;
     }
-    if peer > me {
+    if we_dial {
         // We dial higher ids. A request from the incarnation we are connected to raced with
         // our own dial: nothing to do but tell it to wait.
         return match existing {
@@ -351,24 +378,24 @@ mod tests {
                 healthy: false,
             })
         };
-        assert_eq!(admit(me, me, 1, None, false), Admission::RefuseSelf);
+        assert_eq!(admit(me, me, false, 1, None, false), Admission::RefuseSelf);
         // Higher ids are dialed by us.
         assert_eq!(
-            admit(me, hi, 7, None, false),
+            admit(me, hi, true, 7, None, false),
             Admission::CallBack {
                 drop_existing: false,
                 dial: true
             }
         );
         assert_eq!(
-            admit(me, hi, 7, live(7), false),
+            admit(me, hi, true, 7, live(7), false),
             Admission::CallBack {
                 drop_existing: false,
                 dial: false
             }
         );
         assert_eq!(
-            admit(me, hi, 8, live(7), false),
+            admit(me, hi, true, 8, live(7), false),
             Admission::CallBack {
                 drop_existing: true,
                 dial: true
@@ -376,23 +403,66 @@ mod tests {
         );
         // Lower ids dial us.
         assert_eq!(
-            admit(me, lo, 7, None, false),
+            admit(me, lo, false, 7, None, false),
             Admission::Admit {
                 drop_existing: false
             }
         );
-        assert_eq!(admit(me, lo, 7, None, true), Admission::RefuseBusy);
-        assert_eq!(admit(me, lo, 8, live(7), false), Admission::RefuseDuplicate);
+        assert_eq!(admit(me, lo, false, 7, None, true), Admission::RefuseBusy);
         assert_eq!(
-            admit(me, lo, 8, silent(7), false),
+            admit(me, lo, false, 8, live(7), false),
+            Admission::RefuseDuplicate
+        );
+        assert_eq!(
+            admit(me, lo, false, 8, silent(7), false),
             Admission::Admit {
                 drop_existing: true
             }
         );
         assert_eq!(
-            admit(me, lo, 7, live(7), false),
+            admit(me, lo, false, 7, live(7), false),
             Admission::Admit {
                 drop_existing: true
+            }
+        );
+    }
+
+    #[test]
+    fn by_name_the_lower_name_dials_whatever_the_ids() {
+        let t0 = Instant::now();
+        // Local ids say 0 < 5, the names say the other way round.
+        let mut d = PeerDial::new(NodeId(0), NodeId(5), t0);
+        assert!(d.we_dial());
+        d.order_by_name("n2@127.0.0.1:9", "n1@127.0.0.1:9");
+        assert!(!d.we_dial());
+        // The other side agrees, with its own ids.
+        let mut e = PeerDial::new(NodeId(3), NodeId(1), t0);
+        e.order_by_name("n1@127.0.0.1:9", "n2@127.0.0.1:9");
+        assert!(e.we_dial());
+        // As the asking side, a failure is asked again once, then given up on...
+        d.start(t0, Duration::ZERO);
+        assert_eq!(d.finished(DialResult::Refused, 0.0).redial, None);
+        // ... unless persistent: then it is retried with the dialer's backoff.
+        d.set_persistent(true);
+        for a in 0..3 {
+            d.start(t0, Duration::ZERO);
+            assert_eq!(
+                d.finished(DialResult::Unreachable, 0.0).redial,
+                Some(super::super::backoff(a, BACKOFF_BASE, BACKOFF_CAP, 0.0))
+            );
+        }
+        // Admission follows the same order: the dialing side calls back, the other admits.
+        assert_eq!(
+            admit(NodeId(0), NodeId(5), false, 1, None, false),
+            Admission::Admit {
+                drop_existing: false
+            }
+        );
+        assert_eq!(
+            admit(NodeId(3), NodeId(1), true, 1, None, false),
+            Admission::CallBack {
+                drop_existing: false,
+                dial: true
             }
         );
     }

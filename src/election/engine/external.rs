@@ -15,8 +15,68 @@
 use std::time::Instant;
 
 use super::{Engine, Role, MAX_TERM};
-use crate::election::{LeaderRef, LossReason, Output};
+use crate::election::{ElectionMsg, LeaderRef, LossReason, Output};
 use crate::types::{NodeId, Term};
+
+/// On the wire in external mode: the node named is the message's sender.
+pub const WIRE_SENDER: NodeId = NodeId(u32::MAX);
+/// On the wire in external mode: the node named is the message's receiver.
+pub const WIRE_RECEIVER: NodeId = NodeId(u32::MAX - 1);
+/// On the wire, and in the engine once read, in external mode: a node that is neither the
+/// sender nor the receiver. Never a member id (those stay below
+/// [`MAX_MEMBERS`](crate::config::MAX_MEMBERS)).
+pub const WIRE_OTHER: NodeId = NodeId(u32::MAX - 2);
+
+/// External mode: the node ids a message carries, rewritten relative to the connection
+/// (`me` sends to `to`). Each node numbers the members it meets in its own order, so an id
+/// means nothing to another node; "the sender", "you" and "someone else" is all a `Status`
+/// is read for in this mode.
+pub(super) fn to_wire(me: NodeId, to: NodeId, msg: ElectionMsg) -> ElectionMsg {
+    map_refs(msg, |n| {
+        if n == me {
+            WIRE_SENDER
+        } else if n == to {
+            WIRE_RECEIVER
+        } else {
+            WIRE_OTHER
+        }
+    })
+}
+
+/// External mode: the ids of a message `me` received from `from`, back in `me`'s numbering
+/// (a third node becomes [`WIRE_OTHER`], which matches no member).
+pub(super) fn from_wire(me: NodeId, from: NodeId, msg: ElectionMsg) -> ElectionMsg {
+    map_refs(msg, |n| match n {
+        WIRE_SENDER => from,
+        WIRE_RECEIVER => me,
+        _ => WIRE_OTHER,
+    })
+}
+
+fn map_refs(msg: ElectionMsg, f: impl Fn(NodeId) -> NodeId) -> ElectionMsg {
+    let m = |l: Option<LeaderRef>| {
+        l.map(|l| LeaderRef {
+            node: f(l.node),
+            term: l.term,
+        })
+    };
+    match msg {
+        ElectionMsg::Status { promised, leader } => ElectionMsg::Status {
+            promised,
+            leader: m(leader),
+        },
+        ElectionMsg::Reject {
+            round,
+            promised,
+            leader,
+        } => ElectionMsg::Reject {
+            round,
+            promised,
+            leader: m(leader),
+        },
+        other => other,
+    }
+}
 
 /// What the external decider said last.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -38,6 +98,14 @@ impl Engine {
         e.deadline = None;
         e.external = Some(ExternalState::default());
         e
+    }
+
+    /// External mode: the member table grew to `n_nodes` (the runtime met new nodes); ids
+    /// below it are now valid peers. Never shrinks; ignored outside external mode.
+    pub fn add_external_nodes(&mut self, n_nodes: u32) {
+        if self.external.is_some() && n_nodes > self.cfg.n_nodes {
+            self.cfg.n_nodes = n_nodes.min(WIRE_OTHER.0);
+        }
     }
 
     /// Whether the leader is decided outside the engine ([`Engine::new_external`]).

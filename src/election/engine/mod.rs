@@ -520,6 +520,10 @@ impl Engine {
         if !self.connected.contains(&from) {
             return;
         }
+        let msg = match self.external {
+            Some(_) => external::from_wire(self.cfg.me, from, msg),
+            None => msg,
+        };
         match msg {
             ElectionMsg::Status { promised, leader } => {
                 self.see(promised);
@@ -562,6 +566,10 @@ impl Engine {
     }
 
     fn send(&mut self, to: NodeId, msg: ElectionMsg) {
+        let msg = match self.external {
+            Some(_) => external::to_wire(self.cfg.me, to, msg),
+            None => msg,
+        };
         self.out.push_back(Output::Send { to, msg });
     }
 

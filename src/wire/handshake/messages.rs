@@ -85,6 +85,13 @@ pub enum Refusal {
         /// The most observer sessions the node serves at once.
         limit: u32,
     },
+    /// etcd mode: the refusing node's member table is full (its `max_members`), so it
+    /// admits no node it has not met yet.
+    #[error("member table full: the refusing node holds at most {limit} members (raise its max_members)")]
+    MemberLimit {
+        /// The most members the refusing node holds.
+        limit: u32,
+    },
 }
 
 impl Refusal {
@@ -138,6 +145,7 @@ impl Refusal {
                 | Refusal::WrongNode { .. }
                 | Refusal::Unknown(_)
                 | Refusal::BadAuth
+                | Refusal::MemberLimit { .. }
         )
     }
 }
@@ -149,6 +157,9 @@ impl Refusal {
 #[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
+// `Hello` carries the configuration's parts (with the etcd election key); there are four of
+// these messages per connection, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum HandshakeMsg {
     /// The dialer's opening.
     Hello {

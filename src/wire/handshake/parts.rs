@@ -44,9 +44,9 @@ pub struct ConfigParts {
     pub mode: ModeParts,
 }
 
-/// The election mode as two nodes compare it: bully, or quorum with its parameters as the
-/// election engine takes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+/// The election mode as two nodes compare it: bully, quorum with its parameters as the
+/// election engine takes them, or etcd with its election key and lease timing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[non_exhaustive]
 pub enum ModeParts {
     /// Bully mode (the default).
@@ -61,11 +61,32 @@ pub enum ModeParts {
         /// The margin `δ`, in nanoseconds.
         margin_ns: u64,
     },
+    /// etcd decides (`Backend::Etcd`). In this mode the election key stands for the member
+    /// lists: nodes belong together when they campaign on the same election.
+    Etcd {
+        /// The election key (etcd prefix).
+        election: String,
+        /// The lease TTL, in seconds.
+        ttl_s: u64,
+        /// The clock rate bound `ρ`, in parts per million.
+        drift_ppm: u32,
+        /// The margin `δ`, in nanoseconds.
+        margin_ns: u64,
+    },
 }
 
 impl ModeParts {
     /// The mode of a validated configuration.
     pub fn of(config: &crate::config::Config) -> Self {
+        #[cfg(feature = "etcd")]
+        if let Some(e) = config.backend().etcd() {
+            return ModeParts::Etcd {
+                election: e.election.clone(),
+                ttl_s: e.ttl.as_secs(),
+                drift_ppm: e.drift_ppm(),
+                margin_ns: e.margin.as_nanos() as u64,
+            };
+        }
         match config.quorum_params() {
             None => ModeParts::Bully,
             Some(q) => ModeParts::Quorum {
@@ -89,6 +110,19 @@ impl fmt::Display for ModeParts {
                 f,
                 "quorum (lease {:?}, max_drift {}, margin {:?})",
                 Duration::from_nanos(*lease_ns),
+                f64::from(*drift_ppm) / 1e6,
+                Duration::from_nanos(*margin_ns)
+            ),
+            ModeParts::Etcd {
+                election,
+                ttl_s,
+                drift_ppm,
+                margin_ns,
+            } => write!(
+                f,
+                "etcd (election {:?}, ttl {:?}, max_drift {}, margin {:?})",
+                cut(election),
+                Duration::from_secs(*ttl_s),
                 f64::from(*drift_ppm) / 1e6,
                 Duration::from_nanos(*margin_ns)
             ),
@@ -135,9 +169,15 @@ impl ConfigParts {
     pub fn of(config: &crate::config::Config) -> Self {
         let names = |l: &[crate::types::NodeName]| l.iter().map(ToString::to_string).collect();
         let m = config.members();
+        // etcd mode: the lists are local hints, left out (the mode part names the election).
+        let (candidates, workers) = if m.is_growable() {
+            (Vec::new(), Vec::new())
+        } else {
+            (names(m.candidates()), names(m.workers()))
+        };
         ConfigParts::new(
-            names(m.candidates()),
-            names(m.workers()),
+            candidates,
+            workers,
             config.preempt(),
             config.heartbeat(),
             config.failure_timeout(),
@@ -514,7 +554,7 @@ mod tests {
             margin_ns: 10_000_000,
         };
         let m = base
-            .mismatch(&base.clone().with_mode(quorum))
+            .mismatch(&base.clone().with_mode(quorum.clone()))
             .expect("differs");
         assert_eq!(m.field, ConfigField::Mode);
         assert_eq!(
@@ -558,5 +598,30 @@ mod tests {
         assert!(m
             .describe(true, &p)
             .starts_with("its candidate list differs: ours (digest "));
+    }
+
+    #[test]
+    fn another_etcd_election_is_named_in_the_refusal() {
+        let etcd = |election: &str| ModeParts::Etcd {
+            election: election.into(),
+            ttl_s: 2,
+            drift_ppm: 10_000,
+            margin_ns: 10_000_000,
+        };
+        // etcd mode sends no lists: only the mode (with the election key) can differ.
+        let ours = ConfigParts::new(vec![], vec![], false, ms(100), ms(600)).with_mode(etcd("a"));
+        let theirs = ours.clone().with_mode(etcd("b"));
+        assert_eq!(ours.mismatch(&ours.clone()), None);
+        let m = ours.mismatch(&theirs).expect("differs");
+        assert_eq!(m.field, ConfigField::Mode);
+        assert_eq!(
+            m.describe(true, &ours),
+            "its mode differs: ours etcd (election \"a\", ttl 2s, max_drift 0.01, margin 10ms), \
+             theirs etcd (election \"b\", ttl 2s, max_drift 0.01, margin 10ms)"
+        );
+        let m = ours
+            .mismatch(&ours.clone().with_mode(ModeParts::Bully))
+            .expect("differs");
+        assert_eq!(m.refused, "bully");
     }
 }

@@ -4,6 +4,11 @@ use super::*;
 
 const S: Duration = Duration::from_secs(1);
 
+// On the wire in external mode, a `Status` names its leader relative to the connection.
+const SENDER: u32 = super::super::external::WIRE_SENDER.0;
+const RECEIVER: u32 = super::super::external::WIRE_RECEIVER.0;
+const OTHER: u32 = super::super::external::WIRE_OTHER.0;
+
 fn ext(me: u32) -> Engine {
     let mut e = Engine::new_external(cfg(me, 3, 3), Instant::now());
     assert!(drain(&mut e).is_empty(), "an external engine starts silent");
@@ -47,7 +52,7 @@ fn named_leader_leads_at_once_with_its_lease_and_takes_joiners() {
                 term: Term(7),
                 joined: None
             },
-            send(1, status(7, Some((0, 7)))),
+            send(1, status(7, Some((SENDER, 7)))),
         ]
     );
     assert!(e.is_leader() && e.is_acting(t0 + S));
@@ -155,8 +160,8 @@ fn follower_joins_the_named_leader_and_accepts_only_its_announcement() {
                 term: Term(7),
                 synch: b"s".to_vec()
             },
-            send(0, status(7, Some((0, 7)))),
-            send(2, status(7, Some((0, 7)))),
+            send(0, status(7, Some((RECEIVER, 7)))),
+            send(2, status(7, Some((OTHER, 7)))),
         ]
     );
     assert_eq!(e.leader(), Some(lref(0, 7)));
@@ -197,7 +202,7 @@ fn a_join_refused_because_the_leader_did_not_know_yet_is_retried_on_its_claim() 
     assert!(drain(&mut e).is_empty());
     assert_eq!(e.role(), Role::Waiting);
     // Then it announces that it leads: join again at once.
-    e.handle_message(t0, NodeId(0), status(7, Some((0, 7))));
+    e.handle_message(t0, NodeId(0), status(7, Some((SENDER, 7))));
     assert_eq!(drain(&mut e), vec![send(0, Join { promised: Term(0) })]);
     // And without a claim, the deadline retries.
     e.handle_message(t0, NodeId(0), status(0, None));
@@ -341,4 +346,87 @@ fn a_leader_named_without_a_lease_does_not_act() {
     b.handle_external_lease(t0, Term(3), t0 + S);
     assert!(drain(&mut b).is_empty());
     assert!(!b.is_leader() && !b.is_external());
+}
+
+#[test]
+fn ids_travel_relative_to_the_connection() {
+    use super::super::external::{from_wire, to_wire};
+    let (me, to) = (NodeId(4), NodeId(9));
+    // Each node numbers the members it meets in its own order: an id means nothing to
+    // another node, so a Status says "me", "you" or "someone else".
+    for (named, wire) in [(4, SENDER), (9, RECEIVER), (2, OTHER), (0, OTHER)] {
+        assert_eq!(
+            to_wire(me, to, status(3, Some((named, 5)))),
+            status(3, Some((wire, 5))),
+            "{named}"
+        );
+    }
+    assert_eq!(to_wire(me, to, status(3, None)), status(3, None));
+    let reject = |l| Reject {
+        round: Term(1),
+        promised: Term(2),
+        leader: Some(lref(l, 3)),
+    };
+    assert_eq!(to_wire(me, to, reject(4)), reject(SENDER));
+    // Read back by the receiver (its own id 1, the sender's id there 6).
+    let (rx, from) = (NodeId(1), NodeId(6));
+    for (wire, named) in [(SENDER, 6), (RECEIVER, 1), (OTHER, OTHER), (3, OTHER)] {
+        assert_eq!(
+            from_wire(rx, from, status(3, Some((wire, 5)))),
+            status(3, Some((named, 5))),
+            "{wire}"
+        );
+    }
+    let join = Join { promised: Term(7) };
+    assert_eq!(from_wire(rx, from, join.clone()), join);
+}
+
+#[test]
+fn two_nodes_numbering_each_other_differently_follow_and_serve() {
+    // Leader L: itself 0, the follower 5. Follower F: itself 2, the leader 7 (a table that
+    // grew at run time: n_nodes starts at 3 and F learns 7 later).
+    let t0 = Instant::now();
+    let mut l = Engine::new_external(cfg(0, 3, 8), t0);
+    let mut f = Engine::new_external(cfg(2, 3, 3), t0);
+    let (l_f, f_l) = (NodeId(5), NodeId(7));
+    // An id beyond the table is not a peer yet...
+    f.handle_external_leader(t0, Some(lref(7, 11)));
+    assert_eq!(f.leader(), None);
+    assert!(drain(&mut f).is_empty(), "id 7 is not a member yet");
+    // ... until the table grows.
+    f.add_external_nodes(8);
+    f.handle_external_leader(t0, Some(lref(7, 11)));
+    l.handle_external_leader(t0, Some(lref(0, 11)));
+    drain(&mut l);
+    l.handle_peer_up(t0, l_f);
+    f.handle_peer_up(t0, f_l);
+    // Deliver until quiet.
+    let mut surrendered = false;
+    for _ in 0..10 {
+        for o in drain(&mut l) {
+            if let Output::Send { to, msg } = o {
+                assert_eq!(to, l_f);
+                f.handle_message(t0, f_l, msg);
+            } else if let Output::Elected {
+                joined: Some(j), ..
+            } = o
+            {
+                assert_eq!(j, l_f);
+                l.provide_synch(Some(j), b"s".to_vec());
+            }
+        }
+        for o in drain(&mut f) {
+            if let Output::Send { to, msg } = o {
+                assert_eq!(to, f_l);
+                l.handle_message(t0, l_f, msg);
+            } else if let Output::Surrendered { leader, term, .. } = o {
+                assert_eq!((leader, term), (f_l, Term(11)));
+                surrendered = true;
+            }
+        }
+    }
+    assert!(surrendered, "the follower took the leader's Synch");
+    assert_eq!(f.leader(), Some(lref(7, 11)));
+    assert_eq!(l.followers().iter().copied().collect::<Vec<_>>(), vec![l_f]);
+    assert!(l.is_leader());
 }
