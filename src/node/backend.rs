@@ -167,15 +167,13 @@ mod imp {
         pub(in crate::node) fn on_backend(&mut self, BackendEvent(ev): BackendEvent) {
             let now = tokio::time::Instant::now().into_std();
             let me = self.me();
-            let unavailable = match &ev {
-                EtcdEvent::Unavailable { op, kind } => Some((*op, *kind)),
-                _ => None,
-            };
-            self.view_tx.send_if_modified(|v| {
-                let changed = v.etcd_unavailable != unavailable;
-                v.etcd_unavailable = unavailable;
-                changed
-            });
+            if let Some(unavailable) = super::unavailability(&ev) {
+                self.view_tx.send_if_modified(|v| {
+                    let changed = v.etcd_unavailable != unavailable;
+                    v.etcd_unavailable = unavailable;
+                    changed
+                });
+            }
             match ev {
                 EtcdEvent::Leading { rev, until, .. } => {
                     self.engine.handle_external_lease(now, Term(rev), until);
@@ -285,3 +283,47 @@ mod imp {
 }
 
 pub(super) use imp::{BackendEvent, BackendState};
+
+/// What an etcd event says about etcd's reachability, for the view: `Some(Some(..))` when it
+/// failed, `Some(None)` when etcd answered, `None` when the event does not say (a leader that
+/// steps down because its keep-alives fail has not heard from etcd).
+#[cfg(feature = "etcd")]
+fn unavailability(
+    ev: &crate::etcd::EtcdEvent,
+) -> Option<Option<(crate::etcd::EtcdOp, crate::etcd::ErrorKind)>> {
+    use crate::etcd::EtcdEvent as E;
+    match ev {
+        E::Unavailable { op, kind } => Some(Some((*op, *kind))),
+        E::SteppedDown { .. } | E::CampaignVoided { .. } => None,
+        E::Leading { .. }
+        | E::LeaseMoved { .. }
+        | E::Following { .. }
+        | E::ForeignLeader { .. }
+        | E::NoLeader => Some(None),
+    }
+}
+
+#[cfg(all(test, feature = "etcd"))]
+mod tests {
+    use super::unavailability;
+    use crate::etcd::{ErrorKind, EtcdEvent, EtcdOp, StepDownReason};
+
+    #[test]
+    fn a_step_down_does_not_say_etcd_is_back() {
+        let down = EtcdEvent::Unavailable {
+            op: EtcdOp::KeepAlive,
+            kind: ErrorKind::Unreachable,
+        };
+        assert_eq!(
+            unavailability(&down),
+            Some(Some((EtcdOp::KeepAlive, ErrorKind::Unreachable)))
+        );
+        let stepped = EtcdEvent::SteppedDown {
+            rev: 7,
+            reason: StepDownReason::LeaseExpired,
+        };
+        assert_eq!(unavailability(&stepped), None);
+        assert_eq!(unavailability(&EtcdEvent::CampaignVoided { rev: 8 }), None);
+        assert_eq!(unavailability(&EtcdEvent::NoLeader), Some(None));
+    }
+}
