@@ -10,9 +10,9 @@
 //! Two terminals:
 //!
 //! ```text
-//! cargo run --example datos -- --cookie secreto --name lider1@127.0.0.1:4001 \
+//! cargo run --release --example datos -- --cookie secreto --name lider1@127.0.0.1:4001 \
 //!     --candidates lider1@127.0.0.1:4001,lider2@127.0.0.1:4002
-//! cargo run --example datos -- --cookie secreto --name lider2@127.0.0.1:4002 \
+//! cargo run --release --example datos -- --cookie secreto --name lider2@127.0.0.1:4002 \
 //!     --candidates lider1@127.0.0.1:4001,lider2@127.0.0.1:4002
 //! ```
 //!
@@ -282,13 +282,22 @@ fn install_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // RUST_LOG holds `target=level` directives (`gen_leader=debug,warn`); unset or unparsable:
+    // `warn`. A `Targets` filter rather than an `EnvFilter`, whose regex engine would be the
+    // biggest part of the example's first build.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::WARN));
     // Colour only on a terminal: escape codes in a log file are noise.
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
+        .finish()
+        .with(filter)
         .init();
 }
 
@@ -403,7 +412,7 @@ fn check_backend_args(cli: &Cli) -> Result<(), String> {
         }
         BackendArg::Etcd if !cfg!(feature = "etcd") => Err(
             "--backend etcd: this datos was built without the `etcd` feature: cargo run \
-             --features etcd --example datos -- ..."
+             --release --features etcd --example datos -- ..."
                 .into(),
         ),
         BackendArg::Etcd => {

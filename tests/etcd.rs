@@ -22,9 +22,19 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Runs one test body alone (see the module docs) on a 2-worker runtime.
 fn run<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
     // RUST_LOG=gen_leader=debug shows the backend's log.
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse::<tracing_subscriber::filter::Targets>().ok())
+        .unwrap_or_else(|| {
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing_subscriber::filter::LevelFilter::ERROR)
+        });
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
+        .finish()
+        .with(filter)
         .try_init();
     let _serial: MutexGuard<'static, ()> = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -20,10 +20,7 @@ const TTL: Duration = Duration::from_secs(2);
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn run<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::logs::to_test_output();
     let _serial: MutexGuard<'static, ()> = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

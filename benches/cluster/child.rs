@@ -42,10 +42,20 @@ pub(crate) fn init_logs(default: &str) {
     if filter.is_empty() {
         return;
     }
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = match filter.parse::<tracing_subscriber::filter::Targets>() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("BENCH_LOG={filter:?} is not a target=level list ({e}): no logs");
+            return;
+        }
+    };
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .with_ansi(false)
+        .finish()
+        .with(filter)
         .try_init();
 }
 

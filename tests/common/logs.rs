@@ -45,3 +45,21 @@ pub fn lines_of(node: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Logs to the test's output, filtered by `RUST_LOG` as `target=level` directives
+/// (`gen_leader=debug`); unset or unparsable: errors only. (A `Targets` filter, not an
+/// `EnvFilter`: the root crate does not build `tracing-subscriber`'s regex engine.)
+pub fn to_test_output() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::ERROR));
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .finish()
+        .with(filter)
+        .try_init();
+}
