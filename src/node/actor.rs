@@ -400,7 +400,7 @@ impl<B: Behaviour> NodeState<B> {
                 request,
                 deadline,
                 reply,
-            } => self.leader_call(id, request, deadline, reply),
+            } => self.leader_call(id, request, deadline, reply).await,
             UserMsg::LeaderCast(m) => self.leader_cast(m).await,
             UserMsg::Call { request, reply } => {
                 let election = election!(self);

@@ -163,6 +163,29 @@ impl<C, R> Calls<C, R> {
         Ok(())
     }
 
+    /// Whether one more call fits in the table.
+    pub(crate) fn has_room(&self) -> bool {
+        self.entries.len() < self.max
+    }
+
+    /// Records a call this node served at once as leader whose reply the behaviour deferred
+    /// (a call served and answered at once never enters the table). The caller checked
+    /// [`Calls::has_room`] before serving it.
+    pub(crate) fn insert_served(&mut self, id: u64, deadline: Instant, reply: ReplySender<R>) {
+        self.entries.insert(
+            id,
+            Entry {
+                req: None,
+                deadline,
+                reply,
+                state: State::Local,
+            },
+        );
+        if self.next_sweep.is_none_or(|s| deadline < s) {
+            self.next_sweep = Some(deadline);
+        }
+    }
+
     /// The oldest call waiting for a leader (it leaves the waiting queue).
     pub(crate) fn pop_waiting(&mut self) -> Option<u64> {
         self.waiting.pop_front()
@@ -403,6 +426,43 @@ mod tests {
             t.insert(2, CallReq::Value("x"), t0, tx, t0),
             Err((Refused::PastDeadline, _))
         ));
+    }
+
+    #[test]
+    fn a_call_served_at_once_enters_only_when_deferred() {
+        let t0 = Instant::now();
+        let mut t = T::new(2);
+        assert!(t.has_room());
+        let (tx, mut rx) = oneshot::channel();
+        t.insert_served(7, t0 + ms(10), tx);
+        t.deferred(Origin::Local(7), Term(4));
+        assert_eq!((t.len(), t.waiting()), (1, 0));
+        assert_eq!(t.next_deadline(), Some(t0 + ms(10)));
+        // The deferred reply carries the term it was served in and resolves the call.
+        assert_eq!(t.served(Origin::Local(7)), Some(Term(4)));
+        t.resolve(7, Ok(ReplyBody::Value(9)));
+        assert!(matches!(rx.try_recv(), Ok(Ok(ReplyBody::Value(9)))));
+        assert_eq!(t.len(), 0);
+        // Unanswered, it times out at its deadline; losing the leadership fails it at once.
+        let (tx, mut late) = oneshot::channel();
+        t.insert_served(8, t0 + ms(10), tx);
+        t.deferred(Origin::Local(8), Term(4));
+        t.sweep(t0 + ms(10), None);
+        assert_eq!(err(&mut late), CallError::Timeout);
+        let (tx, mut lost) = oneshot::channel();
+        t.insert_served(9, t0 + ms(30), tx);
+        t.deferred(Origin::Local(9), Term(5));
+        t.leadership_lost(&name("a"));
+        assert_eq!(
+            err(&mut lost),
+            CallError::LeaderDown {
+                leader: name("a"),
+                term: Term(5)
+            }
+        );
+        let _two = add(&mut t, 1, t0 + ms(40), t0);
+        let _three = add(&mut t, 2, t0 + ms(40), t0);
+        assert!(!t.has_room());
     }
 
     #[test]

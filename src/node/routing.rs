@@ -21,7 +21,7 @@ use crate::wire::{Msg, ReplyResult};
 
 impl<B: Behaviour> NodeState<B> {
     /// A `leader_call` made on this node that goes through the actor.
-    pub(super) fn leader_call(
+    pub(super) async fn leader_call(
         &mut self,
         id: u64,
         request: CallReq<B::Call>,
@@ -29,6 +29,22 @@ impl<B: Behaviour> NodeState<B> {
         reply: ReplySender<B::Reply>,
     ) {
         let now = Instant::now();
+        // This node leads and may act, and no earlier call waits: serve it now, as the drain
+        // would first thing, without a round through the call table.
+        let request = match request {
+            CallReq::Value(req)
+                if self.calls.waiting() == 0 && deadline > now && self.calls.has_room() =>
+            {
+                match self.acting_leader() {
+                    Some(l) if l.node == self.me() => {
+                        self.serve_now(id, req, l.term, deadline, reply).await;
+                        return;
+                    }
+                    _ => CallReq::Value(req),
+                }
+            }
+            other => other,
+        };
         if let Err((why, reply)) =
             self.calls
                 .insert(id, request, deadline.into_std(), reply, now.into_std())
@@ -39,6 +55,38 @@ impl<B: Behaviour> NodeState<B> {
             }));
         }
         // Dispatched by the drain that ends this input, if a leader is known.
+    }
+
+    /// Serves this node's own call `id` as the leader of `term`. Only a deferred reply
+    /// enters the call table (see `calls`).
+    async fn serve_now(
+        &mut self,
+        id: u64,
+        req: B::Call,
+        term: Term,
+        deadline: Instant,
+        reply: ReplySender<B::Reply>,
+    ) {
+        self.counters.leader_calls_served += 1;
+        let origin = Origin::Local(id);
+        let election = election!(self);
+        let r = self
+            .behaviour
+            .handle_leader_call(req, ReplyTo::new(origin), &election)
+            .await;
+        match r {
+            LeaderReply::Reply(v) => {
+                let _ = reply.send(Ok(ReplyBody::Value(v)));
+            }
+            LeaderReply::ReplyAndBroadcast(v, b) => {
+                self.broadcast(b).await;
+                let _ = reply.send(Ok(ReplyBody::Value(v)));
+            }
+            LeaderReply::NoReply => {
+                self.calls.insert_served(id, deadline.into_std(), reply);
+                self.calls.deferred(origin, term);
+            }
+        }
     }
 
     /// Dispatches the calls waiting for a leader and releases the held casts, if a leader is
