@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{bind, Ev, TNode};
@@ -19,18 +18,7 @@ use testkit::etcd::EtcdCluster;
 const TTL: Duration = Duration::from_secs(2);
 const WAIT: Duration = Duration::from_secs(15);
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn run<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
-    common::logs::to_test_output();
-    let _serial: MutexGuard<'static, ()> = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(body());
-}
+use common::run_serial as run;
 
 /// A node that knows nothing but etcd (no candidate or worker list).
 fn bare(etcd: &EtcdCluster, election: &str, name: &str) -> ConfigBuilder {

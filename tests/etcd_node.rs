@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::{bind, Ev, Recorder, TNode};
@@ -17,18 +16,7 @@ use testkit::etcd::EtcdCluster;
 
 const TTL: Duration = Duration::from_secs(2);
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn run<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
-    common::logs::to_test_output();
-    let _serial: MutexGuard<'static, ()> = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(body());
-}
+use common::run_serial as run;
 
 async fn start(etcd: &EtcdCluster, election: &str) -> Vec<TNode> {
     let (ls, names) = bind(3).await;

@@ -277,3 +277,17 @@ pub async fn eventually(what: &str, mut pred: impl FnMut() -> bool) {
 pub fn all(nodes: &[TNode]) -> Vec<&TNode> {
     nodes.iter().collect()
 }
+
+/// Runs `body` on a runtime of two workers, one such test of the binary at a time (tests that
+/// start real servers or time a failover), logging to the test's output.
+pub fn run_serial<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F) {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    logs::to_test_output();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(body());
+}
