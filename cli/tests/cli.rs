@@ -2,10 +2,13 @@
 //! 127.0.0.1:0 with data directories; the binary runs as a child process, as an operator
 //! would run it.
 
+mod common;
+
 use std::process::Output;
 use std::time::Duration;
 
-use gen_leader::{Behaviour, Config, Election, LeaderHandle, LeaderReply, Node, NodeName, ReplyTo};
+use common::Echo;
+use gen_leader::{Config, LeaderHandle, Node};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
@@ -14,35 +17,9 @@ const COOKIE: &str = "cli-test-cookie";
 const BIN: &str = env!("CARGO_BIN_EXE_gen-leader");
 const WAIT: Duration = Duration::from_secs(15);
 
-struct Counter;
-
-impl Behaviour for Counter {
-    type Call = u64;
-    type Reply = u64;
-    type Cast = ();
-    type Synch = ();
-    type Broadcast = ();
-    type Info = ();
-
-    async fn elected(&mut self, _: &Election<'_>, _: Option<&NodeName>) {}
-    async fn surrendered(&mut self, _: (), _: &Election<'_>) {}
-    async fn handle_leader_call(
-        &mut self,
-        n: u64,
-        _: ReplyTo<u64>,
-        _: &Election<'_>,
-    ) -> LeaderReply<u64, ()> {
-        LeaderReply::Reply(n)
-    }
-    async fn from_leader(&mut self, _: (), _: &Election<'_>) {}
-    async fn handle_call(&mut self, n: u64, _: &Election<'_>) -> u64 {
-        n
-    }
-}
-
 struct Cluster {
     names: Vec<String>,
-    nodes: Vec<LeaderHandle<Counter>>,
+    nodes: Vec<LeaderHandle<Echo>>,
     dirs: Vec<TempDir>,
 }
 
@@ -67,7 +44,7 @@ async fn cluster() -> Cluster {
             .startup_timeout(Duration::from_millis(1500))
             .build()
             .unwrap();
-        nodes.push(Node::start_with_listener(cfg, Counter, l).await.unwrap());
+        nodes.push(Node::start_with_listener(cfg, Echo, l).await.unwrap());
     }
     let c = Cluster { names, nodes, dirs };
     c.agree_on(&[0, 1, 2], 0).await;

@@ -2,11 +2,14 @@
 //! connections run TLS, certificates generated here; the command with `--tls-cert/--tls-key/
 //! --tls-ca` prints the status, and without them fails in one line that names TLS.
 
+mod common;
+
 use std::process::Output;
 use std::time::Duration;
 
+use common::Echo;
 use gen_leader::config::TlsConfig;
-use gen_leader::{Behaviour, Config, Election, LeaderReply, Node, NodeName, ReplyTo};
+use gen_leader::{Config, Node, NodeName};
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
 };
@@ -15,32 +18,6 @@ use tokio::process::Command;
 const COOKIE: &str = "cli-tls-cookie";
 const BIN: &str = env!("CARGO_BIN_EXE_gen-leader");
 const WAIT: Duration = Duration::from_secs(15);
-
-struct Quiet;
-
-impl Behaviour for Quiet {
-    type Call = u64;
-    type Reply = u64;
-    type Cast = ();
-    type Synch = ();
-    type Broadcast = ();
-    type Info = ();
-
-    async fn elected(&mut self, _: &Election<'_>, _: Option<&NodeName>) {}
-    async fn surrendered(&mut self, _: (), _: &Election<'_>) {}
-    async fn handle_leader_call(
-        &mut self,
-        n: u64,
-        _: ReplyTo<u64>,
-        _: &Election<'_>,
-    ) -> LeaderReply<u64, ()> {
-        LeaderReply::Reply(n)
-    }
-    async fn from_leader(&mut self, _: (), _: &Election<'_>) {}
-    async fn handle_call(&mut self, n: u64, _: &Election<'_>) -> u64 {
-        n
-    }
-}
 
 /// A certificate signed by `ca` (SAN 127.0.0.1 and, for a node, its URI name), and its key.
 fn cert(ca: &Issuer<'_, KeyPair>, node: Option<&NodeName>) -> (String, String) {
@@ -102,7 +79,7 @@ async fn status_over_tls() {
             .tls(TlsConfig::from_pem(c, k, &ca_pem).unwrap())
             .build()
             .unwrap();
-        nodes.push(Node::start_with_listener(cfg, Quiet, l).await.unwrap());
+        nodes.push(Node::start_with_listener(cfg, Echo, l).await.unwrap());
     }
     let deadline = tokio::time::Instant::now() + WAIT;
     while nodes.iter().any(|n| n.view().leader.is_none()) {
