@@ -42,28 +42,7 @@ impl EtcdElection {
         config: EtcdConfig,
         me: LeaderValue,
     ) -> Result<(EtcdElection, mpsc::Receiver<EtcdEvent>), EtcdStartError> {
-        config.validate()?;
-        let value = me.encode()?;
-        let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let hooks = Arc::new(Hooks::default());
-        let campaigner = Campaigner::new(
-            config.clone(),
-            value.clone(),
-            tx.clone(),
-            stop_rx.clone(),
-            hooks.clone(),
-        );
-        let observer = Observer::new(config, value, tx, stop_rx);
-        Ok((
-            EtcdElection {
-                shutdown: stop_tx,
-                campaigner: Some(tokio::spawn(campaigner.run())),
-                observer: Some(tokio::spawn(observer.run())),
-                hooks,
-            },
-            rx,
-        ))
+        Self::launch(config, me, true)
     }
 
     /// Like [`EtcdElection::start`] but never campaigns: only observes the election (a
@@ -72,17 +51,37 @@ impl EtcdElection {
         config: EtcdConfig,
         me: LeaderValue,
     ) -> Result<(EtcdElection, mpsc::Receiver<EtcdEvent>), EtcdStartError> {
+        Self::launch(config, me, false)
+    }
+
+    /// Starts the observer, and the campaigner if `campaign`.
+    fn launch(
+        config: EtcdConfig,
+        me: LeaderValue,
+        campaign: bool,
+    ) -> Result<(EtcdElection, mpsc::Receiver<EtcdEvent>), EtcdStartError> {
         config.validate()?;
         let value = me.encode()?;
         let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let hooks = Arc::new(Hooks::default());
+        let campaigner = campaign.then(|| {
+            let c = Campaigner::new(
+                config.clone(),
+                value.clone(),
+                tx.clone(),
+                stop_rx.clone(),
+                hooks.clone(),
+            );
+            tokio::spawn(c.run())
+        });
         let observer = Observer::new(config, value, tx, stop_rx);
         Ok((
             EtcdElection {
                 shutdown: stop_tx,
-                campaigner: None,
+                campaigner,
                 observer: Some(tokio::spawn(observer.run())),
-                hooks: Arc::new(Hooks::default()),
+                hooks,
             },
             rx,
         ))
