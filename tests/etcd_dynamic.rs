@@ -31,31 +31,9 @@ fn bare(etcd: &EtcdCluster, election: &str, name: &str) -> ConfigBuilder {
         .backend(Backend::Etcd(e))
 }
 
-/// Waits until every node of `live` names one leader (one of them) with one term, and that
-/// leader's guard holds; returns (leader index, term).
+/// See `common::settled_among`.
 async fn settled(nodes: &[TNode], live: &[usize]) -> (usize, u64) {
-    let t0 = Instant::now();
-    loop {
-        let views: Vec<_> = live.iter().map(|&i| nodes[i].handle.view()).collect();
-        let first = &views[0];
-        if let Some(l) = &first.leader {
-            if views
-                .iter()
-                .all(|v| v.leader.as_ref() == Some(l) && v.term == first.term)
-            {
-                if let Some(&i) = live.iter().find(|&&i| nodes[i].name == l.to_string()) {
-                    if nodes[i].handle.guard().is_ok() {
-                        return (i, first.term.get());
-                    }
-                }
-            }
-        }
-        assert!(
-            t0.elapsed() < WAIT,
-            "no agreed leader within {WAIT:?}: {views:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::settled_among(nodes, live, WAIT).await
 }
 
 async fn eventually(what: &str, mut pred: impl FnMut() -> bool) {

@@ -43,31 +43,10 @@ async fn start(etcd: &EtcdCluster, election: &str) -> Vec<TNode> {
     nodes
 }
 
-/// Waits until every live node (index not in `gone`) names one leader with one term, and
-/// that leader's guard holds; returns (leader index, term).
+/// Every node not in `gone` agrees on a leader whose guard holds (`common::settled_among`).
 async fn settled(nodes: &[TNode], gone: &[usize], within: Duration) -> (usize, u64) {
-    let t0 = Instant::now();
-    loop {
-        let live: Vec<usize> = (0..nodes.len()).filter(|i| !gone.contains(i)).collect();
-        let views: Vec<_> = live.iter().map(|&i| nodes[i].handle.view()).collect();
-        let first = &views[0];
-        if let Some(l) = &first.leader {
-            if views
-                .iter()
-                .all(|v| v.leader.as_ref() == Some(l) && v.term == first.term)
-            {
-                let i = nodes.iter().position(|n| n.name == l.to_string()).unwrap();
-                if nodes[i].handle.guard().is_ok() {
-                    return (i, first.term.get());
-                }
-            }
-        }
-        assert!(
-            t0.elapsed() < within,
-            "no agreed leader within {within:?}: {views:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let live: Vec<usize> = (0..nodes.len()).filter(|i| !gone.contains(i)).collect();
+    common::settled_among(nodes, &live, within).await
 }
 
 #[test]

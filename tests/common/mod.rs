@@ -291,3 +291,31 @@ pub fn run_serial<F: std::future::Future<Output = ()>>(body: impl FnOnce() -> F)
         .expect("runtime")
         .block_on(body());
 }
+
+/// Waits until every node of `live` (indices into `nodes`) names one leader among them with
+/// one term, and that leader's guard holds; returns (leader index, term). Fails the test
+/// after `within`.
+pub async fn settled_among(nodes: &[TNode], live: &[usize], within: Duration) -> (usize, u64) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let views: Vec<_> = live.iter().map(|&i| nodes[i].handle.view()).collect();
+        let first = &views[0];
+        if let Some(l) = &first.leader {
+            if views
+                .iter()
+                .all(|v| v.leader.as_ref() == Some(l) && v.term == first.term)
+            {
+                if let Some(&i) = live.iter().find(|&&i| nodes[i].name == l.to_string()) {
+                    if nodes[i].handle.guard().is_ok() {
+                        return (i, first.term.get());
+                    }
+                }
+            }
+        }
+        assert!(
+            t0.elapsed() < within,
+            "no agreed leader within {within:?}: {views:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
