@@ -261,10 +261,21 @@ fn install_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
             };
             let handle = handle.clone();
             tokio::spawn(async move {
-                // Any request gets the metrics: read what the client sent (bounded), answer,
-                // close.
-                let mut buf = [0u8; 1024];
-                let _ = tokio::time::timeout(Duration::from_secs(2), sock.read(&mut buf)).await;
+                // Any request gets the metrics: read the client's request head (up to its blank
+                // line, bounded in size and time), answer, close. Answering after a partial read
+                // would close the socket with request bytes unread, and the kernel then resets
+                // the connection under the client's feet (it loses the answer).
+                let mut buf = [0u8; 8192];
+                let mut got = 0;
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while got < buf.len() && !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf[got..]).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => got += n,
+                        }
+                    }
+                })
+                .await;
                 handle.run_upkeep();
                 let body = handle.render();
                 let head = format!(
