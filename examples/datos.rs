@@ -632,17 +632,11 @@ fn refused_json(view: &ClusterView) -> Value {
 
 /// `{"op": TEXT, "kind": TEXT}` while etcd is unreachable (which operation failed, how), else
 /// `null`.
-#[cfg(feature = "etcd")]
 fn etcd_unavailable_json(view: &ClusterView) -> Value {
-    view.etcd_unavailable.map_or(
+    view.backend_unavailable.map_or(
         Value::Null,
         |(op, kind)| json!({ "op": op.to_string(), "kind": kind.to_string() }),
     )
-}
-
-#[cfg(not(feature = "etcd"))]
-fn etcd_unavailable_json(_view: &ClusterView) -> Value {
-    Value::Null
 }
 
 fn names(v: &[&NodeName]) -> String {

@@ -13,10 +13,10 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::election::QuorumParams;
-use crate::error::ConfigError;
+use crate::error::{BackendConfigError, ConfigError};
 use crate::types::{NodeId, NodeName};
 
-pub use backend::{Backend, EtcdRole};
+pub use backend::{Backend, ElectionRole};
 pub use members::{MemberLimit, Members};
 pub use mode::{Mode, QuorumConfig, DEFAULT_LEASE, DEFAULT_MARGIN, DEFAULT_MAX_DRIFT};
 #[cfg(feature = "tls")]
@@ -80,7 +80,7 @@ pub struct Config {
     pub(crate) preempt: bool,
     pub(crate) mode: Mode,
     pub(crate) backend: Backend,
-    pub(crate) etcd_role: EtcdRole,
+    pub(crate) election_role: ElectionRole,
     pub(crate) max_frame_len: usize,
     pub(crate) send_queue: usize,
     pub(crate) mailbox: usize,
@@ -122,7 +122,7 @@ impl Config {
             preempt: false,
             mode: Mode::Bully,
             backend: Backend::Mesh,
-            etcd_role: None,
+            election_role: None,
             max_members: DEFAULT_MAX_MEMBERS,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             send_queue: DEFAULT_SEND_QUEUE,
@@ -167,11 +167,11 @@ impl Config {
         &self.backend
     }
 
-    /// etcd mode: whether this node campaigns ([`EtcdRole::Candidate`]) or only follows
-    /// ([`EtcdRole::Worker`]). [`EtcdRole::Candidate`] with the mesh backend, where the lists
-    /// say who may lead.
-    pub fn etcd_role(&self) -> EtcdRole {
-        self.etcd_role
+    /// With an external backend (etcd): whether this node campaigns
+    /// ([`ElectionRole::Candidate`]) or only follows ([`ElectionRole::Worker`]).
+    /// [`ElectionRole::Candidate`] with the mesh backend, where the lists say who may lead.
+    pub fn election_role(&self) -> ElectionRole {
+        self.election_role
     }
 
     /// The lease parameters of the runtime's lease checks: quorum mode's (renewing every
@@ -282,7 +282,7 @@ pub struct ConfigBuilder {
     preempt: bool,
     mode: Mode,
     backend: Backend,
-    etcd_role: Option<EtcdRole>,
+    election_role: Option<ElectionRole>,
     max_members: usize,
     max_frame_len: usize,
     send_queue: usize,
@@ -407,21 +407,22 @@ impl ConfigBuilder {
         self
     }
 
-    /// etcd mode: whether this node campaigns for leadership ([`EtcdRole::Candidate`]) or
-    /// only follows the leader etcd names ([`EtcdRole::Worker`]). Default: a node listed in
-    /// [`ConfigBuilder::workers`] is a worker, any other a candidate. In etcd mode the lists
-    /// are optional: a node need list no one (it learns the leader from etcd, and the leader
-    /// admits it when it connects). Refused with the mesh backend (the lists give the roles)
+    /// With an external backend (etcd): whether this node campaigns for leadership
+    /// ([`ElectionRole::Candidate`]) or only follows the leader the store names
+    /// ([`ElectionRole::Worker`]). Default: a node listed in [`ConfigBuilder::workers`] is a
+    /// worker, any other a candidate. With an external backend the lists are optional: a node
+    /// need list no one (it learns the leader from the store, and the leader admits it when it
+    /// connects). Refused with the mesh backend (the lists give the roles)
     /// and when it contradicts this node's own listing.
-    pub fn etcd_role(mut self, role: EtcdRole) -> Self {
-        self.etcd_role = Some(role);
+    pub fn election_role(mut self, role: ElectionRole) -> Self {
+        self.election_role = Some(role);
         self
     }
 
-    /// etcd mode: the most members this node holds, listed and met at run time, itself
-    /// included (default 256, at most 4096). A node that connects beyond it is refused
-    /// ([`Refusal::MemberLimit`](crate::wire::handshake::Refusal::MemberLimit)), and a leader
-    /// named by etcd beyond it is treated as "no leader".
+    /// With an external backend (etcd): the most members this node holds, listed and met at
+    /// run time, itself included (default 256, at most 4096). A node that connects beyond it
+    /// is refused ([`Refusal::MemberLimit`](crate::wire::handshake::Refusal::MemberLimit)), and
+    /// a leader named by the store beyond it is treated as "no leader".
     pub fn max_members(mut self, n: usize) -> Self {
         self.max_members = n;
         self
@@ -492,7 +493,7 @@ impl ConfigBuilder {
         };
         let candidates = parse(&self.candidates)?;
         let workers = parse(&self.workers)?;
-        // etcd decides who leads: the lists are optional hints (see `docs/design.md`).
+        // A store decides who leads: the lists are optional hints (see `docs/design.md`).
         let dynamic = self.backend.is_external();
         if candidates.is_empty() && !dynamic {
             return Err(ConfigError::NoCandidates);
@@ -512,20 +513,20 @@ impl ConfigBuilder {
         }
         let listed_worker = workers.contains(&me);
         let listed = listed_worker || candidates.contains(&me);
-        let etcd_role = match (self.etcd_role, dynamic) {
+        let election_role = match (self.election_role, dynamic) {
             (Some(_), false) => {
                 return Err(ConfigError::OutOfRange(
-                    "etcd_role (only with an external backend: the lists give the roles)",
+                    "election_role (only with an external backend: the lists give the roles)",
                 ))
             }
-            (Some(r), true) if listed && (r == EtcdRole::Worker) != listed_worker => {
+            (Some(r), true) if listed && (r == ElectionRole::Worker) != listed_worker => {
                 return Err(ConfigError::OutOfRange(
-                    "etcd_role (it contradicts this node's own listing as candidate or worker)",
+                    "election_role (it contradicts this node's own listing as candidate or worker)",
                 ))
             }
             (Some(r), true) => r,
-            (None, _) if listed_worker => EtcdRole::Worker,
-            (None, _) => EtcdRole::Candidate,
+            (None, _) if listed_worker => ElectionRole::Worker,
+            (None, _) => ElectionRole::Candidate,
         };
         let mut members = Members::new(candidates, workers);
         if dynamic {
@@ -576,6 +577,10 @@ impl ConfigBuilder {
         if let Some(e) = self.backend.etcd() {
             e.validate()?;
         }
+        if let Backend::External(e) = &self.backend {
+            e.validate()
+                .map_err(|e| ConfigError::Backend(BackendConfigError::new(e)))?;
+        }
         let cookie = self.cookie.unwrap_or_default();
         if cookie.expose().is_empty() {
             return Err(ConfigError::EmptyCookie);
@@ -622,7 +627,7 @@ impl ConfigBuilder {
             preempt: self.preempt,
             mode: self.mode,
             backend: self.backend,
-            etcd_role,
+            election_role,
             max_frame_len: self.max_frame_len,
             send_queue: self.send_queue,
             mailbox: self.mailbox,

@@ -102,6 +102,40 @@ impl From<CodecError> for CallError {
     }
 }
 
+/// An external backend's own reason to refuse its configuration, shared so that
+/// [`ConfigError`] stays `Clone`; two are equal only if they are the same error.
+#[derive(Debug, Clone)]
+pub struct BackendConfigError(std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl BackendConfigError {
+    pub(crate) fn new(e: BoxError) -> Self {
+        BackendConfigError(e.into())
+    }
+
+    /// The backend's error.
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl std::fmt::Display for BackendConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BackendConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for BackendConfigError {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// Why a configuration was refused by [`crate::ConfigBuilder::build`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -110,6 +144,10 @@ pub enum ConfigError {
     #[cfg(feature = "etcd")]
     #[error("etcd backend: {0}")]
     Etcd(#[from] crate::etcd::EtcdConfigError),
+    /// The external backend refused its configuration
+    /// ([`ExternalElection::validate`](crate::backend::ExternalElection::validate)).
+    #[error("external backend: {0}")]
+    Backend(#[source] BackendConfigError),
     /// A node name is malformed.
     #[error("bad node name: {0}")]
     NodeName(#[from] NodeNameError),
@@ -249,6 +287,14 @@ pub enum StartError {
     #[error("init failed")]
     Init {
         /// What `init` returned.
+        #[source]
+        source: BoxError,
+    },
+    /// The external election backend could not start
+    /// ([`ExternalElection::start`](crate::backend::ExternalElection::start)).
+    #[error("the election backend could not start")]
+    Backend {
+        /// The backend's error.
         #[source]
         source: BoxError,
     },

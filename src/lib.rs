@@ -68,6 +68,7 @@
 //! [`transport`] the connection plumbing, and the node runtime a ractor actor that drives
 //! them. See `docs/guide.md` for the concepts, the mapping from gen_leader and the guarantees.
 
+pub mod backend;
 pub mod behaviour;
 pub mod config;
 pub mod election;
@@ -80,11 +81,13 @@ pub mod types;
 pub mod wire;
 
 pub use behaviour::{Behaviour, Election, LeaderReply, ReplyTo, StopReason, Wire};
-pub use config::{Backend, Config, ConfigBuilder, Members, Mode, QuorumConfig};
+pub use config::{Backend, Config, ConfigBuilder, ElectionRole, Members, Mode, QuorumConfig};
 #[cfg(feature = "tls")]
 pub use config::{TlsConfig, TlsError};
 pub use election::{LossReason, NoQuorum, Role};
-pub use error::{BoxError, CallError, CodecFailure, ConfigError, GuardError, StartError};
+pub use error::{
+    BackendConfigError, BoxError, CallError, CodecFailure, ConfigError, GuardError, StartError,
+};
 pub use node::{ClusterView, LeaderGuard, LeaderHandle, LeaderState, Node, NodeStats};
 pub use node::{
     ModeStatus, NoQuorumStatus, NodeStatus, ObserveError, Observer, RefusedPeer, StateKind,

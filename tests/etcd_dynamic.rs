@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{bind, Ev, TNode};
-use gen_leader::config::{Backend, EtcdRole};
+use gen_leader::config::{Backend, ElectionRole};
 use gen_leader::etcd::EtcdConfig;
 use gen_leader::{Config, ConfigBuilder, NodeName};
 use testkit::etcd::EtcdCluster;
@@ -85,7 +85,7 @@ async fn unlisted_body() {
     for (i, (l, name)) in ls.into_iter().zip(&names).enumerate() {
         let mut b = bare(&etcd, "gl-dyn/elect", name);
         if i == 3 {
-            b = b.etcd_role(EtcdRole::Worker);
+            b = b.election_role(ElectionRole::Worker);
         }
         nodes.push(common::start(b, l).await);
     }
@@ -162,7 +162,7 @@ async fn refused_body() {
     nodes.push(
         common::start(
             bare(&etcd, "gl-dyn/refuse", &names[1])
-                .etcd_role(EtcdRole::Worker)
+                .election_role(ElectionRole::Worker)
                 .cookie("wrong-cookie"),
             ls.next().unwrap(),
         )
@@ -189,7 +189,7 @@ async fn refused_body() {
     // A good worker joins (the table's second member)...
     nodes.push(
         common::start(
-            bare(&etcd, "gl-dyn/refuse", &names[3]).etcd_role(EtcdRole::Worker),
+            bare(&etcd, "gl-dyn/refuse", &names[3]).election_role(ElectionRole::Worker),
             ls.next().unwrap(),
         )
         .await,
@@ -200,7 +200,7 @@ async fn refused_body() {
     // ... and a third is refused: the table is full.
     nodes.push(
         common::start(
-            bare(&etcd, "gl-dyn/refuse", &names[4]).etcd_role(EtcdRole::Worker),
+            bare(&etcd, "gl-dyn/refuse", &names[4]).election_role(ElectionRole::Worker),
             ls.next().unwrap(),
         )
         .await,

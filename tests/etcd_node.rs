@@ -167,7 +167,7 @@ async fn etcd_stopped_body() {
     let t0 = Instant::now();
     while !nodes
         .iter()
-        .any(|n| n.handle.view().etcd_unavailable.is_some())
+        .any(|n| n.handle.view().backend_unavailable.is_some())
     {
         assert!(
             t0.elapsed() < Duration::from_secs(10),

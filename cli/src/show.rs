@@ -67,8 +67,11 @@ pub fn detail(s: &NodeStatus) -> Vec<String> {
     if s.state == StateKind::Leading {
         lines.push(format!("  followers   {}", list(&s.followers)));
     }
-    if s.mode.kind == "quorum" {
+    if s.mode.lease_ms.is_some() {
         lines.push(format!("  lease       {}", lease(s)));
+    }
+    if let Some(why) = &s.backend_unavailable {
+        lines.push(format!("  store       {} unavailable ({why})", s.mode.kind));
     }
     if s.refused.is_empty() {
         lines.push("  refused     -".into());
@@ -278,5 +281,30 @@ mod tests {
         s.state = StateKind::Electing;
         s.leader = None;
         assert_eq!(leadership(&s), "electing (no leader), term 3");
+    }
+
+    #[test]
+    fn a_store_that_decides_shows_its_lease_and_why_it_is_unavailable() {
+        let mut s = st("b@h:2", StateKind::Electing, None, 41);
+        s.mode.kind = "etcd".into();
+        s.mode.election = Some("gl/x".into());
+        s.mode.lease_ms = Some(2000);
+        s.mode.max_drift = Some(0.01);
+        s.mode.margin_ms = Some(10);
+        s.backend_unavailable = Some("lease keep-alive: unreachable".into());
+        let d = detail(&s);
+        assert!(
+            d[1].contains(
+                "etcd (election \"gl/x\", lease 2000 ms, max drift 0.01, margin 10 ms) mode"
+            ),
+            "{d:?}"
+        );
+        assert!(d.contains(&"  lease       -".to_string()), "{d:?}");
+        assert!(
+            d.contains(
+                &"  store       etcd unavailable (lease keep-alive: unreachable)".to_string()
+            ),
+            "{d:?}"
+        );
     }
 }

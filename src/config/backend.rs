@@ -1,24 +1,26 @@
 //! [`Backend`]: who decides which node leads — the nodes' own election over the mesh (the
-//! default), or an external store (etcd, cargo feature `etcd`).
+//! default), or an external store (etcd with cargo feature `etcd`, or any
+//! [`ExternalElection`]).
 //!
 //! Why apart from [`Mode`](super::Mode): the mode says what a leadership *means* inside the
 //! built-in election (bully or quorum); a backend replaces that election. With an external
 //! backend the engine runs in external mode (`Engine::new_external`): the store names the
 //! leader and its lease, and the mesh still carries calls, the Synch and broadcasts. Every
-//! node of a cluster must use the same backend: it is part of the handshake's digest.
+//! node of a cluster must use the same backend: its [`ElectionIdentity`] is part of the
+//! handshake's digest.
 
-#[cfg(feature = "etcd")]
-use sha2::Digest;
-use sha2::Sha256;
+use std::sync::Arc;
 
-#[cfg(feature = "etcd")]
+use sha2::{Digest, Sha256};
+
+use crate::backend::{ElectionIdentity, ExternalElection};
 use crate::election::QuorumParams;
 #[cfg(feature = "etcd")]
 use crate::etcd::EtcdConfig;
 
 /// Who decides which node leads. Set with
 /// [`ConfigBuilder::backend`](crate::ConfigBuilder::backend).
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub enum Backend {
     /// The nodes elect among themselves over their TCP mesh ([`Mode`](super::Mode) says
@@ -31,10 +33,30 @@ pub enum Backend {
     /// (the default: etcd replaces the election). The member lists are optional in this
     /// mode: a node learns the leader's name and address from the election value, and the
     /// leader admits any node that proves the cookie and campaigns on the same election
-    /// (see [`ConfigBuilder::etcd_role`](crate::ConfigBuilder::etcd_role) and
+    /// (see [`ConfigBuilder::election_role`](crate::ConfigBuilder::election_role) and
     /// [`ConfigBuilder::max_members`](crate::ConfigBuilder::max_members)).
     #[cfg(feature = "etcd")]
     Etcd(EtcdConfig),
+    /// Another store decides, through its [`ExternalElection`] implementation (a lease row
+    /// in a database, say). Everything said of `Backend::Etcd` holds, with the store's
+    /// revision as the fencing token.
+    External(Arc<dyn ExternalElection>),
+}
+
+/// Two backends are equal when they would follow the same election: the same kind, and for
+/// an external store the same [`ElectionIdentity`].
+impl PartialEq for Backend {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Backend::Mesh, Backend::Mesh) => true,
+            #[cfg(feature = "etcd")]
+            (Backend::Etcd(a), Backend::Etcd(b)) => a == b,
+            (Backend::External(a), Backend::External(b)) => {
+                Arc::ptr_eq(a, b) || a.identity() == b.identity()
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Backend {
@@ -43,34 +65,42 @@ impl Backend {
         !matches!(self, Backend::Mesh)
     }
 
+    /// The store that decides, if one does (etcd's is its `EtcdConfig`).
+    pub fn external(&self) -> Option<Arc<dyn ExternalElection>> {
+        match self {
+            Backend::Mesh => None,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => Some(Arc::new(e.clone())),
+            Backend::External(e) => Some(e.clone()),
+        }
+    }
+
+    /// What the nodes must share to follow the same election, if a store decides.
+    pub fn identity(&self) -> Option<ElectionIdentity> {
+        match self {
+            Backend::Mesh => None,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => Some(e.identity()),
+            Backend::External(e) => Some(e.identity()),
+        }
+    }
+
     /// The lease as the runtime's lease checks take it (`QuorumParams::leader_lease` equals
     /// the backend's local lease), or `None` for the mesh.
-    #[cfg(feature = "etcd")]
     pub(crate) fn lease_params(
         &self,
         heartbeat: std::time::Duration,
         durable: bool,
     ) -> Option<QuorumParams> {
-        match self {
-            Backend::Mesh => None,
-            Backend::Etcd(e) => Some(QuorumParams {
-                lease: e.ttl,
-                drift_ppm: e.drift_ppm(),
-                margin: e.margin,
-                renew_interval: heartbeat,
-                durable,
-                sticky: true,
-            }),
-        }
-    }
-
-    #[cfg(not(feature = "etcd"))]
-    pub(crate) fn lease_params(
-        &self,
-        _heartbeat: std::time::Duration,
-        _durable: bool,
-    ) -> Option<crate::election::QuorumParams> {
-        None
+        let lease = self.identity()?.lease;
+        Some(QuorumParams {
+            lease: lease.ttl,
+            drift_ppm: lease.drift_ppm,
+            margin: lease.margin,
+            renew_interval: heartbeat,
+            durable,
+            sticky: true,
+        })
     }
 
     /// The etcd configuration, if etcd decides.
@@ -78,40 +108,38 @@ impl Backend {
     pub fn etcd(&self) -> Option<&EtcdConfig> {
         match self {
             Backend::Etcd(e) => Some(e),
-            Backend::Mesh => None,
+            _ => None,
         }
     }
 }
 
-/// etcd mode: whether a node campaigns or only follows. Set with
-/// [`ConfigBuilder::etcd_role`](crate::ConfigBuilder::etcd_role).
+/// With an external backend: whether a node campaigns or only follows. Set with
+/// [`ConfigBuilder::election_role`](crate::ConfigBuilder::election_role).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
-pub enum EtcdRole {
+pub enum ElectionRole {
     /// Campaigns on the election: may lead. The default.
     #[default]
     Candidate,
-    /// Never campaigns: follows the leader etcd names (calls, broadcasts), never leads.
+    /// Never campaigns: follows the leader the store names (calls, broadcasts), never leads.
     Worker,
 }
 
 /// Feeds the backend into the cluster digest: nothing for the mesh (digests of existing
-/// clusters do not change); for etcd, the election and the lease's timing (not the
-/// endpoints: nodes may reach one etcd cluster through different members).
-#[cfg_attr(not(feature = "etcd"), allow(unused_variables))]
+/// clusters do not change); for a store, its identity: kind, election and the lease's timing
+/// (not etcd's endpoints: nodes may reach one etcd cluster through different members).
 pub(super) fn digest(backend: &Backend, h: &mut Sha256) {
-    match backend {
-        Backend::Mesh => {}
-        #[cfg(feature = "etcd")]
-        Backend::Etcd(e) => {
-            h.update(b"backend/etcd\0");
-            h.update(e.election.as_bytes());
-            h.update([0]);
-            h.update(e.ttl.as_secs().to_be_bytes());
-            h.update(e.drift_ppm().to_be_bytes());
-            h.update((e.margin.as_nanos() as u64).to_be_bytes());
-        }
-    }
+    let Some(id) = backend.identity() else {
+        return;
+    };
+    h.update(b"backend/");
+    h.update(id.store.as_bytes());
+    h.update([0]);
+    h.update(id.election.as_bytes());
+    h.update([0]);
+    h.update((id.lease.ttl.as_nanos() as u64).to_be_bytes());
+    h.update(id.lease.drift_ppm.to_be_bytes());
+    h.update((id.lease.margin.as_nanos() as u64).to_be_bytes());
 }
 
 #[cfg(all(test, feature = "etcd"))]
@@ -142,5 +170,56 @@ mod tests {
         assert_eq!(d(&a), d(&b));
         assert_ne!(d(&a), d(&c));
         assert_ne!(d(&a), d(&Backend::Mesh));
+    }
+}
+
+#[cfg(test)]
+mod external_tests {
+    use super::*;
+    use crate::backend::{LeaderValue, LeaseTiming, Started};
+    use crate::error::BoxError;
+    use std::time::Duration;
+
+    #[derive(Debug)]
+    struct Fake(&'static str, &'static str, u64);
+
+    impl ExternalElection for Fake {
+        fn identity(&self) -> ElectionIdentity {
+            let t = LeaseTiming::new(
+                Duration::from_secs(self.2),
+                10_000,
+                Duration::from_millis(10),
+            );
+            ElectionIdentity::new(self.0, self.1, t)
+        }
+        fn start(&self, _me: LeaderValue, _campaign: bool) -> Result<Started, BoxError> {
+            Err("not in this test".into())
+        }
+    }
+
+    fn ext(store: &'static str, election: &'static str, ttl: u64) -> Backend {
+        Backend::External(Arc::new(Fake(store, election, ttl)))
+    }
+
+    fn d(b: &Backend) -> [u8; 32] {
+        let mut h = Sha256::new();
+        digest(b, &mut h);
+        h.finalize().into()
+    }
+
+    #[test]
+    fn a_store_is_known_by_its_kind_election_and_lease() {
+        let a = ext("sql", "x", 2);
+        assert!(a.is_external());
+        assert_eq!(a, ext("sql", "x", 2), "equal identities, distinct values");
+        assert_eq!(d(&a), d(&ext("sql", "x", 2)));
+        for other in [ext("kv", "x", 2), ext("sql", "y", 2), ext("sql", "x", 3)] {
+            assert_ne!(a, other);
+            assert_ne!(d(&a), d(&other));
+        }
+        assert_ne!(a, Backend::Mesh);
+        assert_ne!(d(&a), d(&Backend::Mesh));
+        let p = a.lease_params(Duration::from_millis(100), false).unwrap();
+        assert_eq!(p.leader_lease(), a.identity().unwrap().lease.local_lease());
     }
 }

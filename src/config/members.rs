@@ -214,7 +214,7 @@ impl Members {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, ConfigBuilder, EtcdRole};
+    use crate::config::{Config, ConfigBuilder, ElectionRole};
 
     fn base() -> ConfigBuilder {
         Config::builder("a@127.0.0.1:1")
@@ -238,7 +238,7 @@ mod tests {
     #[test]
     fn etcd_mode_needs_no_list_and_grows_its_table_up_to_the_limit() {
         let c = etcd("c@127.0.0.1:3").max_members(3).build().unwrap();
-        assert_eq!(c.etcd_role(), EtcdRole::Candidate);
+        assert_eq!(c.election_role(), ElectionRole::Candidate);
         let m = c.members();
         assert!(m.is_growable());
         assert_eq!(c.my_id, NodeId(0));
@@ -280,6 +280,6 @@ mod tests {
         assert_eq!(c.members().join(&z), Ok(None), "no stranger joins");
         assert!(c.members().refreshed().is_none());
         assert!(c.members().joined().is_empty());
-        assert_eq!(c.etcd_role(), EtcdRole::Candidate);
+        assert_eq!(c.election_role(), ElectionRole::Candidate);
     }
 }

@@ -74,7 +74,7 @@ fn etcd(me: &str) -> ConfigBuilder {
 
 #[cfg(feature = "etcd")]
 #[test]
-fn etcd_roles_and_lists() {
+fn election_roles_and_lists() {
     let e = |b: ConfigBuilder| b.build().unwrap_err().to_string();
     // Listed ids come first; this node, unlisted, after them.
     let c = etcd("c@127.0.0.1:3")
@@ -86,17 +86,19 @@ fn etcd_roles_and_lists() {
     assert_eq!(c.members().len(), 3);
     let w = etcd("w@127.0.0.1:9").workers(["w@127.0.0.1:9"]).build();
     assert_eq!(
-        w.unwrap().etcd_role(),
-        EtcdRole::Worker,
+        w.unwrap().election_role(),
+        ElectionRole::Worker,
         "listed as a worker"
     );
-    let w = etcd("x@127.0.0.1:9").etcd_role(EtcdRole::Worker).build();
-    assert_eq!(w.unwrap().etcd_role(), EtcdRole::Worker);
+    let w = etcd("x@127.0.0.1:9")
+        .election_role(ElectionRole::Worker)
+        .build();
+    assert_eq!(w.unwrap().election_role(), ElectionRole::Worker);
     assert!(e(etcd("w@127.0.0.1:9")
         .workers(["w@127.0.0.1:9"])
-        .etcd_role(EtcdRole::Candidate))
+        .election_role(ElectionRole::Candidate))
     .contains("contradicts"));
-    assert!(e(base().etcd_role(EtcdRole::Worker)).contains("only with an external"));
+    assert!(e(base().election_role(ElectionRole::Worker)).contains("only with an external"));
     assert!(e(etcd("c@127.0.0.1:3").max_members(0)).contains("max_members"));
     assert!(e(etcd("c@127.0.0.1:3")
         .candidates(["a@127.0.0.1:1"])

@@ -36,10 +36,10 @@ use super::client::{
 };
 use super::config::EtcdConfig;
 use super::error::{EtcdError, EtcdOp};
-use super::event::{EtcdEvent, StepDownReason};
 use super::lease::{Lease, News};
 use super::lease_clock::{Ack, LeaseClock};
 use super::verify::leader_key_holds;
+use super::{EtcdEvent, StepDownReason};
 
 /// Test hooks, shared with the handle.
 #[derive(Debug, Default)]

@@ -3,7 +3,8 @@
 //!
 //! Why a handle plus a channel of events: the runtime already runs an actor with its own
 //! inputs; the backend only has to feed it [`EtcdEvent`]s, so it needs no access to the
-//! runtime's internals, and a second store (a SQL lease, say) can offer the same shape.
+//! runtime's internals. [`EtcdConfig`] implements [`ExternalElection`] (the trait the node
+//! runtime speaks) with it, and [`EtcdElection`] is its [`RunningElection`].
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,13 +15,12 @@ use tokio::task::JoinHandle;
 use super::campaign::{Campaigner, Hooks, ShutdownOutcome};
 use super::config::EtcdConfig;
 use super::error::EtcdStartError;
-use super::event::EtcdEvent;
 use super::observe::Observer;
 use super::value::LeaderValue;
-
-/// Capacity of the event channel. The runtime should drain it promptly; `LeaseMoved` events
-/// are dropped when it is full (safe: see [`EtcdEvent::LeaseMoved`]), the others wait.
-pub const EVENT_CAPACITY: usize = 64;
+use super::EtcdEvent;
+use super::EVENT_CAPACITY;
+use crate::backend::{ElectionIdentity, ExternalElection, LeaseTiming, RunningElection, Started};
+use crate::error::BoxError;
 
 /// A running etcd election for one node: a campaigner and an observer task.
 ///
@@ -110,6 +110,36 @@ impl EtcdElection {
     #[doc(hidden)]
     pub fn pause_lease_for_test(&self, on: bool) {
         self.hooks.paused.store(on, Ordering::SeqCst);
+    }
+}
+
+impl RunningElection for EtcdElection {
+    fn shutdown(self: Box<Self>) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let outcome = EtcdElection::shutdown(*self).await;
+            tracing::info!(?outcome, "etcd backend stopped");
+        })
+    }
+}
+
+/// etcd as the store that decides: what the node runtime uses with
+/// [`Backend::Etcd`](crate::Backend::Etcd).
+impl ExternalElection for EtcdConfig {
+    fn identity(&self) -> ElectionIdentity {
+        ElectionIdentity::new(
+            "etcd",
+            self.election.clone(),
+            LeaseTiming::new(self.ttl, self.drift_ppm(), self.margin),
+        )
+    }
+
+    fn validate(&self) -> Result<(), BoxError> {
+        EtcdConfig::validate(self).map_err(Into::into)
+    }
+
+    fn start(&self, me: LeaderValue, campaign: bool) -> Result<Started, BoxError> {
+        let (election, events) = EtcdElection::launch(self.clone(), me, campaign)?;
+        Ok(Started::new(events, Box::new(election)))
     }
 }
 

@@ -1,85 +1,16 @@
-//! Typed errors of the etcd backend: what failed ([`EtcdOp`]), how ([`ErrorKind`]), and the
-//! client's error as the source.
+//! Typed errors of the etcd backend: what failed ([`EtcdOp`], the neutral
+//! [`StoreOp`](crate::backend::StoreOp)), how ([`ErrorKind`], the neutral
+//! [`FailureKind`](crate::backend::FailureKind)), and the client's error as the source.
 //!
 //! Why a kind next to the source: the runtime and the view need a small, stable answer to
 //! "why is there no leader?" (etcd unreachable, timed out, lease gone, refused), while the
 //! log wants the full chain. Events carry the kind; the log gets the error.
 
-use std::fmt;
 use std::time::Duration;
 
 use super::config::EtcdConfigError;
 use super::value::ValueError;
-
-/// The etcd operation that failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum EtcdOp {
-    /// Connecting to the endpoints.
-    Connect,
-    /// Granting the lease.
-    Grant,
-    /// Keeping the lease alive (the stream, or the lease clock running out unrenewed).
-    KeepAlive,
-    /// Campaigning on the election.
-    Campaign,
-    /// The phantom-leadership check after a campaign returned.
-    Check,
-    /// Watching this leader's own key.
-    Watch,
-    /// Learning the current leader (`leader`, `observe`).
-    Observe,
-    /// Resigning on shutdown.
-    Resign,
-    /// Revoking the lease.
-    Revoke,
-}
-
-impl fmt::Display for EtcdOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            EtcdOp::Connect => "connect",
-            EtcdOp::Grant => "lease grant",
-            EtcdOp::KeepAlive => "lease keep-alive",
-            EtcdOp::Campaign => "campaign",
-            EtcdOp::Check => "leadership check",
-            EtcdOp::Watch => "watch",
-            EtcdOp::Observe => "observe",
-            EtcdOp::Resign => "resign",
-            EtcdOp::Revoke => "lease revoke",
-        })
-    }
-}
-
-/// How an etcd operation failed, in the few classes the runtime acts on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// No connection to any endpoint (refused, reset, unreachable), or etcd answered
-    /// "unavailable" (e.g. it has no raft leader).
-    Unreachable,
-    /// No answer within the request timeout (or the lease clock ran out while keep-alives
-    /// went unanswered).
-    Timeout,
-    /// The lease does not exist any more (it expired or was revoked on etcd).
-    LeaseNotFound,
-    /// A stream ended that should have stayed open.
-    StreamEnded,
-    /// etcd refused the request (permissions, invalid arguments, anything else).
-    Refused,
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ErrorKind::Unreachable => "unreachable",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::LeaseNotFound => "lease not found",
-            ErrorKind::StreamEnded => "stream ended",
-            ErrorKind::Refused => "refused",
-        })
-    }
-}
+pub use crate::backend::{FailureKind as ErrorKind, StoreOp as EtcdOp};
 
 /// An etcd operation that failed.
 #[derive(Debug, thiserror::Error)]

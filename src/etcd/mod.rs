@@ -12,7 +12,9 @@
 //! send time of the last acknowledged keep-alive, scaled by `(1−ρ)/(1+ρ)` and less a margin,
 //! exactly as quorum mode does, so it stops acting before etcd's TTL can run out. Each node
 //! also runs an *observer* (`observe.rs`) that follows etcd's `observe` stream to learn the
-//! leader's name and address. Both feed one bounded channel of [`EtcdEvent`]s.
+//! leader's name and address. Both feed one bounded channel of [`EtcdEvent`]s (the
+//! store-neutral [`ElectionEvent`](crate::backend::ElectionEvent)). [`EtcdConfig`] implements
+//! [`ExternalElection`](crate::backend::ExternalElection), the trait the node runtime speaks.
 //!
 //! Driving it from a runtime:
 //!
@@ -48,23 +50,22 @@
 //! `sent` added). The runtime's guard must compare against it itself rather than wait for
 //! `SteppedDown`.
 
-pub mod backoff;
 mod campaign;
 mod client;
 pub mod config;
 mod election;
 pub mod error;
-pub mod event;
 mod lease;
-pub mod lease_clock;
 mod observe;
-pub mod value;
 pub mod verify;
 
+// The store-neutral parts live in `crate::backend`; here under the names etcd users know.
+pub use crate::backend::{backoff, lease_clock, value};
+pub use crate::backend::{
+    Ack, ElectionEvent as EtcdEvent, FailureKind as ErrorKind, LeaderValue, LeaseClock,
+    StepDownReason, StoreOp as EtcdOp, ValueError, EVENT_CAPACITY,
+};
 pub use campaign::ShutdownOutcome;
 pub use config::{EtcdConfig, EtcdConfigError, MAX_TTL, MIN_TTL};
-pub use election::{EtcdElection, EVENT_CAPACITY};
-pub use error::{ErrorKind, EtcdError, EtcdOp, EtcdStartError};
-pub use event::{EtcdEvent, StepDownReason};
-pub use lease_clock::{Ack, LeaseClock};
-pub use value::{LeaderValue, ValueError};
+pub use election::EtcdElection;
+pub use error::{EtcdError, EtcdStartError};

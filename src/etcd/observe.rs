@@ -24,8 +24,8 @@ use super::client::{
 };
 use super::config::EtcdConfig;
 use super::error::{EtcdError, EtcdOp};
-use super::event::EtcdEvent;
 use super::value::LeaderValue;
+use super::EtcdEvent;
 
 /// The error etcd's `leader` request returns for an election nobody holds.
 const NO_LEADER: &str = "election: no leader";

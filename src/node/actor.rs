@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::accept::accept_loop;
+use super::backend::BackendState;
 use super::broadcast::{Held, Sequencer, MAX_HELD_CASTS};
 use super::calls::{CallReq, Calls, ReplySender};
 use super::clock::LeaseClock;
@@ -96,8 +97,7 @@ pub(crate) enum NodeMsg<B: Behaviour> {
     },
     Tick,
     /// An event of the external election backend (`backend`).
-    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
-    Backend(super::backend::BackendEvent),
+    Backend(crate::backend::ElectionEvent),
     Shutdown(oneshot::Sender<()>),
     /// An observer session asks for a status (see `observe`).
     Observe(super::observe::Ask),
@@ -125,6 +125,18 @@ pub(crate) struct NodeArgs<B: Behaviour> {
 #[derive(Debug, thiserror::Error)]
 #[error("init failed")]
 pub(crate) struct InitFailed(#[source] pub BoxError);
+
+impl<B: Behaviour> From<crate::backend::ElectionEvent> for NodeMsg<B> {
+    fn from(ev: crate::backend::ElectionEvent) -> Self {
+        NodeMsg::Backend(ev)
+    }
+}
+
+/// The election backend's start failed (boxed into ractor's startup error, unboxed by
+/// `Node::start`).
+#[derive(Debug, thiserror::Error)]
+#[error("the election backend could not start")]
+pub(crate) struct BackendFailed(#[source] pub BoxError);
 
 pub(crate) struct NodeActor<B>(PhantomData<fn() -> B>);
 
@@ -202,6 +214,17 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             now.into_std(),
         );
 
+        // Before any task: if the store cannot start, the node does not either (and the
+        // behaviour, whose `init` ran, hears `terminate`).
+        let backend = match BackendState::start(&config, &myself) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(node = %config.me(), error = %e, "the election backend could not start");
+                behaviour.terminate(StopReason::ActorStopped).await;
+                return Err(Box::new(BackendFailed(e)));
+            }
+        };
+
         let (timer_tx, timer_rx) = watch::channel(None);
         let refused = Arc::new(AtomicU64::new(0));
         let refusals = Arc::new(Refusals::new(config.me().clone(), view_tx.clone()));
@@ -262,13 +285,12 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             refused,
             refusals,
             spin,
-            backend: Default::default(),
+            backend,
             metrics: super::metrics::NodeMetrics::of(&config),
         };
         info!(node = %config.me(), term = %initial_term, mode = %config.mode(), "node starting");
         // The view shows the persisted term from the start, not 0.
         state.publish();
-        state.start_backend();
         for i in 0..n {
             let p = NodeId(i as u32);
             if p != me {

@@ -1,32 +1,40 @@
-//! The node's side of an external election backend (etcd): start it, turn its events into
+//! The node's side of an external election backend (etcd, or any
+//! [`ExternalElection`](crate::backend::ExternalElection)): start it, turn its events into
 //! engine inputs, stop it (resigning) before the goodbye.
 //!
 //! Why a file of its own: the backend only *decides*; everything else (calls, Synch,
 //! broadcasts, guards, view, audit) stays the runtime's, driven by the engine's outputs as in
-//! the other modes. So this file is the whole adapter: the engine runs in external mode
-//! (`Engine::new_external`), each [`EtcdEvent`](crate::etcd::EtcdEvent) becomes one engine
-//! input, and the normal drive follows. The lease checks (`lease`, the guard) work unchanged:
-//! `Config::quorum_params` gives them the etcd lease with `leader_lease` equal to the
-//! backend's local lease, so `lease_end` recovers the keep-alive's send time and moves the
-//! lease onto the suspend-aware lease clock.
+//! the other modes. So this file is the whole adapter, and it names no store: the engine runs
+//! in external mode (`Engine::new_external`), each
+//! [`ElectionEvent`](crate::backend::ElectionEvent) becomes one engine input, and the normal
+//! drive follows. The lease checks (`lease`, the guard) work unchanged: `Config::quorum_params`
+//! gives them the store's lease timing with `leader_lease` equal to the backend's local lease,
+//! so `lease_end` recovers the keep-alive's send time and moves the lease onto the
+//! suspend-aware lease clock.
 //!
-//! The member lists are optional in this mode: a leader etcd names that this node has not met
-//! is added to its member table (`Members::join`, bounded by `max_members`) and dialed;
+//! The member lists are optional in this mode: a leader the store names that this node has not
+//! met is added to its member table (`Members::join`, bounded by `max_members`) and dialed;
 //! `sync_members` brings the peer slots and the engine up to the table, whoever added to it
 //! (this file, or an accept task admitting a node that proved the cookie). A worker
-//! (`EtcdRole::Worker`) only observes the election.
+//! (`ElectionRole::Worker`) only observes the election.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use ractor::ActorRef;
+use tracing::{info, warn};
+
+use crate::backend::{
+    ElectionEvent, FailureKind, LeaderValue, RunningElection, Started, StepDownReason, StoreOp,
+};
 use crate::behaviour::Behaviour;
-use crate::config::Config;
-use crate::election::{Engine, EngineConfig};
-use crate::types::NodeId;
+use crate::config::{Config, ElectionRole};
+use crate::election::{Engine, EngineConfig, LeaderRef, LossReason};
+use crate::error::BoxError;
+use crate::types::{NodeId, NodeName, Term};
 
 use super::conns::Peer;
 use super::state::NodeState;
-
 impl<B: Behaviour> NodeState<B> {
     /// Takes in the members met since the last look (etcd mode): a fresh snapshot of the
     /// table in `cfg`, a peer slot for each new id, and the engine's `n_nodes`. Call it
@@ -70,228 +78,195 @@ pub(super) fn new_engine(config: &Config, cfg: EngineConfig, now: Instant) -> En
     }
 }
 
-#[cfg(not(feature = "etcd"))]
-mod imp {
-    use super::*;
+/// The running backend, if any.
+#[derive(Debug, Default)]
+pub(crate) struct BackendState {
+    running: Option<Box<dyn RunningElection>>,
+    /// Forwards the backend's events to the actor.
+    forward: Option<tokio::task::JoinHandle<()>>,
+    /// The other node the store names as leader, kept dialed (see `PeerDial::set_persistent`).
+    named: Option<NodeId>,
+}
 
-    /// No external backend without the `etcd` feature.
-    #[derive(Debug, Default)]
-    pub(crate) struct BackendState;
+impl BackendState {
+    /// Starts the store's election (campaigning unless this node is a worker) if a store
+    /// decides; its events come to `actor` as `NodeMsg::Backend`.
+    pub(super) fn start<M>(config: &Config, actor: &ActorRef<M>) -> Result<Self, BoxError>
+    where
+        M: From<ElectionEvent> + ractor::Message,
+    {
+        let Some(store) = config.backend().external() else {
+            return Ok(BackendState::default());
+        };
+        let me = LeaderValue::new(config.me().to_string(), config.me().addr());
+        let campaign = config.election_role() == ElectionRole::Candidate;
+        let Started {
+            mut events,
+            running,
+        } = store.start(me, campaign)?;
+        let actor = actor.clone();
+        let forward = tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                if actor.cast(M::from(ev)).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(BackendState {
+            running: Some(running),
+            forward: Some(forward),
+            named: None,
+        })
+    }
+}
 
-    /// Uninhabited without a backend.
-    #[derive(Debug)]
-    pub(crate) enum BackendEvent {}
-
-    impl<B: Behaviour> NodeState<B> {
-        pub(in crate::node) fn start_backend(&mut self) {}
-        pub(in crate::node) async fn stop_backend(&mut self) {
-            let BackendState = self.backend;
-        }
-        pub(in crate::node) fn on_backend(&mut self, ev: BackendEvent) {
-            match ev {}
+impl Drop for BackendState {
+    fn drop(&mut self) {
+        if let Some(f) = self.forward.take() {
+            f.abort();
         }
     }
 }
 
-#[cfg(feature = "etcd")]
-mod imp {
-    use std::time::Duration;
-
-    use tracing::{info, warn};
-
-    use super::*;
-    use crate::config::EtcdRole;
-    use crate::election::{LeaderRef, LossReason};
-    use crate::etcd::{EtcdElection, EtcdEvent, LeaderValue, StepDownReason};
-    use crate::node::actor::NodeMsg;
-    use crate::types::{NodeName, Term};
-
-    /// The running backend, if any.
-    #[derive(Debug, Default)]
-    pub(crate) struct BackendState {
-        election: Option<EtcdElection>,
-        /// The other node etcd names as leader, kept dialed (see `PeerDial::set_persistent`).
-        named: Option<NodeId>,
+fn loss(reason: StepDownReason) -> LossReason {
+    match reason {
+        StepDownReason::LeaseExpired | StepDownReason::LeaseRevoked => LossReason::LeaseExpired,
+        _ => LossReason::TakenOver,
     }
+}
 
-    /// One event of the backend, for the actor.
-    #[derive(Debug)]
-    pub(crate) struct BackendEvent(pub EtcdEvent);
-
-    fn loss(reason: StepDownReason) -> LossReason {
-        match reason {
-            StepDownReason::LeaseExpired | StepDownReason::LeaseRevoked => LossReason::LeaseExpired,
-            _ => LossReason::TakenOver,
+impl<B: Behaviour> NodeState<B> {
+    /// Stops the backend: a leader resigns (the next one need not wait for the TTL).
+    pub(in crate::node) async fn stop_backend(&mut self) {
+        if let Some(running) = self.backend.running.take() {
+            running.shutdown().await;
+            info!(node = %self.cfg.me(), "election backend stopped");
         }
     }
 
-    impl<B: Behaviour> NodeState<B> {
-        /// Starts campaigning and observing, if etcd decides; its events come to the actor
-        /// as `NodeMsg::Backend`.
-        pub(in crate::node) fn start_backend(&mut self) {
-            let Some(cfg) = self.cfg.backend().etcd().cloned() else {
-                return;
-            };
-            let me = LeaderValue::new(self.cfg.me().to_string(), self.cfg.me().addr());
-            let started = match self.cfg.etcd_role() {
-                EtcdRole::Worker => EtcdElection::observe(cfg, me),
-                _ => EtcdElection::start(cfg, me),
-            };
-            match started {
-                Ok((election, mut events)) => {
-                    let actor = self.myself.clone();
-                    self.tasks.push(tokio::spawn(async move {
-                        while let Some(ev) = events.recv().await {
-                            if actor.cast(NodeMsg::Backend(BackendEvent(ev))).is_err() {
-                                return;
-                            }
-                        }
-                    }));
-                    self.backend.election = Some(election);
-                }
-                // Validated by `ConfigBuilder::build`: only an unencodable name gets here.
-                Err(e) => warn!(node = %self.cfg.me(), error = %e,
-                    "cannot start the etcd backend: this node will never lead or follow"),
-            }
+    /// Applies one backend event to the engine (the drive follows).
+    pub(in crate::node) fn on_backend(&mut self, ev: ElectionEvent) {
+        let now = tokio::time::Instant::now().into_std();
+        let me = self.me();
+        if let Some(unavailable) = unavailability(&ev) {
+            self.view_tx.send_if_modified(|v| {
+                let changed = v.backend_unavailable != unavailable;
+                v.backend_unavailable = unavailable;
+                changed
+            });
         }
-
-        /// Stops the backend: a leader resigns (the next one need not wait for the TTL).
-        pub(in crate::node) async fn stop_backend(&mut self) {
-            if let Some(e) = self.backend.election.take() {
-                let outcome = e.shutdown().await;
-                info!(node = %self.cfg.me(), ?outcome, "etcd backend stopped");
+        match ev {
+            ElectionEvent::Leading { rev, until, .. } => {
+                self.engine.handle_external_lease(now, Term(rev), until);
+                self.engine.handle_external_leader(
+                    now,
+                    Some(LeaderRef {
+                        node: me,
+                        term: Term(rev),
+                    }),
+                );
             }
-        }
-
-        /// Applies one backend event to the engine (the drive follows).
-        pub(in crate::node) fn on_backend(&mut self, BackendEvent(ev): BackendEvent) {
-            let now = tokio::time::Instant::now().into_std();
-            let me = self.me();
-            if let Some(unavailable) = super::unavailability(&ev) {
-                self.view_tx.send_if_modified(|v| {
-                    let changed = v.etcd_unavailable != unavailable;
-                    v.etcd_unavailable = unavailable;
-                    changed
-                });
+            ElectionEvent::LeaseMoved { rev, until, .. } => {
+                self.engine.handle_external_lease(now, Term(rev), until);
             }
-            match ev {
-                EtcdEvent::Leading { rev, until, .. } => {
-                    self.engine.handle_external_lease(now, Term(rev), until);
+            ElectionEvent::SteppedDown { rev, reason } => {
+                self.engine
+                    .handle_external_lost(now, Term(rev), loss(reason));
+            }
+            ElectionEvent::Following { leader, rev } => match self.meet(&leader.name) {
+                Some(id) if id != me => {
+                    self.keep_dialing(Some(id));
                     self.engine.handle_external_leader(
                         now,
                         Some(LeaderRef {
-                            node: me,
+                            node: id,
                             term: Term(rev),
                         }),
                     );
+                    self.dial(id, Duration::ZERO);
                 }
-                EtcdEvent::LeaseMoved { rev, until, .. } => {
-                    self.engine.handle_external_lease(now, Term(rev), until);
-                }
-                EtcdEvent::SteppedDown { rev, reason } => {
-                    self.engine
-                        .handle_external_lost(now, Term(rev), loss(reason));
-                }
-                EtcdEvent::Following { leader, rev } => match self.meet(&leader.name) {
-                    Some(id) if id != me => {
-                        self.keep_dialing(Some(id));
-                        self.engine.handle_external_leader(
-                            now,
-                            Some(LeaderRef {
-                                node: id,
-                                term: Term(rev),
-                            }),
-                        );
-                        self.dial(id, Duration::ZERO);
+                other => {
+                    if other == Some(me) {
+                        // Our name, not our campaign (which speaks for itself): an earlier
+                        // run of this node whose claim has not expired yet.
+                        warn!(node = %self.cfg.me(), rev,
+                            "the store names this node's name but not its campaign: no leader");
                     }
-                    other => {
-                        if other == Some(me) {
-                            // Our name, not our campaign (which speaks for itself): an earlier
-                            // run of this node whose key has not expired yet.
-                            warn!(node = %self.cfg.me(), rev,
-                                "etcd names this node's name but not its campaign: no leader");
-                        }
-                        self.keep_dialing(None);
-                        self.engine.handle_external_leader(now, None);
-                    }
-                },
-                EtcdEvent::ForeignLeader { rev } => {
-                    self.keep_dialing(None);
-                    warn!(node = %self.cfg.me(), rev,
-                        "the etcd election is held by a foreign value: no leader");
-                    self.engine.handle_external_leader(now, None);
-                }
-                EtcdEvent::NoLeader => {
                     self.keep_dialing(None);
                     self.engine.handle_external_leader(now, None);
                 }
-                EtcdEvent::CampaignVoided { rev } => {
-                    warn!(node = %self.cfg.me(), rev,
-                        "etcd campaign returned after the lease expired: not leading");
-                }
-                EtcdEvent::Unavailable { op, kind } => {
-                    tracing::debug!(node = %self.cfg.me(), %op, %kind, "etcd unavailable");
-                }
+            },
+            ElectionEvent::ForeignLeader { rev } => {
+                self.keep_dialing(None);
+                warn!(node = %self.cfg.me(), rev,
+                    "the election is held by a foreign value: no leader");
+                self.engine.handle_external_leader(now, None);
             }
-            self.dirty = true;
+            ElectionEvent::NoLeader => {
+                self.keep_dialing(None);
+                self.engine.handle_external_leader(now, None);
+            }
+            ElectionEvent::CampaignVoided { rev } => {
+                warn!(node = %self.cfg.me(), rev,
+                    "the campaign returned after the lease expired: not leading");
+            }
+            ElectionEvent::Unavailable { op, kind } => {
+                tracing::debug!(node = %self.cfg.me(), %op, %kind, "election store unavailable");
+            }
         }
+        self.dirty = true;
+    }
 
-        /// The id of the node etcd names, adding it to the member table if this node has not
-        /// met it; `None` (logged) for a name that does not parse or a full table.
-        fn meet(&mut self, name: &str) -> Option<NodeId> {
-            let parsed = match name.parse::<NodeName>() {
-                Ok(n) => n,
-                Err(e) => {
-                    warn!(node = %self.cfg.me(), leader = %name, error = %e,
-                        "etcd names a leader whose name does not parse: no leader");
-                    return None;
-                }
-            };
-            match self.cfg.members().join(&parsed) {
-                Ok(Some(id)) => {
-                    self.sync_members();
-                    Some(id)
-                }
-                Ok(None) => {
-                    warn!(node = %self.cfg.me(), leader = %name,
-                        "etcd names a leader that is not a member: no leader");
-                    None
-                }
-                Err(e) => {
-                    warn!(node = %self.cfg.me(), leader = %name, error = %e,
-                        "etcd names a leader this node has no room for: no leader");
-                    None
-                }
+    /// The id of the node the store names, adding it to the member table if this node has not
+    /// met it; `None` (logged) for a name that does not parse or a full table.
+    fn meet(&mut self, name: &str) -> Option<NodeId> {
+        let parsed = match name.parse::<NodeName>() {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(node = %self.cfg.me(), leader = %name, error = %e,
+                    "the store names a leader whose name does not parse: no leader");
+                return None;
+            }
+        };
+        match self.cfg.members().join(&parsed) {
+            Ok(Some(id)) => {
+                self.sync_members();
+                Some(id)
+            }
+            Ok(None) => {
+                warn!(node = %self.cfg.me(), leader = %name,
+                    "the store names a leader that is not a member: no leader");
+                None
+            }
+            Err(e) => {
+                warn!(node = %self.cfg.me(), leader = %name, error = %e,
+                    "the store names a leader this node has no room for: no leader");
+                None
             }
         }
+    }
 
-        /// Keeps dialing `named` (the leader etcd names) however often it fails: it may not
-        /// know this node, so it would never dial it. The previous one is dialed as usual.
-        fn keep_dialing(&mut self, named: Option<NodeId>) {
-            if self.backend.named == named {
-                return;
-            }
-            if let Some(old) = self.backend.named.take() {
-                self.peers[old.index()].dial.set_persistent(false);
-            }
-            if let Some(id) = named {
-                self.peers[id.index()].dial.set_persistent(true);
-            }
-            self.backend.named = named;
+    /// Keeps dialing `named` (the leader the store names) however often it fails: it may not
+    /// know this node, so it would never dial it. The previous one is dialed as usual.
+    fn keep_dialing(&mut self, named: Option<NodeId>) {
+        if self.backend.named == named {
+            return;
         }
+        if let Some(old) = self.backend.named.take() {
+            self.peers[old.index()].dial.set_persistent(false);
+        }
+        if let Some(id) = named {
+            self.peers[id.index()].dial.set_persistent(true);
+        }
+        self.backend.named = named;
     }
 }
 
-pub(super) use imp::{BackendEvent, BackendState};
-
-/// What an etcd event says about etcd's reachability, for the view: `Some(Some(..))` when it
-/// failed, `Some(None)` when etcd answered, `None` when the event does not say (a leader that
-/// steps down because its keep-alives fail has not heard from etcd).
-#[cfg(feature = "etcd")]
-fn unavailability(
-    ev: &crate::etcd::EtcdEvent,
-) -> Option<Option<(crate::etcd::EtcdOp, crate::etcd::ErrorKind)>> {
-    use crate::etcd::EtcdEvent as E;
+/// What an event says about the store's reachability, for the view: `Some(Some(..))` when it
+/// failed, `Some(None)` when the store answered, `None` when the event does not say (a leader
+/// that steps down because its keep-alives fail has not heard from the store).
+fn unavailability(ev: &ElectionEvent) -> Option<Option<(StoreOp, FailureKind)>> {
+    use ElectionEvent as E;
     match ev {
         E::Unavailable { op, kind } => Some(Some((*op, *kind))),
         E::SteppedDown { .. } | E::CampaignVoided { .. } => None,
@@ -303,13 +278,15 @@ fn unavailability(
     }
 }
 
-#[cfg(all(test, feature = "etcd"))]
+#[cfg(test)]
 mod tests {
     use super::unavailability;
-    use crate::etcd::{ErrorKind, EtcdEvent, EtcdOp, StepDownReason};
+    use crate::backend::{
+        ElectionEvent as EtcdEvent, FailureKind as ErrorKind, StepDownReason, StoreOp as EtcdOp,
+    };
 
     #[test]
-    fn a_step_down_does_not_say_etcd_is_back() {
+    fn a_step_down_does_not_say_the_store_is_back() {
         let down = EtcdEvent::Unavailable {
             op: EtcdOp::KeepAlive,
             kind: ErrorKind::Unreachable,

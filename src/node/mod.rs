@@ -58,7 +58,7 @@ use crate::config::Config;
 use crate::error::StartError;
 use crate::transport::{Connector, Listener, TcpConnector, TcpListener};
 
-use actor::{InitFailed, NodeActor, NodeArgs, MAX_CALLS};
+use actor::{BackendFailed, InitFailed, NodeActor, NodeArgs, MAX_CALLS};
 use clock::LeaseClock;
 use fastpath::FastPath;
 use guard::GuardParts;
@@ -170,7 +170,10 @@ impl Node {
             .map_err(|e| match e {
                 ractor::SpawnErr::StartupFailed(inner) => match inner.downcast::<InitFailed>() {
                     Ok(init) => StartError::Init { source: init.0 },
-                    Err(other) => StartError::Spawn { source: other },
+                    Err(other) => match other.downcast::<BackendFailed>() {
+                        Ok(b) => StartError::Backend { source: b.0 },
+                        Err(other) => StartError::Spawn { source: other },
+                    },
                 },
                 other => StartError::Spawn {
                     source: Box::new(other),

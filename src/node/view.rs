@@ -43,11 +43,10 @@ pub struct ClusterView {
     /// majority (calls made on it fail with
     /// [`CallError::NoQuorum`](crate::CallError::NoQuorum) at their deadline).
     pub no_quorum: Option<NoQuorum>,
-    /// etcd backend: `Some((what failed, how))` while etcd cannot be reached; calls made
-    /// while there is no leader fail with [`CallError::NoLeader`](crate::CallError::NoLeader)
-    /// at their deadline.
-    #[cfg(feature = "etcd")]
-    pub etcd_unavailable: Option<(crate::etcd::EtcdOp, crate::etcd::ErrorKind)>,
+    /// External backend (etcd): `Some((what failed, how))` while the store cannot be reached;
+    /// calls made while there is no leader fail with
+    /// [`CallError::NoLeader`](crate::CallError::NoLeader) at their deadline.
+    pub backend_unavailable: Option<(crate::backend::StoreOp, crate::backend::FailureKind)>,
 }
 
 impl ClusterView {
@@ -74,8 +73,7 @@ impl ClusterView {
             refused: Vec::new(),
             lease_until: None,
             no_quorum: None,
-            #[cfg(feature = "etcd")]
-            etcd_unavailable: None,
+            backend_unavailable: None,
         }
     }
 }

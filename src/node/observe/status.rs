@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::super::state::NodeState;
+use crate::backend::ElectionIdentity;
 use crate::behaviour::Behaviour;
 use crate::config::Mode;
 use crate::election::Role;
@@ -61,6 +62,9 @@ pub struct NodeStatus {
     pub down: Vec<String>,
     /// On the leader: the members that follow it.
     pub followers: Vec<String>,
+    /// External backend: while the store cannot be reached, which operation failed and how
+    /// (`lease keep-alive: unreachable`).
+    pub backend_unavailable: Option<String>,
     /// Members whose connection was refused because the two are configured differently
     /// (cookie, version, member lists, mode...), and why.
     pub refused: Vec<RefusedPeer>,
@@ -129,23 +133,33 @@ impl StateKind {
 #[serde(default)]
 #[non_exhaustive]
 pub struct ModeStatus {
-    /// `bully` or `quorum`.
+    /// `bully`, `quorum`, or the kind of the store that decides (`etcd`).
     pub kind: String,
-    /// Quorum mode: the voters' lease `E`.
+    /// External backend: the election's name in the store.
+    pub election: Option<String>,
+    /// Quorum mode: the voters' lease `E`; external backend: the store lease's TTL.
     pub lease_ms: Option<u64>,
-    /// Quorum mode: the bound on clock rate error `ρ`.
+    /// Quorum mode, external backend: the bound on clock rate error `ρ`.
     pub max_drift: Option<f64>,
-    /// Quorum mode: the margin `δ`.
+    /// Quorum mode, external backend: the margin `δ`.
     pub margin_ms: Option<u64>,
-    /// Quorum mode: the leader's lease from an acknowledged renewal.
+    /// Quorum mode, external backend: the leader's lease from an acknowledged renewal.
     pub leader_lease_ms: Option<u64>,
 }
 
 impl std::fmt::Display for ModeStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.kind)?;
-        if let (Some(e), Some(rho), Some(delta)) = (self.lease_ms, self.max_drift, self.margin_ms) {
-            write!(f, " (lease {e} ms, max drift {rho}, margin {delta} ms)")?;
+        let lease = (self.lease_ms, self.max_drift, self.margin_ms);
+        match (&self.election, lease) {
+            (Some(el), (Some(e), Some(rho), Some(delta))) => write!(
+                f,
+                " (election {el:?}, lease {e} ms, max drift {rho}, margin {delta} ms)"
+            )?,
+            (None, (Some(e), Some(rho), Some(delta))) => {
+                write!(f, " (lease {e} ms, max drift {rho}, margin {delta} ms)")?
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -189,7 +203,19 @@ fn role_str(r: Role) -> &'static str {
     }
 }
 
-fn mode_status(mode: Mode) -> ModeStatus {
+/// The mode as the status shows it: the store's when one decides (`id`), else `mode`'s.
+fn mode_status(mode: Mode, id: Option<ElectionIdentity>) -> ModeStatus {
+    if let Some(id) = id {
+        let lease = id.lease;
+        return ModeStatus {
+            kind: id.store,
+            election: Some(id.election),
+            lease_ms: Some(ms(lease.ttl)),
+            max_drift: Some(f64::from(lease.drift_ppm) / 1e6),
+            margin_ms: Some(ms(lease.margin)),
+            leader_lease_ms: Some(ms(lease.local_lease())),
+        };
+    }
     match mode {
         Mode::Quorum(q) => ModeStatus {
             kind: "quorum".into(),
@@ -197,6 +223,7 @@ fn mode_status(mode: Mode) -> ModeStatus {
             max_drift: Some(q.get_max_drift()),
             margin_ms: Some(ms(q.get_margin())),
             leader_lease_ms: Some(ms(q.leader_lease())),
+            election: None,
         },
         _ => ModeStatus {
             kind: "bully".into(),
@@ -240,7 +267,12 @@ impl<B: Behaviour> NodeState<B> {
             cluster: self.cfg.cluster().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             incarnation: self.hs.incarnation,
-            mode: mode_status(self.cfg.mode()),
+            mode: mode_status(self.cfg.mode(), self.cfg.backend().identity()),
+            backend_unavailable: self
+                .view_tx
+                .borrow()
+                .backend_unavailable
+                .map(|(op, kind)| format!("{op}: {kind}")),
             state,
             role: role_str(self.engine.role()).to_string(),
             leader: self
@@ -289,6 +321,7 @@ impl<B: Behaviour> NodeState<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::LeaseTiming;
 
     /// A status from another release decodes: missing fields take defaults, unknown fields
     /// and states are ignored.
@@ -309,7 +342,7 @@ mod tests {
     fn a_status_round_trips_as_json() {
         let s = NodeStatus {
             node: "a@h:1".into(),
-            mode: mode_status(Mode::quorum()),
+            mode: mode_status(Mode::quorum(), None),
             state: StateKind::NoQuorum,
             no_quorum: Some(NoQuorumStatus {
                 reachable: 1,
@@ -328,6 +361,21 @@ mod tests {
             s.mode.to_string(),
             "quorum (lease 1000 ms, max drift 0.01, margin 10 ms)"
         );
-        assert_eq!(mode_status(Mode::Bully).to_string(), "bully");
+        assert_eq!(mode_status(Mode::Bully, None).to_string(), "bully");
+        let etcd = ElectionIdentity::new(
+            "etcd",
+            "gen-leader/x",
+            LeaseTiming::new(
+                std::time::Duration::from_secs(2),
+                10_000,
+                std::time::Duration::from_millis(10),
+            ),
+        );
+        let m = mode_status(Mode::Bully, Some(etcd));
+        assert_eq!(
+            m.to_string(),
+            "etcd (election \"gen-leader/x\", lease 2000 ms, max drift 0.01, margin 10 ms)"
+        );
+        assert_eq!(m.leader_lease_ms, Some(1950));
     }
 }

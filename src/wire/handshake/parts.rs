@@ -45,7 +45,7 @@ pub struct ConfigParts {
 }
 
 /// The election mode as two nodes compare it: bully, quorum with its parameters as the
-/// election engine takes them, or etcd with its election key and lease timing.
+/// election engine takes them, or an external store (etcd…) with its election and lease timing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[non_exhaustive]
 pub enum ModeParts {
@@ -61,13 +61,15 @@ pub enum ModeParts {
         /// The margin `δ`, in nanoseconds.
         margin_ns: u64,
     },
-    /// etcd decides (`Backend::Etcd`). In this mode the election key stands for the member
-    /// lists: nodes belong together when they campaign on the same election.
-    Etcd {
-        /// The election key (etcd prefix).
+    /// A store decides (`Backend::Etcd`, `Backend::External`). In this mode the election stands
+    /// for the member lists: nodes belong together when they campaign on the same election.
+    External {
+        /// The store's kind (`etcd`).
+        store: String,
+        /// The election's name in the store (etcd: its key prefix).
         election: String,
-        /// The lease TTL, in seconds.
-        ttl_s: u64,
+        /// The lease TTL, in milliseconds.
+        ttl_ms: u64,
         /// The clock rate bound `ρ`, in parts per million.
         drift_ppm: u32,
         /// The margin `δ`, in nanoseconds.
@@ -78,13 +80,13 @@ pub enum ModeParts {
 impl ModeParts {
     /// The mode of a validated configuration.
     pub fn of(config: &crate::config::Config) -> Self {
-        #[cfg(feature = "etcd")]
-        if let Some(e) = config.backend().etcd() {
-            return ModeParts::Etcd {
-                election: e.election.clone(),
-                ttl_s: e.ttl.as_secs(),
-                drift_ppm: e.drift_ppm(),
-                margin_ns: e.margin.as_nanos() as u64,
+        if let Some(id) = config.backend().identity() {
+            return ModeParts::External {
+                store: id.store,
+                election: id.election,
+                ttl_ms: id.lease.ttl.as_millis() as u64,
+                drift_ppm: id.lease.drift_ppm,
+                margin_ns: id.lease.margin.as_nanos() as u64,
             };
         }
         match config.quorum_params() {
@@ -113,16 +115,18 @@ impl fmt::Display for ModeParts {
                 f64::from(*drift_ppm) / 1e6,
                 Duration::from_nanos(*margin_ns)
             ),
-            ModeParts::Etcd {
+            ModeParts::External {
+                store,
                 election,
-                ttl_s,
+                ttl_ms,
                 drift_ppm,
                 margin_ns,
             } => write!(
                 f,
-                "etcd (election {:?}, ttl {:?}, max_drift {}, margin {:?})",
+                "{} (election {:?}, ttl {:?}, max_drift {}, margin {:?})",
+                kind(store),
                 cut(election),
-                Duration::from_secs(*ttl_s),
+                Duration::from_millis(*ttl_ms),
                 f64::from(*drift_ppm) / 1e6,
                 Duration::from_nanos(*margin_ns)
             ),
@@ -169,7 +173,7 @@ impl ConfigParts {
     pub fn of(config: &crate::config::Config) -> Self {
         let names = |l: &[crate::types::NodeName]| l.iter().map(ToString::to_string).collect();
         let m = config.members();
-        // etcd mode: the lists are local hints, left out (the mode part names the election).
+        // External backend: the lists are local hints, left out (the mode part names the election).
         let (candidates, workers) = if m.is_growable() {
             (Vec::new(), Vec::new())
         } else {
@@ -296,6 +300,15 @@ fn micros(us: u64) -> String {
 
 fn cut(s: &str) -> String {
     s.chars().take(MAX_ENTRY_CHARS).collect()
+}
+
+/// A store's kind as printed unquoted: letters, digits, `-`, `_` and `.` only (it comes from
+/// the peer).
+fn kind(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(MAX_ENTRY_CHARS)
+        .collect()
 }
 
 /// Where two lists first differ; `None` when either is not known (not sent) or they agree
@@ -602,9 +615,10 @@ mod tests {
 
     #[test]
     fn another_etcd_election_is_named_in_the_refusal() {
-        let etcd = |election: &str| ModeParts::Etcd {
+        let etcd = |election: &str| ModeParts::External {
+            store: "etcd".into(),
             election: election.into(),
-            ttl_s: 2,
+            ttl_ms: 2_000,
             drift_ppm: 10_000,
             margin_ns: 10_000_000,
         };

@@ -1,4 +1,4 @@
-//! Bounded, jittered exponential backoff for reconnecting to etcd.
+//! Bounded, jittered exponential backoff for reconnecting to the store (etcd…).
 //!
 //! Why: when etcd restarts, every node's campaigner and observer reconnect at once; without
 //! jitter they retry in lock-step, and without a cap a long outage would push the retry far

@@ -1,4 +1,5 @@
-//! The lease clock: how long this node may act as leader on the strength of its etcd lease.
+//! The lease clock: how long this node may act as leader on the strength of its lease in the
+//! store that decides (etcd, or any `ExternalElection`).
 //!
 //! Why local, and why from the *send* time: etcd expires a lease `TTL` after the last renewal
 //! *it processed*, on its own clock. This node cannot see that moment, but it knows it came
