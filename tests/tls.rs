@@ -12,60 +12,12 @@ use common::*;
 use gen_leader::config::{TlsConfig, TlsError, TlsInput};
 use gen_leader::wire::handshake::ObserverConfig;
 use gen_leader::{ClusterView, NodeName, Observer};
-use testkit::rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    SanType,
-};
+use testkit::Pki;
 
-/// A CA: its PEM certificate and what signs with it.
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        let pem = p.self_signed(&key).unwrap().pem();
-        Ca {
-            pem,
-            issuer: Issuer::new(p, key),
-        }
-    }
-
-    /// A node's (or an observer's) certificate: SANs `IP:127.0.0.1` and, for a node name,
-    /// `URI:gen-leader://NAME@127.0.0.1`; expired if `expired`.
-    fn cert(&self, node: Option<&str>, expired: bool) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.subject_alt_names
-            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        if let Some(n) = node {
-            let n: NodeName = n.parse().unwrap();
-            let uri = format!("gen-leader://{}@{}", n.name(), n.host());
-            p.subject_alt_names
-                .push(SanType::URI(uri.try_into().unwrap()));
-        }
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        if expired {
-            p.not_before = testkit::rcgen::date_time_ymd(2000, 1, 1);
-            p.not_after = testkit::rcgen::date_time_ymd(2001, 1, 1);
-        }
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// The TLS settings of `node` (a certificate signed by this CA, trusting `trust`).
-    fn tls(&self, node: &str, trust: &Ca) -> TlsConfig {
-        let (cert, key) = self.cert(Some(node), false);
-        TlsConfig::from_pem(cert, key, &trust.pem).unwrap()
-    }
+/// The TLS settings of `node`: a certificate signed by `ca`, trusting `trust`'s CA.
+fn tls_of(ca: &Pki, node: &str, trust: &Pki) -> TlsConfig {
+    let (cert, key) = ca.cert(Some(node), false);
+    TlsConfig::from_pem(cert, key, trust.ca_pem()).unwrap()
 }
 
 fn init_logs() {
@@ -130,11 +82,11 @@ async fn refusal_shown(node: &TNode, peer: &str, parts: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_elect_call_and_broadcast_over_tls() {
-    let ca = Ca::new("cluster CA");
+    let ca = Pki::new("cluster CA");
     let (ls, names) = bind(3).await;
     let mut nodes = Vec::new();
     for (l, n) in ls.into_iter().zip(&names) {
-        nodes.push(start(config(n, &names, &[]).tls(ca.tls(n, &ca)), l).await);
+        nodes.push(start(config(n, &names, &[]).tls(tls_of(&ca, n, &ca)), l).await);
     }
     let leader = agreed(&all(&nodes)).await;
     let r = nodes[2].handle.leader_call("hola".into()).await.unwrap();
@@ -154,14 +106,14 @@ async fn three_nodes_elect_call_and_broadcast_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_ca_is_refused() {
     init_logs();
-    let (ca, other) = (Ca::new("cluster CA"), Ca::new("another CA"));
+    let (ca, other) = (Pki::new("cluster CA"), Pki::new("another CA"));
     let (mut ls, names) = bind(2).await;
     let (a, b) = (names[0].clone(), names[1].clone());
     let lb = ls.pop().unwrap();
     let la = ls.pop().unwrap();
-    let na = start(config(&a, &names, &[]).tls(ca.tls(&a, &ca)), la).await;
+    let na = start(config(&a, &names, &[]).tls(tls_of(&ca, &a, &ca)), la).await;
     // b trusts the cluster's CA, but its own certificate is signed by another.
-    let nb = start(config(&b, &names, &[]).tls(other.tls(&b, &ca)), lb).await;
+    let nb = start(config(&b, &names, &[]).tls(tls_of(&other, &b, &ca)), lb).await;
     // a dials b and refuses b's certificate; b hears that a refused its certificate.
     let r = refusal_shown(
         &na,
@@ -179,15 +131,15 @@ async fn a_certificate_from_another_ca_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_for_another_node_is_refused_both_ways() {
     init_logs();
-    let ca = Ca::new("cluster CA");
+    let ca = Pki::new("cluster CA");
     let (mut ls, names) = bind(2).await;
     let (a, b) = (names[0].clone(), names[1].clone());
     let lb = ls.pop().unwrap();
     let la = ls.pop().unwrap();
     // b's certificate is valid, from the right CA, for its host, but for another node.
     let impostor = format!("n9@127.0.0.1:{}", lb.local_addr().unwrap().port());
-    let na = start(config(&a, &names, &[]).tls(ca.tls(&a, &ca)), la).await;
-    let nb = start(config(&b, &names, &[]).tls(ca.tls(&impostor, &ca)), lb).await;
+    let na = start(config(&a, &names, &[]).tls(tls_of(&ca, &a, &ca)), la).await;
+    let nb = start(config(&b, &names, &[]).tls(tls_of(&ca, &impostor, &ca)), lb).await;
     // a dials b: b proves the cookie as b, but its certificate says n9.
     let r = refusal_shown(
         &na,
@@ -211,14 +163,14 @@ async fn a_certificate_for_another_node_is_refused_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_certificate_is_refused() {
     init_logs();
-    let ca = Ca::new("cluster CA");
+    let ca = Pki::new("cluster CA");
     let (mut ls, names) = bind(2).await;
     let (a, b) = (names[0].clone(), names[1].clone());
     let lb = ls.pop().unwrap();
     let la = ls.pop().unwrap();
     let (cert, key) = ca.cert(Some(&b), true);
-    let expired = TlsConfig::from_pem(cert, key, &ca.pem).unwrap();
-    let na = start(config(&a, &names, &[]).tls(ca.tls(&a, &ca)), la).await;
+    let expired = TlsConfig::from_pem(cert, key, ca.ca_pem()).unwrap();
+    let na = start(config(&a, &names, &[]).tls(tls_of(&ca, &a, &ca)), la).await;
     let nb = start(config(&b, &names, &[]).tls(expired), lb).await;
     refusal_shown(&na, &b, &["TLS", "expired"]).await;
     logged(&b, &["TLS", "refused this node's certificate", "Expired"]).await;
@@ -229,12 +181,12 @@ async fn an_expired_certificate_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_and_tls_nodes_refuse_each_other() {
     init_logs();
-    let ca = Ca::new("cluster CA");
+    let ca = Pki::new("cluster CA");
     let (mut ls, names) = bind(2).await;
     let (a, b) = (names[0].clone(), names[1].clone());
     let lb = ls.pop().unwrap();
     let la = ls.pop().unwrap();
-    let na = start(config(&a, &names, &[]).tls(ca.tls(&a, &ca)), la).await;
+    let na = start(config(&a, &names, &[]).tls(tls_of(&ca, &a, &ca)), la).await;
     let nb = start(config(&b, &names, &[]), lb).await;
     // a (TLS) dials b (plain): b answers no TLS.
     refusal_shown(&na, &b, &["TLS", "configured on both sides"]).await;
@@ -247,18 +199,18 @@ async fn plain_and_tls_nodes_refuse_each_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_observer_reads_the_status_over_tls() {
-    let ca = Ca::new("cluster CA");
+    let ca = Pki::new("cluster CA");
     let (ls, names) = bind(2).await;
     let mut nodes = Vec::new();
     for (l, n) in ls.into_iter().zip(&names) {
-        nodes.push(start(config(n, &names, &[]).tls(ca.tls(n, &ca)), l).await);
+        nodes.push(start(config(n, &names, &[]).tls(tls_of(&ca, n, &ca)), l).await);
     }
     let leader = agreed(&all(&nodes)).await;
     let node: NodeName = names[1].parse().unwrap();
     let ocfg = ObserverConfig::new("tls-test", "test-cookie");
     // An observer's certificate needs no node name.
     let (cert, key) = ca.cert(None, false);
-    let tls = TlsConfig::from_pem(cert, key, &ca.pem).unwrap();
+    let tls = TlsConfig::from_pem(cert, key, ca.ca_pem()).unwrap();
     let mut o = Observer::connect_tls(&node, &ocfg, &tls).await.unwrap();
     let s = o.status().await.unwrap();
     assert_eq!(s.leader.map(|l| l.to_string()), Some(leader));
@@ -266,18 +218,18 @@ async fn an_observer_reads_the_status_over_tls() {
     let plain = Observer::connect(&node, &ocfg).await.unwrap_err();
     assert!(plain.handshake().is_some(), "{plain}");
     // With a certificate from another CA, neither.
-    let other = Ca::new("another CA");
+    let other = Pki::new("another CA");
     let (cert, key) = other.cert(None, false);
-    let bad = TlsConfig::from_pem(cert, key, &ca.pem).unwrap();
+    let bad = TlsConfig::from_pem(cert, key, ca.ca_pem()).unwrap();
     let e = Observer::connect_tls(&node, &ocfg, &bad).await.unwrap_err();
     assert!(e.to_string().contains("TLS"), "{e}");
 }
 
 #[test]
 fn tls_config_errors_are_typed() {
-    let ca = Ca::new("cluster CA");
+    let ca = Pki::new("cluster CA");
     let (cert, key) = ca.cert(Some("n0@127.0.0.1:1"), false);
-    assert!(TlsConfig::from_pem(&cert, &key, &ca.pem).is_ok());
+    assert!(TlsConfig::from_pem(&cert, &key, ca.ca_pem()).is_ok());
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.pem");
     let e = TlsConfig::from_pem_files(&missing, &missing, &missing).unwrap_err();
@@ -294,13 +246,13 @@ fn tls_config_errors_are_typed() {
     assert!(e.to_string().contains("missing.pem"), "{e}");
     // A key where the certificate should be, a certificate where the key should be.
     assert!(matches!(
-        TlsConfig::from_pem(&key, &key, &ca.pem),
+        TlsConfig::from_pem(&key, &key, ca.ca_pem()),
         Err(TlsError::NoCertificate {
             what: TlsInput::Cert
         })
     ));
     assert!(matches!(
-        TlsConfig::from_pem(&cert, &cert, &ca.pem),
+        TlsConfig::from_pem(&cert, &cert, ca.ca_pem()),
         Err(TlsError::NoKey)
     ));
     assert!(matches!(
@@ -309,7 +261,7 @@ fn tls_config_errors_are_typed() {
     ));
     // A certificate with another node's key.
     let (_, other_key) = ca.cert(None, false);
-    let e = TlsConfig::from_pem(&cert, &other_key, &ca.pem).unwrap_err();
+    let e = TlsConfig::from_pem(&cert, &other_key, ca.ca_pem()).unwrap_err();
     assert!(matches!(e, TlsError::KeyPair { .. }), "{e:?}");
     // Files that exist and are fine.
     let (c, k, a) = (
@@ -319,7 +271,7 @@ fn tls_config_errors_are_typed() {
     );
     std::fs::write(&c, &cert).unwrap();
     std::fs::write(&k, &key).unwrap();
-    std::fs::write(&a, &ca.pem).unwrap();
+    std::fs::write(&a, ca.ca_pem()).unwrap();
     let tls = TlsConfig::from_pem_files(&c, &k, &a).unwrap();
     // Debug shows no key material.
     let dbg = format!("{tls:?}");

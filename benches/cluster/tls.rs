@@ -14,10 +14,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-#[cfg(feature = "tls")]
-use testkit::rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
-};
 
 use crate::broadcast::{bcast_run, Bcast};
 use crate::calls::{call_conc, call_seq};
@@ -42,28 +38,16 @@ fn write_certs(_: &Path, _: usize) {}
 /// `n<i>.key`) with SANs `IP:127.0.0.1` and `URI:gen-leader://n<i>@127.0.0.1`.
 #[cfg(feature = "tls")]
 fn write_certs(dir: &Path, count: usize) {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_pem = ca.self_signed(&ca_key).expect("CA").pem();
-    let issuer = Issuer::new(ca, ca_key);
-    std::fs::write(dir.join("ca.pem"), ca_pem).expect("write ca.pem");
-    for i in 0..count {
-        let key = KeyPair::generate().expect("node key");
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.subject_alt_names
-            .push(SanType::IpAddress([127, 0, 0, 1].into()));
-        let uri = format!("gen-leader://n{i}@127.0.0.1");
-        p.subject_alt_names
-            .push(SanType::URI(uri.try_into().expect("URI SAN")));
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = p.signed_by(&key, &issuer).expect("node cert");
-        std::fs::write(dir.join(format!("n{i}.pem")), cert.pem()).expect("write cert");
-        std::fs::write(dir.join(format!("n{i}.key")), key.serialize_pem()).expect("write key");
-    }
+    let nodes: Vec<(String, String)> = (0..count)
+        .map(|i| (format!("n{i}"), format!("n{i}@127.0.0.1")))
+        .collect();
+    let nodes: Vec<(&str, &str)> = nodes
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    testkit::Pki::new("bench CA")
+        .write(dir, &nodes)
+        .expect("write the certificates");
 }
 
 /// A 3-process cluster, plain or with TLS; its leader and the follower that calls.

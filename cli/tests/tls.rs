@@ -9,33 +9,13 @@ use std::time::Duration;
 
 use common::Echo;
 use gen_leader::config::TlsConfig;
-use gen_leader::{Config, Node, NodeName};
-use rcgen::{
-    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
-};
+use gen_leader::{Config, Node};
+use testkit::Pki;
 use tokio::process::Command;
 
 const COOKIE: &str = "cli-tls-cookie";
 const BIN: &str = env!("CARGO_BIN_EXE_gen-leader");
 const WAIT: Duration = Duration::from_secs(15);
-
-/// A certificate signed by `ca` (SAN 127.0.0.1 and, for a node, its URI name), and its key.
-fn cert(ca: &Issuer<'_, KeyPair>, node: Option<&NodeName>) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    if let Some(n) = node {
-        let uri = format!("gen-leader://{}@{}", n.name(), n.host());
-        p.subject_alt_names
-            .push(SanType::URI(uri.try_into().unwrap()));
-    }
-    p.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    (p.signed_by(&key, ca).unwrap().pem(), key.serialize_pem())
-}
 
 async fn run(args: &[&str]) -> Output {
     tokio::time::timeout(
@@ -53,11 +33,8 @@ async fn run(args: &[&str]) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_over_tls() {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
-    let ca = Issuer::new(ca_params, ca_key);
+    let ca = Pki::new("cluster CA");
+    let ca_pem = ca.ca_pem();
 
     let mut ls = Vec::new();
     let mut names = Vec::new();
@@ -68,7 +45,7 @@ async fn status_over_tls() {
     }
     let mut nodes = Vec::new();
     for (name, l) in names.iter().zip(ls) {
-        let (c, k) = cert(&ca, Some(&name.parse().unwrap()));
+        let (c, k) = ca.cert(Some(name), false);
         let cfg = Config::builder(name)
             .candidates(&names)
             .cookie(COOKIE)
@@ -76,7 +53,7 @@ async fn status_over_tls() {
             .failure_timeout(Duration::from_millis(1000))
             .election_timeout(Duration::from_millis(100))
             .startup_timeout(Duration::from_millis(1500))
-            .tls(TlsConfig::from_pem(c, k, &ca_pem).unwrap())
+            .tls(TlsConfig::from_pem(c, k, ca_pem).unwrap())
             .build()
             .unwrap();
         nodes.push(Node::start_with_listener(cfg, Echo, l).await.unwrap());
@@ -89,7 +66,7 @@ async fn status_over_tls() {
 
     // The command's own certificate carries no node name.
     let dir = tempfile::tempdir().unwrap();
-    let (c, k) = cert(&ca, None);
+    let (c, k) = ca.cert(None, false);
     let (cp, kp, ap) = (
         dir.path().join("cli.pem"),
         dir.path().join("cli.key"),
@@ -97,7 +74,7 @@ async fn status_over_tls() {
     );
     std::fs::write(&cp, c).unwrap();
     std::fs::write(&kp, k).unwrap();
-    std::fs::write(&ap, &ca_pem).unwrap();
+    std::fs::write(&ap, ca_pem).unwrap();
     let (cp, kp, ap) = (
         cp.to_str().unwrap(),
         kp.to_str().unwrap(),

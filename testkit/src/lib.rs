@@ -10,6 +10,7 @@
 //! * [`datos`]: the `datos` example binary, and reading the views in its `--json` events.
 //! * [`flood`]: [`Flood`], a flood of idle and garbage connections on nodes' ports (the
 //!   `flood` test and the benchmark's `flood` section), and [`open_files_limit`] to size it.
+//! * `tls` (feature `tls`): `Pki`, a CA and node certificates for the TLS tests and bench.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -17,10 +18,15 @@ pub mod datos;
 pub mod etcd;
 pub mod flood;
 pub mod process;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use flood::{open_files_limit, Flood};
 pub use process::{kill_children_on_interrupt, wait_for, Event, Proc};
 
-/// `rcgen`, for the TLS tests and bench (feature `tls`).
+/// `rcgen`, for the TLS tests and bench (feature `tls`); [`tls::Pki`] makes the usual
+/// certificates with it.
 #[cfg(feature = "tls")]
 pub use rcgen;
+#[cfg(feature = "tls")]
+pub use tls::Pki;
