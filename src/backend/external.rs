@@ -43,6 +43,9 @@ pub const EVENT_CAPACITY: usize = 64;
 /// A store that decides which node leads. Implemented by
 /// `etcd::EtcdConfig` (cargo feature `etcd`); see the module docs for
 /// what an implementation must guarantee, and `tests/external_backend.rs` for a small one.
+///
+/// Its `Debug` output ends up in [`Config`](crate::Config)'s: it must not print credentials
+/// (passwords, tokens, connection strings with a password).
 pub trait ExternalElection: fmt::Debug + Send + Sync + 'static {
     /// What the nodes of one cluster must share: the store's kind, the election's name and
     /// the lease's timing. It goes into the handshake, so nodes that would follow different

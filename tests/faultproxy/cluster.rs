@@ -122,6 +122,20 @@ impl Cluster {
 
     /// [`Cluster::start`] with extra `datos` flags for every node.
     pub(crate) fn start_with(n: usize, extra: &[&str]) -> (Self, u64) {
+        let (c, leader, term) = Cluster::start_any(n, extra);
+        assert_eq!(
+            leader,
+            0,
+            "the first candidate, started first, must lead\n{}",
+            c.history()
+        );
+        (c, term)
+    }
+
+    /// Starts `n` nodes as [`Cluster::start_with`] does, with no claim on who leads: quorum
+    /// mode elects whichever candidate a majority grants first (a lone first node cannot
+    /// elect itself). Returns the leader's index and the agreed term.
+    pub(crate) fn start_any(n: usize, extra: &[&str]) -> (Self, usize, u64) {
         let mut c = Cluster::new(n);
         c.extra_args = extra.iter().map(|a| a.to_string()).collect();
         for i in 0..n {
@@ -132,14 +146,9 @@ impl Cluster {
         }
         let all: Vec<usize> = (0..n).collect();
         let (leader, term) = c.wait_agreed(WAIT, &all, "initial agreement", |_, _| true);
-        assert_eq!(
-            leader,
-            c.procs[0].name,
-            "the first candidate, started first, must lead\n{}",
-            c.history()
-        );
-        c.note(format!("started: lider0 leads term {term}"));
-        (c, term)
+        let l = c.index_of(&leader).expect("the leader is a member");
+        c.note(format!("started: {} leads term {term}", c.procs[l].short));
+        (c, l, term)
     }
 
     /// The index of the node called `name`.

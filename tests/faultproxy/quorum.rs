@@ -29,36 +29,41 @@ fn wait_event(c: &Cluster, i: usize, what: &str, pred: impl Fn(&Ev) -> bool) -> 
 
 #[test]
 fn quorum_leader_cut_from_both_stops_acting_before_the_new_leader_starts() {
-    let (mut c, term) = Cluster::start_with(3, QUORUM);
-    assert_eq!(c.call(2, "antes"), "ok antes");
-    let l0 = c.procs[0].name.clone();
+    // `l` leads (whichever candidate a majority granted first); `a` and `b` follow.
+    let (mut c, l, term) = Cluster::start_any(3, QUORUM);
+    let (a, b) = ((l + 1) % 3, (l + 2) % 3);
+    assert_eq!(c.call(b, "antes"), "ok antes");
+    let l0 = c.procs[l].name.clone();
     assert!(
-        c.has(0, |e| e.event() == "lease" && e.v["until_ms"].is_number()),
+        c.has(l, |e| e.event() == "lease" && e.v["until_ms"].is_number()),
         "the quorum leader announces its lease\n{}",
         c.history()
     );
 
-    c.cut(0, 1);
-    c.cut(0, 2);
-    c.fault("partition: cut lider0 from lider1 and lider2".into());
-    let (leader, new_term) = c.wait_agreed(WAIT, &[1, 2], "the majority elects", |l, t| {
-        l != l0 && t > term
+    c.cut(l, a);
+    c.cut(l, b);
+    c.fault(format!(
+        "partition: cut {} from the two others",
+        c.procs[l].short
+    ));
+    let (leader, new_term) = c.wait_agreed(WAIT, &[a, b], "the majority elects", |n, t| {
+        n != l0 && t > term
     });
     let i_new = c.index_of(&leader).expect("a member");
-    let down = wait_event(&c, 0, "lider0 steps down", |e| {
+    let down = wait_event(&c, l, "the old leader steps down", |e| {
         e.event() == "stepped_down" && e.term() == term
     });
     let elected = wait_event(&c, i_new, "the new leader's elected", |e| {
         e.event() == "elected" && e.v["joined"].is_null() && e.term() == new_term
     });
     let last_until = c
-        .events(0)
+        .events(l)
         .iter()
         .filter(|e| e.event() == "lease" && e.term() == term)
         .filter_map(|e| e.v["until_ms"].as_f64())
         .fold(f64::MIN, f64::max);
     eprintln!(
-        "[quorum partition] lider0 stepped down at +{:.1} ms, its lease ended at +{:.1} ms, \
+        "[quorum partition] the old leader stepped down at +{:.1} ms, its lease ended at +{:.1} ms, \
          {} elected at +{:.1} ms (relative to the stepped_down event)",
         0.0,
         last_until - at_ms(&down),
@@ -78,15 +83,15 @@ fn quorum_leader_cut_from_both_stops_acting_before_the_new_leader_starts() {
         at_ms(&elected),
         c.history()
     );
-    // Nothing served by lider0 after it stepped down.
+    // Nothing served by the old leader after it stepped down.
     assert!(
-        !c.has(0, |e| e.event() == "leader_call" && at_ms(e) > at_ms(&down)),
-        "lider0 served a call after stepping down\n{}",
+        !c.has(l, |e| e.event() == "leader_call" && at_ms(e) > at_ms(&down)),
+        "the old leader served a call after stepping down\n{}",
         c.history()
     );
     // A call typed on the cut-off node fails, naming NoQuorum.
-    c.type_line(0, "aislado");
-    let err = wait_event(&c, 0, "the call on lider0 to fail", |e| {
+    c.type_line(l, "aislado");
+    let err = wait_event(&c, l, "the call on the old leader to fail", |e| {
         matches!(e.event(), "reply" | "error") && e.str("request") == Some("aislado")
     });
     assert_eq!(err.event(), "error", "{}", c.history());
@@ -96,11 +101,11 @@ fn quorum_leader_cut_from_both_stops_acting_before_the_new_leader_starts() {
         err.v
     );
 
-    c.heal(0, 1);
-    c.heal(0, 2);
+    c.heal(l, a);
+    c.heal(l, b);
     let healed_at = c.fault("heal all".into());
-    let f = settle_and_check(&mut c, healed_at, 0, "quorum-partition");
-    // Stickiness: lider0 comes back and joins; no takeover, no new term.
+    let f = settle_and_check(&mut c, healed_at, l, "quorum-partition");
+    // Stickiness: the old leader comes back and joins; no takeover, no new term.
     assert_eq!(
         (f.leader.as_str(), f.term),
         (leader.as_str(), new_term),
@@ -111,18 +116,20 @@ fn quorum_leader_cut_from_both_stops_acting_before_the_new_leader_starts() {
 
 #[test]
 fn quorum_follower_cut_from_both_changes_no_term() {
-    let (mut c, term) = Cluster::start_with(3, QUORUM);
-    let l0 = c.procs[0].name.clone();
-    c.cut(2, 0);
-    c.cut(2, 1);
-    let cut_at = c.fault("cut lider2 from lider0 and lider1".into());
+    // `l` leads; `m` follows and stays with it; `f` follows and is cut off.
+    let (mut c, l, term) = Cluster::start_any(3, QUORUM);
+    let (m, f) = ((l + 1) % 3, (l + 2) % 3);
+    let l0 = c.procs[l].name.clone();
+    c.cut(f, l);
+    c.cut(f, m);
+    let cut_at = c.fault(format!("cut {} from the two others", c.procs[f].short));
     // The majority side keeps serving; the cut-off node says NoQuorum.
-    assert_eq!(c.call(1, "durante"), "ok durante");
+    assert_eq!(c.call(m, "durante"), "ok durante");
     c.wait_until(WAIT, "a failure timeout after the cut", |_| {
         cut_at.elapsed() >= FAILURE_TIMEOUT * 2
     });
-    c.type_line(2, "solo");
-    let err = wait_event(&c, 2, "the call on lider2 to fail", |e| {
+    c.type_line(f, "solo");
+    let err = wait_event(&c, f, "the call on the cut-off follower to fail", |e| {
         matches!(e.event(), "reply" | "error") && e.str("request") == Some("solo")
     });
     assert!(
@@ -135,12 +142,12 @@ fn quorum_follower_cut_from_both_changes_no_term() {
     c.wait_until(WAIT, "3 s of partition", |_| {
         cut_at.elapsed() >= Duration::from_secs(3)
     });
-    c.heal(2, 0);
-    c.heal(2, 1);
+    c.heal(f, l);
+    c.heal(f, m);
     let healed_at = c.fault("heal all".into());
-    let f = settle_and_check(&mut c, healed_at, 2, "quorum-follower");
+    let fig = settle_and_check(&mut c, healed_at, f, "quorum-follower");
     assert_eq!(
-        (f.leader.as_str(), f.term),
+        (fig.leader.as_str(), fig.term),
         (l0.as_str(), term),
         "{}",
         c.history()
