@@ -55,7 +55,22 @@ async fn statuses_say_what_each_node_sees_and_observers_are_never_members() {
     let leader = agreed(&all(&nodes)).await;
     assert_eq!(leader, nodes[0].name);
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
-    let before = snapshot(&nodes).await;
+    // The reference state is the settled one: agreement can come before the two followers
+    // have connected to each other (a snapshot taken then saw one peer, later two).
+    let t0 = std::time::Instant::now();
+    let before = loop {
+        let s = snapshot(&nodes).await;
+        if s.iter()
+            .all(|(_, _, connected, alive)| *connected == 2 && *alive == 3)
+        {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "never fully connected: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
 
     // The leader's status.
     let mut o0 = Observer::connect(&name(&nodes[0]), &cfg()).await.unwrap();
