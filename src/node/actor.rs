@@ -96,8 +96,12 @@ pub(crate) enum NodeMsg<B: Behaviour> {
         reason: String,
     },
     Tick,
-    /// An event of the external election backend (`backend`).
-    Backend(crate::backend::ElectionEvent),
+    /// An event of the external election backend (`backend`), with its place in the
+    /// backend's window (dropped once applied).
+    Backend {
+        ev: crate::backend::ElectionEvent,
+        _permit: OwnedSemaphorePermit,
+    },
     Shutdown(oneshot::Sender<()>),
     /// An observer session asks for a status (see `observe`).
     Observe(super::observe::Ask),
@@ -126,9 +130,12 @@ pub(crate) struct NodeArgs<B: Behaviour> {
 #[error("init failed")]
 pub(crate) struct InitFailed(#[source] pub BoxError);
 
-impl<B: Behaviour> From<crate::backend::ElectionEvent> for NodeMsg<B> {
-    fn from(ev: crate::backend::ElectionEvent) -> Self {
-        NodeMsg::Backend(ev)
+impl<B: Behaviour> From<(crate::backend::ElectionEvent, OwnedSemaphorePermit)> for NodeMsg<B> {
+    fn from((ev, permit): (crate::backend::ElectionEvent, OwnedSemaphorePermit)) -> Self {
+        NodeMsg::Backend {
+            ev,
+            _permit: permit,
+        }
     }
 }
 
@@ -408,7 +415,10 @@ impl<B: Behaviour> NodeState<B> {
                 self.dirty = true;
                 self.sweep(now);
             }
-            NodeMsg::Backend(ev) => self.on_backend(ev),
+            NodeMsg::Backend { ev, _permit } => {
+                self.on_backend(ev);
+                drop(_permit);
+            }
             NodeMsg::Observe(ask) => self.observe(ask),
             // Handled by the actor itself.
             NodeMsg::Inbound { .. } | NodeMsg::Shutdown(_) => {}

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use crate::backend::{
@@ -88,35 +89,52 @@ pub(crate) struct BackendState {
     named: Option<NodeId>,
 }
 
+/// How many of the store's events may wait in the node's mailbox at once. The actor's
+/// mailbox itself is unbounded, so the forwarder takes a permit per event and the actor drops
+/// it once the event is applied: a store that floods events waits in its own bounded channel.
+pub(super) const BACKEND_WINDOW: usize = 64;
+
 impl BackendState {
     /// Starts the store's election (campaigning unless this node is a worker) if a store
-    /// decides; its events come to `actor` as `NodeMsg::Backend`.
+    /// decides; its events come to `actor` as `NodeMsg::Backend`, each with its permit.
     pub(super) fn start<M>(config: &Config, actor: &ActorRef<M>) -> Result<Self, BoxError>
     where
-        M: From<ElectionEvent> + ractor::Message,
+        M: From<(ElectionEvent, OwnedSemaphorePermit)> + ractor::Message,
     {
         let Some(store) = config.backend().external() else {
             return Ok(BackendState::default());
         };
         let me = LeaderValue::new(config.me().to_string(), config.me().addr());
         let campaign = config.election_role() == ElectionRole::Candidate;
-        let Started {
-            mut events,
-            running,
-        } = store.start(me, campaign)?;
+        let Started { events, running } = store.start(me, campaign)?;
         let actor = actor.clone();
-        let forward = tokio::spawn(async move {
-            while let Some(ev) = events.recv().await {
-                if actor.cast(M::from(ev)).is_err() {
-                    return;
-                }
-            }
-        });
+        let window = Arc::new(Semaphore::new(BACKEND_WINDOW));
+        let forward = tokio::spawn(forward(events, window, move |ev, permit| {
+            actor.cast(M::from((ev, permit))).is_ok()
+        }));
         Ok(BackendState {
             running: Some(running),
             forward: Some(forward),
             named: None,
         })
+    }
+}
+
+/// Passes `events` on through `cast`, each with a permit of `window`: at most the window's
+/// size are handed over and not yet applied (the permit's drop says applied). Ends when the
+/// store closes its channel or `cast` fails (the actor is gone).
+async fn forward(
+    mut events: mpsc::Receiver<ElectionEvent>,
+    window: Arc<Semaphore>,
+    mut cast: impl FnMut(ElectionEvent, OwnedSemaphorePermit) -> bool,
+) {
+    while let Some(ev) = events.recv().await {
+        let Ok(permit) = window.clone().acquire_owned().await else {
+            return;
+        };
+        if !cast(ev, permit) {
+            return;
+        }
     }
 }
 
@@ -280,7 +298,62 @@ fn unavailability(ev: &ElectionEvent) -> Option<Option<(StoreOp, FailureKind)>> 
 
 #[cfg(test)]
 mod tests {
-    use super::unavailability;
+    use super::{forward, unavailability};
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::{mpsc, Semaphore};
+
+    /// The events the "actor" has been handed and not applied yet, with their permits.
+    type Held = Arc<
+        Mutex<
+            Vec<(
+                crate::backend::ElectionEvent,
+                tokio::sync::OwnedSemaphorePermit,
+            )>,
+        >,
+    >;
+
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_events_waits_for_the_actor_to_apply_them() {
+        let (tx, rx) = mpsc::channel(crate::backend::EVENT_CAPACITY);
+        let held: Held = Arc::default();
+        let h = held.clone();
+        let task = tokio::spawn(forward(rx, Arc::new(Semaphore::new(3)), move |ev, p| {
+            h.lock().unwrap().push((ev, p));
+            true
+        }));
+        for _ in 0..10 {
+            tx.send(crate::backend::ElectionEvent::NoLeader)
+                .await
+                .unwrap();
+        }
+        settle().await;
+        assert_eq!(
+            held.lock().unwrap().len(),
+            3,
+            "no more than the window handed over"
+        );
+        // The actor applies two (their permits drop): two more come.
+        held.lock().unwrap().drain(..2);
+        settle().await;
+        assert_eq!(held.lock().unwrap().len(), 3);
+        // All applied as they come: the rest (10 − 3 − 2 = 5) follow, then the store closes.
+        for _ in 0..10 {
+            held.lock().unwrap().clear();
+            settle().await;
+        }
+        drop(tx);
+        settle().await;
+        assert!(
+            task.is_finished(),
+            "the forwarder ends with the store's channel"
+        );
+    }
     use crate::backend::{
         ElectionEvent as EtcdEvent, FailureKind as ErrorKind, StepDownReason, StoreOp as EtcdOp,
     };
