@@ -7,15 +7,13 @@ mod common;
 use std::process::Output;
 use std::time::Duration;
 
-use common::Echo;
+use common::{run, Echo, BIN, WAIT};
 use gen_leader::{Config, LeaderHandle, Node};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 const COOKIE: &str = "cli-test-cookie";
-const BIN: &str = env!("CARGO_BIN_EXE_gen-leader");
-const WAIT: Duration = Duration::from_secs(15);
 
 struct Cluster {
     names: Vec<String>,
@@ -76,20 +74,6 @@ impl Cluster {
             n.shutdown().await;
         }
     }
-}
-
-async fn run(args: &[&str]) -> Output {
-    tokio::time::timeout(
-        WAIT,
-        Command::new(BIN)
-            .args(args)
-            .env_remove("GEN_LEADER_COOKIE")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the command did not finish")
-    .expect("the command ran")
 }
 
 fn text(b: &[u8]) -> String {

@@ -4,32 +4,14 @@
 
 mod common;
 
-use std::process::Output;
 use std::time::Duration;
 
-use common::Echo;
+use common::{run, Echo, WAIT};
 use gen_leader::config::TlsConfig;
 use gen_leader::{Config, Node};
 use testkit::Pki;
-use tokio::process::Command;
 
 const COOKIE: &str = "cli-tls-cookie";
-const BIN: &str = env!("CARGO_BIN_EXE_gen-leader");
-const WAIT: Duration = Duration::from_secs(15);
-
-async fn run(args: &[&str]) -> Output {
-    tokio::time::timeout(
-        WAIT,
-        Command::new(BIN)
-            .args(args)
-            .env_remove("GEN_LEADER_COOKIE")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the command did not finish")
-    .expect("the command ran")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_over_tls() {
