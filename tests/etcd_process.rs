@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use testkit::datos::{datos_exe, datos_node, hold_ports, last_view, Observed, View};
+use testkit::datos::{datos_exe, datos_node, free_names, last_view, Observed, View};
 use testkit::etcd::EtcdCluster;
 use testkit::{Event as Ev, Proc};
 
@@ -118,13 +118,7 @@ impl Cluster {
         heartbeat_ms: u64,
     ) -> (Cluster, String, u64) {
         let exe = etcd_datos_exe();
-        let listeners = hold_ports(3).expect("bind 127.0.0.1:0");
-        let names: Vec<String> = listeners
-            .iter()
-            .enumerate()
-            .map(|(i, l)| format!("lider{i}@127.0.0.1:{}", l.local_addr().unwrap().port()))
-            .collect();
-        drop(listeners);
+        let names = free_names(3).expect("bind 127.0.0.1:0");
         let candidates = names.join(",");
         let dir = tempfile::tempdir().expect("tempdir");
         let endpoints = etcd.endpoints().join(",");

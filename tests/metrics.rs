@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use gen_leader::{Mode, QuorumConfig};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use testkit::datos::{datos_exe, datos_node, hold_ports};
+use testkit::datos::{datos_exe, datos_node, free_names};
 use testkit::Proc;
 
 /// The process-wide Prometheus recorder (installed once, before the first node starts).
@@ -332,18 +332,12 @@ fn poll<T>(what: &str, report: impl Fn() -> String, mut f: impl FnMut() -> Optio
 fn datos_serves_metrics_that_follow_a_failover() {
     let exe = datos_exe();
     let dir = tempfile::tempdir().unwrap();
-    let held = hold_ports(3).unwrap();
-    let names: Vec<String> = held
-        .iter()
-        .enumerate()
-        .map(|(i, l)| format!("lider{i}@127.0.0.1:{}", l.local_addr().unwrap().port()))
-        .collect();
+    let names = free_names(3).unwrap();
     let held_metrics = low_ports(3);
     let scrapes: Vec<String> = held_metrics
         .iter()
         .map(|l| l.local_addr().unwrap().to_string())
         .collect();
-    drop(held);
     drop(held_metrics);
     let mut procs: Vec<Option<Proc>> = (0..3)
         .map(|i| {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use testkit::datos::{datos_exe, datos_node, hold_ports, last_view, Observed, View};
+use testkit::datos::{datos_exe, datos_node, free_names, last_view, Observed, View};
 use testkit::{Event as Ev, Proc};
 
 const COOKIE: &str = "multiprocess-test-cookie";
@@ -54,13 +54,7 @@ struct Cluster {
 impl Cluster {
     /// `n` candidates `lider0..`, on ports picked by binding 127.0.0.1:0. Nothing runs yet.
     fn new(n: usize) -> Self {
-        let listeners = hold_ports(n).expect("bind 127.0.0.1:0");
-        let names: Vec<String> = listeners
-            .iter()
-            .enumerate()
-            .map(|(i, l)| format!("lider{i}@127.0.0.1:{}", l.local_addr().unwrap().port()))
-            .collect();
-        drop(listeners);
+        let names = free_names(n).expect("bind 127.0.0.1:0");
         let dir = tempfile::tempdir().expect("tempdir");
         let procs = names
             .iter()

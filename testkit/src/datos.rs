@@ -48,6 +48,16 @@ pub fn hold_ports(n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
         .collect()
 }
 
+/// `n` node names `lider0@127.0.0.1:P0 ..`, each on a port that was free a moment ago (held by a
+/// listener, then released for the node that will listen there).
+pub fn free_names(n: usize) -> std::io::Result<Vec<String>> {
+    let held = hold_ports(n)?;
+    held.iter()
+        .enumerate()
+        .map(|(i, l)| Ok(format!("lider{i}@127.0.0.1:{}", l.local_addr()?.port())))
+        .collect()
+}
+
 /// A node's view: the leader (if any) and the term.
 pub type View = Option<(Option<String>, u64)>;
 
