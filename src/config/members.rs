@@ -223,16 +223,7 @@ mod tests {
     }
 
     #[cfg(feature = "etcd")]
-    fn etcd(me: &str) -> ConfigBuilder {
-        use crate::config::Backend;
-        use crate::etcd::EtcdConfig;
-        Config::builder(me)
-            .cookie("secret")
-            .backend(Backend::Etcd(EtcdConfig::new(
-                ["http://127.0.0.1:2379"],
-                "e",
-            )))
-    }
+    use crate::config::tests::etcd;
 
     #[cfg(feature = "etcd")]
     #[test]

@@ -61,8 +61,10 @@ fn digest_depends_on_member_order() {
     assert_ne!(a.members_digest(), b.members_digest());
 }
 
+/// A builder for `me` with the etcd backend (no lists), for the tests of `config` and its
+/// modules.
 #[cfg(feature = "etcd")]
-fn etcd(me: &str) -> ConfigBuilder {
+pub(super) fn etcd(me: &str) -> ConfigBuilder {
     use crate::etcd::EtcdConfig;
     Config::builder(me)
         .cookie("secret")
