@@ -1,6 +1,6 @@
 //! The shortest tour: three nodes in one process share a counter. A call from a follower
 //! reaches the leader, the leader broadcasts the new total, the leader stops and another one
-//! takes over with the total it received. Run: `cargo run --release --example counter`.
+//! takes over with the total it received. Run: `cargo run --example counter`.
 use std::time::Duration;
 
 use gen_leader::{Behaviour, Config, Election, LeaderHandle, LeaderReply, Node, NodeName, ReplyTo};

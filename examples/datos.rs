@@ -10,9 +10,9 @@
 //! Two terminals:
 //!
 //! ```text
-//! cargo run --release --example datos -- --cookie secreto --name lider1@127.0.0.1:4001 \
+//! cargo run --example datos -- --cookie secreto --name lider1@127.0.0.1:4001 \
 //!     --candidates lider1@127.0.0.1:4001,lider2@127.0.0.1:4002
-//! cargo run --release --example datos -- --cookie secreto --name lider2@127.0.0.1:4002 \
+//! cargo run --example datos -- --cookie secreto --name lider2@127.0.0.1:4002 \
 //!     --candidates lider1@127.0.0.1:4001,lider2@127.0.0.1:4002
 //! ```
 //!
@@ -34,7 +34,7 @@
 //! A self-contained local demo with three processes:
 //!
 //! ```text
-//! cargo run --release --example datos -- demo
+//! cargo run --example datos -- demo
 //! ```
 
 use std::io::Write;
@@ -394,7 +394,7 @@ fn build_config(cli: &Cli) -> Result<Config, String> {
     if cli.tls_cert.is_some() {
         return Err(
             "--tls-cert: this datos was built without the `tls` feature: \
-             cargo run --release --features tls --example datos -- ..."
+             cargo run --features tls --example datos -- ..."
                 .into(),
         );
     }
@@ -423,7 +423,7 @@ fn check_backend_args(cli: &Cli) -> Result<(), String> {
         }
         BackendArg::Etcd if !cfg!(feature = "etcd") => Err(
             "--backend etcd: this datos was built without the `etcd` feature: cargo run \
-             --release --features etcd --example datos -- ..."
+             --features etcd --example datos -- ..."
                 .into(),
         ),
         BackendArg::Etcd => {
