@@ -288,6 +288,7 @@ impl<B: Behaviour> Actor for NodeActor<B> {
             bcast_to: Vec::new(),
             fatal: None,
             dirty: true,
+            published_alive: Vec::new(),
             counters: NodeStats::default(),
             refused,
             refusals,

@@ -67,9 +67,15 @@ impl<B: Behaviour> NodeState<B> {
     }
 
     /// Publishes the view and the leader state if they changed.
-    pub(super) fn publish(&self) {
+    pub(super) fn publish(&mut self) {
         let lease_end = self.lease_end();
-        view::publish(&self.view_tx, &self.engine, self.cfg.members(), lease_end);
+        view::publish(
+            &self.view_tx,
+            &self.engine,
+            self.cfg.members(),
+            lease_end,
+            &mut self.published_alive,
+        );
         self.publish_state_with(lease_end);
     }
 

@@ -63,6 +63,8 @@ pub(crate) struct NodeState<B: Behaviour> {
     pub(super) seq: Sequencer,
     pub(super) held: Held<B::Cast>,
     pub(super) view_tx: watch::Sender<ClusterView>,
+    /// Which members the published view shows alive (see `view::publish`).
+    pub(super) published_alive: Vec<bool>,
     /// This node's leadership, for `LeaderHandle::leader_state` and the guards.
     pub(super) state_tx: watch::Sender<LeaderState>,
     /// The leaderships this node lost last and why, for the guards.
