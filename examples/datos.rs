@@ -254,13 +254,32 @@ fn install_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
         )
         .and_then(|b| b.install_recorder())
         .map_err(|e| e.to_string())?;
+    // At most METRICS_CONNECTIONS connections are read at once (each for at most 2 s); more
+    // wait in the listen backlog. An accept error (out of file descriptors) is retried after a
+    // pause: retrying at once would spin a core until a descriptor frees up.
+    const METRICS_CONNECTIONS: usize = 64;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(METRICS_CONNECTIONS));
     tokio::spawn(async move {
+        let mut warned: Option<std::time::Instant> = None;
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                continue;
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let mut sock = match listener.accept().await {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    // Once, then at most every 30 s while it lasts.
+                    if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+                        warned = Some(std::time::Instant::now());
+                        tracing::warn!(error = %e, "metrics endpoint: accept failed; retrying every 100 ms");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let handle = handle.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 // Any request gets the metrics: read the client's request head (up to its blank
                 // line, bounded in size and time), answer, close. Answering after a partial read
                 // would close the socket with request bytes unread, and the kernel then resets

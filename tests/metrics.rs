@@ -5,7 +5,8 @@
 //! this binary shares it; the `node` label keeps their nodes apart), around a 3-node cluster:
 //! the values move with an election, calls, broadcasts, a failover and a wrong cookie. As
 //! processes: three `datos` nodes with `--metrics-addr`, scraped over plain HTTP, before and
-//! after the leader is SIGKILLed.
+//! after the leader is SIGKILLed; and one, with 64 idle connections or out of file
+//! descriptors, to show its endpoint bounded and not spinning.
 
 mod common;
 
@@ -404,4 +405,98 @@ fn datos_serves_metrics_that_follow_a_failover() {
         let text = scrape(&scrapes[i]).unwrap();
         assert!(changes(&text, &names[i], "leader_lost_") >= 1.0, "{text}");
     }
+}
+
+/// One `datos` node (the only candidate) serving `/metrics` on a free port, started through
+/// `sh -c "<shell_prefix> && exec datos …"` when a prefix (a `ulimit`) is given. Returns the process and the scrape address,
+/// once a scrape answers.
+fn lone_datos(dir: &std::path::Path, shell_prefix: Option<&str>) -> (Proc, String) {
+    let exe = datos_exe();
+    let name = free_names(1).unwrap().remove(0);
+    let held = low_ports(1);
+    let addr = held[0].local_addr().unwrap().to_string();
+    drop(held);
+    let node = datos_node(&exe, &name, &name, &dir.join("d"));
+    let mut cmd = match shell_prefix {
+        None => std::process::Command::new(node.get_program()),
+        Some(prefix) => {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c")
+                .arg(format!("{prefix} && exec \"$0\" \"$@\""))
+                .arg(node.get_program());
+            c
+        }
+    };
+    cmd.args(node.get_args())
+        .args(["--cookie", "metrics-test-cookie", "--metrics-addr", &addr])
+        .env("RUST_LOG", "warn");
+    let p = Proc::spawn(cmd, "lider", &dir.join("lider.stderr")).expect("spawn datos");
+    poll(
+        "the metrics endpoint",
+        || p.diagnose(10, 10),
+        || scrape(&addr),
+    );
+    (p, addr)
+}
+
+/// CPU time (user + system) of process `pid`, in clock ticks (1/100 s), from /proc.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
+    // The fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// The endpoint reads at most 64 connections at once: with 64 idle ones open (each held until
+/// its 2 s head timeout), a scrape waits in the listen backlog, and is answered once a slot
+/// frees up. (It spawned a task per connection without limit: the scrape was answered at once
+/// however many connections were held.)
+#[test]
+fn datos_metrics_endpoint_holds_a_bounded_number_of_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_p, addr) = lone_datos(dir.path(), None);
+    let idle: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let body = scrape(&addr).expect("the scrape is answered once a slot frees up");
+    let waited = start.elapsed();
+    assert!(body.contains("gen_leader_term"), "{body}");
+    assert!(
+        waited >= Duration::from_secs(1),
+        "answered after {waited:?} with 64 connections held: the endpoint is not bounded"
+    );
+    drop(idle);
+}
+
+/// Out of file descriptors, the endpoint's accept fails until one frees up: it retries after
+/// a pause instead of at once (it spun a core at 100 % until then).
+#[test]
+fn datos_metrics_endpoint_does_not_spin_when_out_of_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, addr) = lone_datos(dir.path(), Some("ulimit -n 48"));
+    // More connections than descriptors left: accept fails with EMFILE while the ones it
+    // took wait (up to 2 s) for their request heads.
+    let idle: Vec<std::net::TcpStream> = (0..60)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(p.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(p.pid()) - before;
+    assert!(
+        used < 30,
+        "datos used {used} ticks (1/100 s) of CPU in 1 s while out of descriptors:\n{}",
+        p.diagnose(10, 10)
+    );
+    drop(idle);
+    // And it serves again once the descriptors are back.
+    poll(
+        "a scrape after the flood",
+        || p.diagnose(10, 10),
+        || scrape(&addr),
+    );
 }
