@@ -145,13 +145,7 @@ pub(crate) fn sec_election(p: &Params, rep: &mut Report) {
         let med = med_range(&times.0).map(|m| m.0).unwrap_or(f64::NAN);
         let mut row = Row::new(
             format!("election, {n} in-process nodes on 127.0.0.1:0: last up → all agree"),
-            format!(
-                "{}; {}/{} stalls (> {} s)",
-                fmt_ms_range(&times.0),
-                times.1,
-                p.elect_reps,
-                STALL.as_secs()
-            ),
+            measured(p, &times.0, times.1),
         );
         if n == 3 {
             row = row
@@ -171,16 +165,20 @@ pub(crate) fn sec_election(p: &Params, rep: &mut Report) {
                 "join, 1 node into {} settled in-process nodes: its start → all agree",
                 n - 1
             ),
-            format!(
-                "{}; {}/{} stalls (> {} s)",
-                fmt_ms_range(&times.0),
-                times.1,
-                p.elect_reps,
-                STALL.as_secs()
-            ),
+            measured(p, &times.0, times.1),
         ));
     }
     rep.data.insert("election".into(), Value::Object(out));
+}
+
+/// A row's measured column: the times' median and range, and the stalls.
+fn measured(p: &Params, times: &[f64], stalls: usize) -> String {
+    format!(
+        "{}; {stalls}/{} stalls (> {} s)",
+        fmt_ms_range(times),
+        p.elect_reps,
+        STALL.as_secs()
+    )
 }
 
 /// `p.elect_reps` runs of `n` nodes, each on a fresh runtime; the times (ms) and the stalls
