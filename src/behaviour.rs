@@ -147,7 +147,7 @@ pub enum StopReason {
     Shutdown,
     /// Every [`LeaderHandle`] was dropped (or the node actor ended some other way).
     ActorStopped,
-    /// The node could not persist a term it needed (`<data_dir>/term` or `<data_dir>/promised`): it stopped rather
+    /// The node could not persist a term it needed (`<data_dir>/term`): it stopped rather
     /// than send messages that depend on that term, since a restart could reuse it.
     TermNotPersisted {
         /// The term that could not be persisted.

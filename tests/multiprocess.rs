@@ -203,14 +203,9 @@ impl Cluster {
         e.str("reply").unwrap().to_string()
     }
 
-    /// The term persisted in node `i`'s data directory.
+    /// The term reservation persisted in node `i`'s data directory.
     fn persisted_term(&self, i: usize) -> u64 {
-        let path = self.procs[i].data_dir.join("term");
-        let s =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        s.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{}: not a term: {s:?}", path.display()))
+        term_file(&self.procs[i].data_dir).0
     }
 
     /// Asserts that every node's reported terms never went down, across restarts, and that
@@ -497,12 +492,26 @@ fn restart_and_check_join(c: &mut Cluster, x: usize, l: usize, bystander: usize,
         vec![],
         "the bystander sees nothing\n{report}"
     );
-    let promised = std::fs::read_to_string(c.procs[x].data_dir.join("promised")).unwrap();
     assert_eq!(
-        promised.trim().parse::<u64>().ok(),
+        term_file(&c.procs[x].data_dir).1,
         Some(term),
-        "the joiner's promise: {promised:?}"
+        "the joiner's promise"
     );
+}
+
+/// `<data_dir>/term` as documented: the reservation on the first line, the promise at byte
+/// 4096 (the file's second page).
+fn term_file(data_dir: &std::path::Path) -> (u64, Option<u64>) {
+    let path = data_dir.join("term");
+    let b = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let num = |b: &[u8]| {
+        let s = String::from_utf8_lossy(b);
+        let t = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+        t.parse::<u64>()
+            .unwrap_or_else(|_| panic!("{}: not a term: {t:?}", path.display()))
+    };
+    let (head, tail) = b.split_at(b.len().min(4096));
+    (num(head), (!tail.is_empty()).then(|| num(tail)))
 }
 
 /// gen_leader's join rule across a restart, with real processes: a follower killed with
