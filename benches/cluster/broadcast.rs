@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::child::BCAST_WINDOW;
+use crate::behaviour::BCAST_WINDOW;
 use crate::procs::{diagnose, wait_until, Cluster, NEXT_TAG};
 use crate::report::{fmt_rate, Report, Row};
 use crate::util::{ev, med_range, wall_ns};

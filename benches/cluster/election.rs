@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use gen_leader::{Config, LeaderHandle, Node};
 use serde_json::{json, Value};
 
-use crate::child::{Bench, Counter};
+use crate::behaviour::{Bench, Counter};
 use crate::report::{fmt_ms_range, Report, Row};
 use crate::util::med_range;
 use crate::{data_dirs_default, tempdir, Params, COOKIE, ELECTION_GIVE_UP, STALL};

@@ -41,8 +41,9 @@
 //!   from a follower (sequential, 64 callers) and broadcast to 2 followers on a cluster whose
 //!   connections run TLS, next to a plain one, in alternating rounds on fresh clusters.
 //!
-//! The bench re-executes its own binary with a hidden role (`__node`: `child.rs`, `__raw`:
-//! `raw.rs`) to run a node or a raw echo/client process. Children read JSON commands on stdin
+//! The bench re-executes its own binary with a hidden role (`__node`: `child.rs`, running
+//! the behaviour in `behaviour.rs`; `__raw`: `raw.rs`) to run a node or a raw echo/client
+//! process. Children read JSON commands on stdin
 //! and print JSON events on stdout; they exit when stdin closes. The parent's side of that
 //! protocol is `procs.rs`, on the `testkit` crate's `Proc`: every child is killed (SIGCONT
 //! then SIGKILL) on every exit path: drop guards, panics, SIGINT/SIGTERM/SIGHUP. Every wait
@@ -53,6 +54,7 @@
 
 #![forbid(unsafe_code)]
 
+mod behaviour;
 mod broadcast;
 mod calls;
 mod calls_ct;
@@ -75,10 +77,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::behaviour::{ACK_EVERY, BCAST_WINDOW};
 use crate::broadcast::sec_bcast;
 use crate::calls::sec_calls;
 use crate::calls_ct::sec_calls_ct;
-use crate::child::{child_node, init_logs, ACK_EVERY, BCAST_WINDOW};
+use crate::child::{child_node, init_logs};
 use crate::election::sec_election;
 use crate::etcd::sec_etcd;
 use crate::failover::sec_failover;

@@ -23,9 +23,9 @@ use gen_leader::config::DEFAULT_ELECTION_TIMEOUT;
 use gen_leader::QuorumConfig;
 use serde_json::{json, Value};
 
+use crate::behaviour::BCAST_WINDOW;
 use crate::broadcast::{bcast_run, Bcast};
 use crate::calls::{call_conc, call_seq, RawPair};
-use crate::child::BCAST_WINDOW;
 use crate::failover::{failover_rep, run_line, Fault};
 use crate::procs::{Cluster, NodeMode};
 use crate::report::{fmt_ms, fmt_ms_range, fmt_rate, fmt_us, Report, Row};

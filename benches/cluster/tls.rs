@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::behaviour::BCAST_WINDOW;
 use crate::broadcast::{bcast_run, Bcast};
 use crate::calls::{call_conc, call_seq};
-use crate::child::BCAST_WINDOW;
 use crate::procs::{Cluster, NodeMode};
 use crate::report::{fmt_rate, fmt_us, Report, Row};
 use crate::util::{env_u64, ev, lat_summary, med_range};
