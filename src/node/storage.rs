@@ -20,7 +20,7 @@
 //! read once and moved.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -125,8 +125,10 @@ struct TermFile {
 /// Reads `<data_dir>/term`. An unreadable reservation is an error; an unreadable promise is
 /// returned as one, for the caller to replace.
 fn read_term_file(path: &Path) -> io::Result<TermFile> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
+    let mut bytes = Vec::new();
+    match File::open(path) {
+        // One byte past the largest term file is enough to refuse a larger one.
+        Ok(f) => f.take(MAX_TERM_FILE + 1).read_to_end(&mut bytes)?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(TermFile {
                 reservation: None,
@@ -139,9 +141,8 @@ fn read_term_file(path: &Path) -> io::Result<TermFile> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "{}: {} bytes, not a term file (at most {MAX_TERM_FILE})",
-                path.display(),
-                bytes.len()
+                "{}: more than {MAX_TERM_FILE} bytes: not a term file",
+                path.display()
             ),
         ));
     }
