@@ -467,6 +467,19 @@ mod tests {
     }
 
     #[test]
+    fn a_first_start_creates_no_file_beside_the_term_file() {
+        // Each file created at start waits for the journal while other nodes fsync (about
+        // a millisecond on ext4): the promise has no file of its own.
+        let d = tempfile::tempdir().unwrap();
+        FileTermStore::open(Some(d.path())).unwrap();
+        let names: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["term"]);
+    }
+
+    #[test]
     fn a_failed_promise_write_is_an_error() {
         let d = tempfile::tempdir().unwrap();
         let (mut s, _) = FileTermStore::open(Some(d.path())).unwrap();
