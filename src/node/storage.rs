@@ -85,14 +85,17 @@ pub(crate) struct FileTermStore {
     floor: Term,
 }
 
-/// Parses a term: `None` if there is nothing but zeros and blanks; an error if it is not a
-/// term number or beyond [`crate::election::MAX_TERM`] (a corrupt file is not read as 0).
+/// Parses a term from its line (the bytes up to the first newline; what follows is the
+/// file's hole): `None` if the bytes are empty or blank; an error if the line is not a term
+/// number or beyond [`crate::election::MAX_TERM`]. Zeros are not blank: a corrupt file is
+/// not read as "no term", which would let the node reuse terms.
 fn parse_term(path: &Path, bytes: &[u8]) -> io::Result<Option<Term>> {
-    let text = String::from_utf8_lossy(bytes);
-    let t = text.trim_matches(|c: char| c == '\0' || c.is_whitespace());
-    if t.is_empty() {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let text = String::from_utf8_lossy(line);
+    let t = text.trim();
     let term = Term(t.parse().map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidData,
@@ -515,6 +518,21 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("term"), "garbage").unwrap();
         assert!(FileTermStore::open(Some(d.path())).is_err());
+        // Zeros where the reservation should be (what a crash can leave of a file): not
+        // "no reservation", which would let the node reuse terms. The zeros after the
+        // reservation's line are the file's hole and do not count.
+        for zeros in [
+            &b"\0\0\0\0"[..],
+            &[0u8; PROMISE_AT as usize + 21][..],
+            b"\n\0\0",
+        ] {
+            fs::write(d.path().join("term"), zeros).unwrap();
+            assert!(
+                FileTermStore::open(Some(d.path())).is_err(),
+                "{} bytes read as a reservation",
+                zeros.len()
+            );
+        }
     }
 
     #[test]
