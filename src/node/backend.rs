@@ -52,7 +52,8 @@ impl<B: Behaviour> NodeState<B> {
         let now = tokio::time::Instant::now();
         while self.peers.len() < n {
             let id = NodeId(self.peers.len() as u32);
-            self.peers.push(Peer::new(me, id, now));
+            let peer = Peer::new(me, id, self.cfg.members().name(id), now);
+            self.peers.push(peer);
         }
         self.engine.add_external_nodes(n as u32);
         self.dirty = true;

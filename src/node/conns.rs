@@ -27,7 +27,7 @@ use crate::behaviour::Behaviour;
 use crate::transport::liveness::{look_since, Liveness, Verdict};
 use crate::transport::peers::PeerDial;
 use crate::transport::{self, BoxStream};
-use crate::types::NodeId;
+use crate::types::{NodeId, NodeName};
 use crate::wire::codec::{self, FrameCodec};
 use crate::wire::Msg;
 
@@ -78,15 +78,19 @@ pub(super) struct Peer {
     pub reserved: Option<(u64, u64)>,
     pub dialer: Option<JoinHandle<()>>,
     pub dial: PeerDial,
+    /// The peer's name as text (`name@host:port`), made once: every dial and every dial
+    /// failure uses it, and formatting a `NodeName` allocates.
+    pub label: Arc<str>,
 }
 
 impl Peer {
-    pub(super) fn new(me: NodeId, peer: NodeId, now: Instant) -> Self {
+    pub(super) fn new(me: NodeId, peer: NodeId, name: &NodeName, now: Instant) -> Self {
         Peer {
             conn: None,
             reserved: None,
             dialer: None,
             dial: PeerDial::new(me, peer, now.into_std()),
+            label: name.to_string().into(),
         }
     }
 

@@ -20,10 +20,14 @@ use crate::wire::handshake::{self, HandshakeError, Refusal};
 
 /// How a dial task ended.
 pub(crate) enum DialOutcome {
-    /// Could not open a connection at all.
-    Unreachable(String),
-    /// The peer refused the handshake, we refused it, or it failed.
-    Failed(HandshakeError),
+    /// Could not open a connection to `addr` at all.
+    Unreachable {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// The peer refused the handshake, we refused it, or it failed. (Boxed: this outcome
+    /// travels in a node message, which every call also moves; see `NodeMsg`.)
+    Failed(Box<HandshakeError>),
     /// The peer asked us to wait for its dial (we are the larger id).
     CallBackRequested,
     /// Handshake done: the connection is ours.
@@ -32,6 +36,40 @@ pub(crate) enum DialOutcome {
         stream: BoxStream,
         read_buf: BytesMut,
     },
+}
+
+/// Why a dial failed, kept typed until a line is needed.
+enum Failure {
+    Unreachable {
+        addr: String,
+        source: std::io::Error,
+    },
+    Refused(Box<HandshakeError>),
+}
+
+impl Failure {
+    /// Whether the two nodes are configured apart (shown in the view as a refusal).
+    fn is_misconfiguration(&self) -> bool {
+        match self {
+            Failure::Unreachable { .. } => false,
+            Failure::Refused(e) => {
+                e.refusal().is_some_and(Refusal::is_misconfiguration)
+                    || crate::transport::tls::is_tls_failure(e)
+            }
+        }
+    }
+
+    /// The line an operator reads.
+    fn line(&self, to: &str, parts: &handshake::ConfigParts) -> String {
+        match self {
+            Failure::Unreachable { addr, source } => {
+                format!(
+                    "cannot reach {to}: connecting to {addr} failed: {source} (will keep trying)"
+                )
+            }
+            Failure::Refused(e) => e.explain(to, parts),
+        }
+    }
 }
 
 impl<B: Behaviour> NodeState<B> {
@@ -50,14 +88,14 @@ impl<B: Behaviour> NodeState<B> {
         let myself = self.myself.clone();
         let connector = self.connector.clone();
         let hs = self.hs.clone();
-        let name = self.cfg.members().name(peer).to_string();
+        let name = p.label.clone();
         let addr = self.cfg.dial_addr(peer);
         p.dialer = Some(tokio::spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             let outcome = match connector.connect(addr.clone()).await {
-                Err(e) => DialOutcome::Unreachable(format!("connecting to {addr} failed: {e}")),
+                Err(source) => DialOutcome::Unreachable { addr, source },
                 Ok(stream) => match handshake::dial(stream, &hs, &name)
                     .await
                     .and_then(|ok| crate::transport::tls::verified(ok, &name))
@@ -70,7 +108,7 @@ impl<B: Behaviour> NodeState<B> {
                     Err(HandshakeError::Refused(Refusal::CallBack)) => {
                         DialOutcome::CallBackRequested
                     }
-                    Err(e) => DialOutcome::Failed(e),
+                    Err(e) => DialOutcome::Failed(Box::new(e)),
                 },
             };
             let _ = myself.cast(NodeMsg::DialDone { peer, gen, outcome });
@@ -85,7 +123,7 @@ impl<B: Behaviour> NodeState<B> {
             return;
         }
         self.peers[peer.index()].dialer = None;
-        let (result, error) = match outcome {
+        let (result, failure) = match outcome {
             DialOutcome::Connected {
                 incarnation,
                 stream,
@@ -103,35 +141,33 @@ impl<B: Behaviour> NodeState<B> {
                 return;
             }
             DialOutcome::CallBackRequested => (DialResult::CallBack, None),
-            DialOutcome::Unreachable(e) => (
+            DialOutcome::Unreachable { addr, source } => (
                 DialResult::Unreachable,
-                Some((
-                    format!("cannot reach {}: {e} (will keep trying)", self.name(peer)),
-                    false,
-                )),
+                Some(Failure::Unreachable { addr, source }),
             ),
-            DialOutcome::Failed(e) => {
-                let to = self.name(peer).to_string();
-                let misconfigured = e.refusal().is_some_and(Refusal::is_misconfiguration)
-                    || crate::transport::tls::is_tls_failure(&e);
-                (
-                    DialResult::Refused,
-                    Some((e.explain(&to, &self.hs.parts), misconfigured)),
-                )
-            }
+            DialOutcome::Failed(e) => (DialResult::Refused, Some(Failure::Refused(e))),
         };
         let jitter = self.rng.random::<f64>();
         let after = self.peers[peer.index()].dial.finished(result, jitter);
-        if let Some((line, misconfigured)) = error {
-            let to = self.name(peer).clone();
-            if after.warn {
-                // Loudly, but once: then a count at most every 30 s.
-                self.refusals.warn(&to.to_string(), &line);
+        if let Some(failure) = failure {
+            // The line is made only when it is shown: a peer that is down is dialed again
+            // and again, and each failure would otherwise format it for nothing.
+            let to = self.peers[peer.index()].label.clone();
+            let misconfigured = failure.is_misconfiguration();
+            if after.warn || misconfigured {
+                let line = failure.line(&to, &self.hs.parts);
+                if after.warn {
+                    // Loudly, but once: then a count at most every 30 s.
+                    self.refusals.warn(&to, &line);
+                } else {
+                    debug!(node = %self.name(self.me()), peer = %to, "dial failed: {line}");
+                }
+                if misconfigured {
+                    self.refusals.refused(self.cfg.members().name(peer), &line);
+                }
             } else {
-                debug!(node = %self.name(self.me()), peer = %to, "dial failed: {line}");
-            }
-            if misconfigured {
-                self.refusals.refused(&to, &line);
+                debug!(node = %self.name(self.me()), peer = %to, "dial failed: {}",
+                    failure.line(&to, &self.hs.parts));
             }
         }
         if after.unreachable {

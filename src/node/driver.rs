@@ -40,7 +40,7 @@ impl<B: Behaviour> NodeState<B> {
         if self.stopping {
             return;
         }
-        if self.engine.is_leader() && self.cfg.quorum_params().is_some() {
+        if self.lease_checks && self.engine.is_leader() {
             // The lease clock is authoritative: after a suspend the engine's own deadline may
             // lie far ahead, and followers would keep sending calls this node must refuse.
             // At most once a millisecond: a cast loop drives once per cast.
@@ -55,6 +55,27 @@ impl<B: Behaviour> NodeState<B> {
                 }
             }
         }
+        // Most inputs (a call served, a reply, a heartbeat) leave the engine nothing to do.
+        if self.engine.has_output() {
+            self.apply_outputs().await;
+            if self.fatal.is_some() {
+                return;
+            }
+        }
+        if self.dirty {
+            self.dirty = false;
+            self.publish();
+            self.update_route();
+        }
+        if self.calls.waiting() > 0 || self.held.len() > 0 {
+            self.flush_waiting().await;
+        }
+        self.schedule();
+    }
+
+    /// Applies the engine's outputs in order, and those their callbacks cause. On a term that
+    /// cannot be persisted, drops the rest (`self.fatal` says why).
+    async fn apply_outputs(&mut self) {
         let mut published = false;
         let mut batch: VecDeque<Output> = VecDeque::new();
         loop {
@@ -86,15 +107,6 @@ impl<B: Behaviour> NodeState<B> {
                 return;
             }
         }
-        if self.dirty {
-            self.dirty = false;
-            self.publish();
-            self.update_route();
-        }
-        if self.calls.waiting() > 0 || self.held.len() > 0 {
-            self.flush_waiting().await;
-        }
-        self.schedule();
     }
 
     /// Applies one engine output.

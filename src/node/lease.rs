@@ -34,7 +34,11 @@ impl<B: Behaviour> NodeState<B> {
     /// lease has not ended on the lease clock.
     pub(super) fn acting(&self) -> bool {
         // Bully mode: acting is leading; no clock read on the hot path of every call and cast.
-        let Some(q) = self.cfg.quorum_params() else {
+        let Some(q) = self
+            .lease_checks
+            .then(|| self.cfg.quorum_params())
+            .flatten()
+        else {
             return self.engine.is_leader();
         };
         let now = tokio::time::Instant::now().into_std();

@@ -61,7 +61,11 @@ impl Refusals {
     /// Member `peer` connected: its refusal is over, and its next failure is news again.
     pub(crate) fn connected(&self, peer: &NodeName) {
         if let Ok(mut l) = self.limiter.lock() {
-            l.clear(&peer.to_string());
+            // (Every connection ends here: no formatting of the name unless there is a line
+            // to forget.)
+            if !l.is_empty() {
+                l.clear(&peer.to_string());
+            }
         }
         view::set_refused(&self.view, peer, None);
     }

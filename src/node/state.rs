@@ -86,6 +86,9 @@ pub(crate) struct NodeState<B: Behaviour> {
     /// a millisecond: that check only makes a leader step down promptly after a suspend;
     /// safety comes from the check made right before each leader callback).
     pub(super) lease_checked: Option<Instant>,
+    /// Whether this node leads on a lease (quorum mode, or an external backend's lease): the
+    /// only case where a drive checks the lease clock.
+    pub(super) lease_checks: bool,
     /// The followers a broadcast goes to, kept between broadcasts so that one costs no
     /// allocation.
     pub(super) bcast_to: Vec<NodeId>,

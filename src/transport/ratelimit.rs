@@ -98,6 +98,11 @@ impl WarnLimiter {
         }
     }
 
+    /// Whether no line is being limited (then there is nothing to clear).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Forgets every warning about `peer` (it connected): the next failure is news again.
     pub(crate) fn clear(&mut self, peer: &str) {
         self.entries.retain(|(p, _), _| p != peer);

@@ -289,21 +289,23 @@ impl Engine {
 
     /// The next timer deadline: call [`Engine::handle_timeout`] when it has passed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let lease = self
-            .quorum
-            .as_ref()
-            .filter(|_| self.is_leader())
-            .map(|q| [q.renew_at, q.lease_until]);
-        [self.deadline, self.announce_at, self.external_lease()]
-            .into_iter()
-            .chain(lease.into_iter().flatten())
-            .flatten()
-            .min()
+        // Asked after every input the runtime gets: plain comparisons, no iterator chain.
+        let mut t = earliest(self.deadline, self.announce_at);
+        t = earliest(t, self.external_lease());
+        if let Some(q) = self.quorum.as_ref().filter(|_| self.is_leader()) {
+            t = earliest(t, earliest(q.renew_at, q.lease_until));
+        }
+        t
     }
 
     /// The next output to act on.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
+    }
+
+    /// Whether [`Engine::poll_output`] has anything to return.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
     }
 
     // ----- inputs --------------------------------------------------------------------------
@@ -582,6 +584,15 @@ impl Engine {
         z ^= z >> 31;
         let base = self.cfg.election_timeout;
         base + base.mul_f64((z % 1000) as f64 / 2000.0)
+    }
+}
+
+/// The earlier of two optional instants (`None` = never).
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
     }
 }
 
