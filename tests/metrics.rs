@@ -431,10 +431,15 @@ fn lone_datos(dir: &std::path::Path, shell_prefix: Option<&str>) -> (Proc, Strin
         .args(["--cookie", "metrics-test-cookie", "--metrics-addr", &addr])
         .env("RUST_LOG", "warn");
     let p = Proc::spawn(cmd, "lider", &dir.join("lider.stderr")).expect("spawn datos");
+    // The endpoint is up before the node starts: wait for the node too (its `ready` event),
+    // or a flood sent at once can take the descriptors its data directory needs.
     poll(
-        "the metrics endpoint",
+        "the metrics endpoint and the node",
         || p.diagnose(10, 10),
-        || scrape(&addr),
+        || {
+            p.find(0, |e| e["event"] == "ready")
+                .and_then(|_| scrape(&addr))
+        },
     );
     (p, addr)
 }
