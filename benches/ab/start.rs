@@ -1,5 +1,7 @@
-//! Paired A/B helper: (a) whole bring-up, first start -> all agree; (b) join of the last node
-//! after the others have settled (50 ms), its start -> all agree. Waits on `changes()`.
+//! Paired A/B helper (see README.md). `ab_start N R`: R bring-ups of N nodes, first start ->
+//! all agree. `ab_start N R join`: the last node starts after the others have settled
+//! (50 ms), its start -> all agree. `ab_start N R rejoin`: in one cluster, the last node
+//! restarts R times, each start -> all agree. Milliseconds on stdout; waits on `changes()`.
 use std::time::{Duration, Instant};
 use gen_leader::{Behaviour, Config, Election, LeaderHandle, LeaderReply, Node, NodeName, ReplyTo};
 
@@ -23,15 +25,22 @@ async fn agree(hs: &[LeaderHandle<B>]) {
     for w in ws { w.abort(); }
 }
 
-static STARTS: std::sync::Mutex<Vec<f64>> = std::sync::Mutex::new(Vec::new());
-fn unsafe_push(x: f64) { STARTS.lock().unwrap().push(x); }
-async fn rep(n: usize, settle: bool) -> f64 {
-    let mut ls = Vec::new(); let mut names = Vec::new();
+/// `n` listeners on free ports of 127.0.0.1, and the node names that go with them.
+async fn listeners(n: usize) -> (Vec<tokio::net::TcpListener>, Vec<String>) {
+    let mut ls = Vec::new();
+    let mut names = Vec::new();
     for i in 0..n {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         names.push(format!("e{i}@127.0.0.1:{}", l.local_addr().unwrap().port()));
         ls.push(l);
     }
+    (ls, names)
+}
+
+static STARTS: std::sync::Mutex<Vec<f64>> = std::sync::Mutex::new(Vec::new());
+fn record_start(x: f64) { STARTS.lock().unwrap().push(x); }
+async fn rep(n: usize, settle: bool) -> f64 {
+    let (ls, names) = listeners(n).await;
     let mut hs = Vec::new();
     let mut t0 = Instant::now();
     static REP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -47,7 +56,7 @@ async fn rep(n: usize, settle: bool) -> f64 {
         }
         let ts = Instant::now();
         hs.push(Node::start_with_listener(cfg, B, l).await.unwrap());
-        unsafe_push(ts.elapsed().as_secs_f64() * 1e6);
+        record_start(ts.elapsed().as_secs_f64() * 1e6);
     }
     agree(&hs).await;
     let d = t0.elapsed().as_secs_f64() * 1e3;
@@ -56,12 +65,7 @@ async fn rep(n: usize, settle: bool) -> f64 {
 }
 
 async fn rejoin(n: usize, reps: usize) -> Vec<f64> {
-    let mut ls = Vec::new(); let mut names = Vec::new();
-    for i in 0..n {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        names.push(format!("e{i}@127.0.0.1:{}", l.local_addr().unwrap().port()));
-        ls.push(l);
-    }
+    let (mut ls, names) = listeners(n).await;
     let mut hs = Vec::new();
     let last = ls.pop().unwrap();
     let addr = last.local_addr().unwrap();
