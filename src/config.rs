@@ -247,7 +247,7 @@ impl Config {
         if !self.members.is_growable() {
             h.update((self.members.n_candidates() as u64).to_be_bytes());
             for n in self.members.all() {
-                h.update(n.to_string().as_bytes());
+                h.update(n.as_str().as_bytes());
                 h.update([0]);
             }
         }

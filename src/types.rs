@@ -1,7 +1,9 @@
 //! Basic vocabulary shared by every layer: node names, node ids, terms and fencing tokens.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -9,11 +11,102 @@ use serde::{Deserialize, Serialize};
 ///
 /// The `name` part identifies the node (as the part before `@` does in Erlang); `host:port`
 /// is where its listener accepts connections from the other nodes.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct NodeName {
+///
+/// Cheap to clone (a reference count; names are copied into every view, peer table and
+/// message), and its text is made once, when it is parsed. Compared, ordered, hashed and
+/// serialized as the three fields `name`, `host`, `port`, in that order.
+#[derive(Clone)]
+pub struct NodeName(Arc<Parts>);
+
+/// What a [`NodeName`] shares between its clones.
+struct Parts {
     name: String,
     host: String,
     port: u16,
+    /// `name@host:port` (an IPv6 host inside `[ ]`), as `Display` shows it.
+    text: Box<str>,
+}
+
+impl NodeName {
+    fn from_parts(name: String, host: String, port: u16) -> Self {
+        let text = if host.contains(':') {
+            format!("{name}@[{host}]:{port}")
+        } else {
+            format!("{name}@{host}:{port}")
+        };
+        NodeName(Arc::new(Parts {
+            name,
+            host,
+            port,
+            text: text.into_boxed_str(),
+        }))
+    }
+
+    fn key(&self) -> (&str, &str, u16) {
+        (&self.0.name, &self.0.host, self.0.port)
+    }
+}
+
+impl PartialEq for NodeName {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.key() == other.key()
+    }
+}
+
+impl Eq for NodeName {}
+
+impl PartialOrd for NodeName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for NodeName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
+impl Hash for NodeName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+/// The serialized form: the three fields, as the derived implementation wrote them before
+/// the name was shared (the bytes on the wire and the JSON are unchanged).
+#[derive(Serialize)]
+#[serde(rename = "NodeName")]
+struct FieldsRef<'a> {
+    name: &'a str,
+    host: &'a str,
+    port: u16,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "NodeName")]
+struct Fields {
+    name: String,
+    host: String,
+    port: u16,
+}
+
+impl Serialize for NodeName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        FieldsRef {
+            name: &self.0.name,
+            host: &self.0.host,
+            port: self.0.port,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = Fields::deserialize(d)?;
+        Ok(NodeName::from_parts(f.name, f.host, f.port))
+    }
 }
 
 /// Why a string is not a valid [`NodeName`].
@@ -52,26 +145,29 @@ impl NodeName {
 
     /// The part before `@`.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// The host part of the address.
     pub fn host(&self) -> &str {
-        &self.host
+        &self.0.host
     }
 
     /// The port part of the address.
     pub fn port(&self) -> u16 {
-        self.port
+        self.0.port
+    }
+
+    /// The whole name, `name@host:port`, as [`Display`](fmt::Display) shows it (without
+    /// formatting anything).
+    pub fn as_str(&self) -> &str {
+        &self.0.text
     }
 
     /// `host:port`, the address other nodes dial.
     pub fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        // The text after the `@` (the name before it has no `@`).
+        self.0.text[self.0.name.len() + 1..].to_string()
     }
 }
 
@@ -119,17 +215,17 @@ impl FromStr for NodeName {
         if port == 0 {
             return Err(bad());
         }
-        Ok(NodeName {
-            name: name.to_string(),
-            host: host.to_string(),
+        Ok(NodeName::from_parts(
+            name.to_string(),
+            host.to_string(),
             port,
-        })
+        ))
     }
 }
 
 impl fmt::Display for NodeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.name, self.addr())
+        f.write_str(&self.0.text)
     }
 }
 
@@ -288,6 +384,74 @@ mod tests {
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(json, "5");
         assert_eq!(serde_json::from_str::<FencingToken>(&json).unwrap(), t);
+    }
+
+    /// The derived implementation the shared name replaced: the bytes on the wire and the
+    /// JSON must stay what they were.
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    #[serde(rename = "NodeName")]
+    struct Before {
+        name: String,
+        host: String,
+        port: u16,
+    }
+
+    #[test]
+    fn a_shared_name_serializes_as_the_three_fields_did() {
+        for text in [
+            "lider1@127.0.0.1:4001",
+            "a@[::1]:9",
+            "n.o-d_e@example.org:65535",
+        ] {
+            let n: NodeName = text.parse().unwrap();
+            let before = Before {
+                name: n.name().into(),
+                host: n.host().into(),
+                port: n.port(),
+            };
+            let bytes = crate::wire::codec::encode_payload(&n).unwrap();
+            assert_eq!(bytes, crate::wire::codec::encode_payload(&before).unwrap());
+            assert_eq!(
+                crate::wire::codec::decode_payload::<NodeName>(&bytes).unwrap(),
+                n
+            );
+            let json = serde_json::to_string(&n).unwrap();
+            assert_eq!(json, serde_json::to_string(&before).unwrap());
+            let back: NodeName = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, n);
+            assert_eq!(back.as_str(), text);
+        }
+    }
+
+    /// Names are copied into every view, peer table and many messages: a copy is a reference
+    /// count, not three strings (a 9-node rejoin spent about 10 % of its instructions
+    /// copying, formatting and freeing names when they were).
+    #[test]
+    fn a_name_is_one_pointer_and_its_clones_share_it() {
+        assert_eq!(
+            std::mem::size_of::<NodeName>(),
+            std::mem::size_of::<usize>()
+        );
+        let n: NodeName = "a@h:1".parse().unwrap();
+        let c = n.clone();
+        assert!(std::ptr::eq(n.as_str(), c.as_str()));
+    }
+
+    #[test]
+    fn names_compare_by_name_then_host_then_port() {
+        let p = |s: &str| s.parse::<NodeName>().unwrap();
+        // As the derived order did: the fields in turn, not the text ("a@h:10" < "a@h:9").
+        assert!(p("a@h:9") < p("a@h:10"));
+        assert!(p("a@z:1") < p("b@a:1"));
+        assert!(p("a@a:2") < p("a@b:1"));
+        // Equal names made apart are equal and hash alike; a clone is the same name.
+        let (x, y) = (p("a@h:1"), p("a@h:1"));
+        assert_eq!(x, y);
+        use std::hash::BuildHasher;
+        let s = std::collections::hash_map::RandomState::new();
+        assert_eq!(s.hash_one(&x), s.hash_one(&y));
+        assert_eq!(x.clone(), y);
+        assert_ne!(x, p("a@h:2"));
     }
 
     #[test]

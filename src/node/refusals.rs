@@ -64,7 +64,7 @@ impl Refusals {
             // (Every connection ends here: no formatting of the name unless there is a line
             // to forget.)
             if !l.is_empty() {
-                l.clear(&peer.to_string());
+                l.clear(peer.as_str());
             }
         }
         view::set_refused(&self.view, peer, None);
