@@ -1,5 +1,6 @@
 //! Basic vocabulary shared by every layer: node names, node ids, terms and fencing tokens.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
@@ -20,30 +21,54 @@ pub struct NodeName(Arc<Parts>);
 
 /// What a [`NodeName`] shares between its clones.
 struct Parts {
-    name: String,
-    host: String,
-    port: u16,
     /// `name@host:port` (an IPv6 host inside `[ ]`), as `Display` shows it.
     text: Box<str>,
+    /// `text[..at]` is the name.
+    at: usize,
+    /// `text[host.0..host.1]` is the host.
+    host: (usize, usize),
+    port: u16,
 }
 
 impl NodeName {
-    fn from_parts(name: String, host: String, port: u16) -> Self {
-        let text = if host.contains(':') {
-            format!("{name}@[{host}]:{port}")
-        } else {
-            format!("{name}@{host}:{port}")
-        };
+    /// The name of these parts, its text written out once (without `format!`: names are
+    /// parsed at every handshake).
+    fn from_parts(name: &str, host: &str, port: u16) -> Self {
+        let v6 = host.contains(':');
+        let mut text = String::with_capacity(name.len() + host.len() + 9);
+        text.push_str(name);
+        text.push('@');
+        if v6 {
+            text.push('[');
+        }
+        let h0 = text.len();
+        text.push_str(host);
+        let h1 = text.len();
+        if v6 {
+            text.push(']');
+        }
+        text.push(':');
+        let mut digits = [0u8; 5];
+        let (mut i, mut p) = (digits.len(), port);
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (p % 10) as u8;
+            p /= 10;
+            if p == 0 {
+                break;
+            }
+        }
+        text.extend(digits[i..].iter().map(|&d| char::from(d)));
         NodeName(Arc::new(Parts {
-            name,
-            host,
-            port,
             text: text.into_boxed_str(),
+            at: name.len(),
+            host: (h0, h1),
+            port,
         }))
     }
 
     fn key(&self) -> (&str, &str, u16) {
-        (&self.0.name, &self.0.host, self.0.port)
+        (self.name(), self.host(), self.0.port)
     }
 }
 
@@ -85,17 +110,19 @@ struct FieldsRef<'a> {
 
 #[derive(Deserialize)]
 #[serde(rename = "NodeName")]
-struct Fields {
-    name: String,
-    host: String,
+struct Fields<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    host: Cow<'a, str>,
     port: u16,
 }
 
 impl Serialize for NodeName {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         FieldsRef {
-            name: &self.0.name,
-            host: &self.0.host,
+            name: self.name(),
+            host: self.host(),
             port: self.0.port,
         }
         .serialize(s)
@@ -105,7 +132,7 @@ impl Serialize for NodeName {
 impl<'de> Deserialize<'de> for NodeName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let f = Fields::deserialize(d)?;
-        Ok(NodeName::from_parts(f.name, f.host, f.port))
+        Ok(NodeName::from_parts(&f.name, &f.host, f.port))
     }
 }
 
@@ -145,12 +172,12 @@ impl NodeName {
 
     /// The part before `@`.
     pub fn name(&self) -> &str {
-        &self.0.name
+        &self.0.text[..self.0.at]
     }
 
     /// The host part of the address.
     pub fn host(&self) -> &str {
-        &self.0.host
+        &self.0.text[self.0.host.0..self.0.host.1]
     }
 
     /// The port part of the address.
@@ -167,7 +194,7 @@ impl NodeName {
     /// `host:port`, the address other nodes dial.
     pub fn addr(&self) -> String {
         // The text after the `@` (the name before it has no `@`).
-        self.0.text[self.0.name.len() + 1..].to_string()
+        self.0.text[self.0.at + 1..].to_string()
     }
 }
 
@@ -215,11 +242,7 @@ impl FromStr for NodeName {
         if port == 0 {
             return Err(bad());
         }
-        Ok(NodeName::from_parts(
-            name.to_string(),
-            host.to_string(),
-            port,
-        ))
+        Ok(NodeName::from_parts(name, host, port))
     }
 }
 
@@ -435,6 +458,25 @@ mod tests {
         let n: NodeName = "a@h:1".parse().unwrap();
         let c = n.clone();
         assert!(std::ptr::eq(n.as_str(), c.as_str()));
+    }
+
+    #[test]
+    fn the_text_is_written_out_as_format_would() {
+        for port in [1u16, 9, 10, 99, 100, 4001, 65535] {
+            for host in ["h", "127.0.0.1", "::1", "fe80::1%eth0"] {
+                let n = NodeName::from_parts("n", host, port);
+                let want = if host.contains(':') {
+                    format!("n@[{host}]:{port}")
+                } else {
+                    format!("n@{host}:{port}")
+                };
+                assert_eq!(n.as_str(), want);
+                assert_eq!((n.name(), n.host(), n.port()), ("n", host, port));
+                assert_eq!(n.addr(), want["n@".len()..]);
+            }
+        }
+        // Not a valid name, but it can come off the wire: still written out.
+        assert_eq!(NodeName::from_parts("n", "h", 0).as_str(), "n@h:0");
     }
 
     #[test]
