@@ -74,7 +74,11 @@ impl NodeName {
 
 impl PartialEq for NodeName {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.key() == other.key()
+        // The fields are equal exactly when the text and where it is cut are (the text is
+        // written out from them; the offsets say how to cut it back).
+        let (a, b) = (&*self.0, &*other.0);
+        Arc::ptr_eq(&self.0, &other.0)
+            || (a.at == b.at && a.host == b.host && a.port == b.port && a.text == b.text)
     }
 }
 
@@ -94,7 +98,8 @@ impl Ord for NodeName {
 
 impl Hash for NodeName {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key().hash(state);
+        // Equal names have equal text (see `eq`); the text alone is what tells them apart.
+        self.0.text.hash(state);
     }
 }
 
@@ -494,6 +499,15 @@ mod tests {
         assert_eq!(s.hash_one(&x), s.hash_one(&y));
         assert_eq!(x.clone(), y);
         assert_ne!(x, p("a@h:2"));
+        // Off the wire the fields are not checked: two names can share a text and still
+        // differ, as their fields do.
+        let (u, v) = (
+            NodeName::from_parts("a@b", "c", 1),
+            NodeName::from_parts("a", "b@c", 1),
+        );
+        assert_eq!(u.as_str(), v.as_str());
+        assert_ne!(u, v);
+        assert_eq!(u, NodeName::from_parts("a@b", "c", 1));
     }
 
     #[test]
