@@ -1,7 +1,10 @@
 //! Paired A/B helper (see README.md). `ab_start N R`: R bring-ups of N nodes, first start ->
 //! all agree. `ab_start N R join`: the last node starts after the others have settled
 //! (50 ms), its start -> all agree. `ab_start N R rejoin`: in one cluster, the last node
-//! restarts R times, each start -> all agree. Milliseconds on stdout; waits on `changes()`.
+//! restarts R times, each start -> all agree. `ab_start N R last`: as the bench's election
+//! figure, the nodes start back to back, from the last one's start -> all agree. All agree
+//! means one leader and term in every view and every node connected to every other.
+//! Milliseconds on stdout; waits on `changes()`.
 use std::time::{Duration, Instant};
 use gen_leader::{Behaviour, Config, Election, LeaderHandle, LeaderReply, Node, NodeName, ReplyTo};
 
@@ -39,7 +42,7 @@ async fn listeners(n: usize) -> (Vec<tokio::net::TcpListener>, Vec<String>) {
 
 static STARTS: std::sync::Mutex<Vec<f64>> = std::sync::Mutex::new(Vec::new());
 fn record_start(x: f64) { STARTS.lock().unwrap().push(x); }
-async fn rep(n: usize, settle: bool) -> f64 {
+async fn rep(n: usize, settle: bool, last: bool) -> f64 {
     let (ls, names) = listeners(n).await;
     let mut hs = Vec::new();
     let mut t0 = Instant::now();
@@ -52,6 +55,9 @@ async fn rep(n: usize, settle: bool) -> f64 {
         if settle && i == n - 1 {
             agree(&hs).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
+            t0 = Instant::now();
+        }
+        if last && i == n - 1 {
             t0 = Instant::now();
         }
         let ts = Instant::now();
@@ -105,10 +111,11 @@ fn main() {
     let n: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(3);
     let reps: usize = std::env::args().nth(2).map(|s| s.parse().unwrap()).unwrap_or(50);
     let settle = std::env::args().nth(3).as_deref() == Some("join");
+    let last = std::env::args().nth(3).as_deref() == Some("last");
     let mut v = Vec::new();
     for _ in 0..reps {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-        v.push(rt.block_on(rep(n, settle)));
+        v.push(rt.block_on(rep(n, settle, last)));
         rt.shutdown_timeout(Duration::from_secs(2));
     }
     let s: Vec<String> = v.iter().map(|x| format!("{x:.4}")).collect();

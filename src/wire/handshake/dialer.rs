@@ -12,7 +12,7 @@ use super::super::codec::PROTOCOL_VERSION;
 use super::config::HandshakeConfig;
 use super::mac::{Transcript, ACCEPTOR_LABEL, DIALER_LABEL};
 use super::machine::{unexpected, unusable_cookie, Core, Step};
-use super::messages::{HandshakeMsg, PeerHello, Refusal};
+use super::messages::{HandshakeMsg, HelloRef, PeerHello, Refusal};
 
 #[derive(Debug)]
 enum State {
@@ -42,16 +42,19 @@ impl<'a> Dialer<'a> {
     /// fresh and random for each connection).
     pub fn new(cfg: &'a HandshakeConfig, expected_peer: &str, nonce: [u8; 16]) -> Self {
         let mut core = Core::new();
-        core.send(&HandshakeMsg::Hello {
-            version: PROTOCOL_VERSION,
-            cluster: cfg.cluster.clone(),
-            from: cfg.me.clone(),
-            to: expected_peer.to_owned(),
-            incarnation: cfg.incarnation,
-            members_digest: cfg.members_digest,
-            nonce,
-            parts: cfg.parts.clone(),
-        });
+        core.send_frame(
+            HelloRef::Hello {
+                version: PROTOCOL_VERSION,
+                cluster: &cfg.cluster,
+                from: &cfg.me,
+                to: expected_peer,
+                incarnation: cfg.incarnation,
+                members_digest: &cfg.members_digest,
+                nonce: &nonce,
+                parts: &cfg.parts,
+            }
+            .to_frame(),
+        );
         Self {
             cfg,
             expected_peer: expected_peer.to_owned(),

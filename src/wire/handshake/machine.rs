@@ -162,7 +162,12 @@ impl Core {
 
     /// Queues `msg` for sending; if it cannot be encoded, the handshake fails.
     pub(super) fn send(&mut self, msg: &HandshakeMsg) {
-        match msg.to_frame() {
+        self.send_frame(msg.to_frame());
+    }
+
+    /// Queues an encoded message for sending; if it could not be encoded, the handshake fails.
+    pub(super) fn send_frame(&mut self, frame: Result<Bytes, CodecError>) {
+        match frame {
             Ok(frame) => self.out.push_back(Out::Frame(frame)),
             Err(e) => self.fail(e.into()),
         }

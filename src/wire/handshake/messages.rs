@@ -253,6 +253,32 @@ impl HandshakeMsg {
     }
 }
 
+/// [`HandshakeMsg::Hello`] as the dialer sends it: the same bytes, borrowing the dialer's
+/// configuration instead of copying it (both member lists) for every connection it opens.
+/// `Hello` is the first variant of `HandshakeMsg`, as it is the only one here; a test holds
+/// the two encodings equal.
+#[derive(Serialize)]
+#[serde(rename = "HandshakeMsg")]
+pub(super) enum HelloRef<'a> {
+    Hello {
+        version: u8,
+        cluster: &'a str,
+        from: &'a str,
+        to: &'a str,
+        incarnation: u64,
+        members_digest: &'a [u8; 32],
+        nonce: &'a [u8; 16],
+        parts: &'a ConfigParts,
+    },
+}
+
+impl HelloRef<'_> {
+    /// The complete frame carrying this `Hello`.
+    pub(super) fn to_frame(&self) -> Result<Bytes, CodecError> {
+        encode_frame(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +302,47 @@ mod tests {
             "000000050204000102"
         );
         assert_eq!(refuse(Refusal::Duplicate("x".into())), "000000050204060178");
+    }
+
+    /// The dialer sends `Hello` borrowing its configuration: the bytes must be those of
+    /// `HandshakeMsg::Hello`, lists and mode included.
+    #[test]
+    fn a_borrowed_hello_is_the_same_frame() {
+        use super::super::parts::ModeParts;
+        use std::time::Duration;
+        let parts = ConfigParts::new(
+            vec!["a@h:1".into(), "b@h:2".into()],
+            vec!["w@h:3".into()],
+            true,
+            Duration::from_millis(100),
+            Duration::from_millis(300),
+        )
+        .with_mode(ModeParts::Quorum {
+            lease_ns: 5,
+            drift_ppm: 6,
+            margin_ns: 7,
+        });
+        let owned = HandshakeMsg::Hello {
+            version: 2,
+            cluster: "c".into(),
+            from: "a@h:1".into(),
+            to: "b@h:2".into(),
+            incarnation: 1 << 40,
+            members_digest: [7; 32],
+            nonce: [9; 16],
+            parts: parts.clone(),
+        };
+        let borrowed = HelloRef::Hello {
+            version: 2,
+            cluster: "c",
+            from: "a@h:1",
+            to: "b@h:2",
+            incarnation: 1 << 40,
+            members_digest: &[7; 32],
+            nonce: &[9; 16],
+            parts: &parts,
+        };
+        assert_eq!(borrowed.to_frame().unwrap(), owned.to_frame().unwrap());
     }
 
     #[test]
