@@ -171,7 +171,9 @@ pub(super) async fn accept_loop<B: Behaviour>(
                     p.take(ids)
                 };
                 abort(shed);
-                let task = tokio::spawn(accept_one(
+                // Boxed: the handshake's future is about 4 KiB, which spawning would
+                // otherwise copy several times over.
+                let task = tokio::spawn(Box::pin(accept_one(
                     stream,
                     from,
                     Admission {
@@ -180,7 +182,7 @@ pub(super) async fn accept_loop<B: Behaviour>(
                         hello,
                     },
                     ctx.clone(),
-                ));
+                )));
                 let mut p = lock(&pending);
                 // Unless it already ended (or was shed), it can be shed from now on.
                 if p.budget.contains(id) {

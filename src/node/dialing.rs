@@ -90,7 +90,8 @@ impl<B: Behaviour> NodeState<B> {
         let hs = self.hs.clone();
         let name = p.label.clone();
         let addr = self.cfg.dial_addr(peer);
-        p.dialer = Some(tokio::spawn(async move {
+        // Boxed, as the accept loop's handshakes are: the future is about 1.6 KiB.
+        p.dialer = Some(tokio::spawn(Box::pin(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -112,7 +113,7 @@ impl<B: Behaviour> NodeState<B> {
                 },
             };
             let _ = myself.cast(NodeMsg::DialDone { peer, gen, outcome });
-        }));
+        })));
     }
 
     /// A dial of `peer` (generation `gen`) ended.
