@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 /// is where its listener accepts connections from the other nodes.
 ///
 /// Cheap to clone (a reference count; names are copied into every view, peer table and
-/// message), and its text is made once, when it is parsed. Compared, ordered, hashed and
-/// serialized as the three fields `name`, `host`, `port`, in that order.
+/// message), and its text is made once, when it is parsed. Compared, ordered and serialized
+/// as the three fields `name`, `host`, `port`, in that order; hashed by its text (equal names
+/// have equal text).
 #[derive(Clone)]
 pub struct NodeName(Arc<Parts>);
 
@@ -48,17 +49,7 @@ impl NodeName {
             text.push(']');
         }
         text.push(':');
-        let mut digits = [0u8; 5];
-        let (mut i, mut p) = (digits.len(), port);
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (p % 10) as u8;
-            p /= 10;
-            if p == 0 {
-                break;
-            }
-        }
-        text.extend(digits[i..].iter().map(|&d| char::from(d)));
+        text.push_str(itoa::Buffer::new().format(port));
         NodeName(Arc::new(Parts {
             text: text.into_boxed_str(),
             at: name.len(),
@@ -198,7 +189,7 @@ impl NodeName {
 
     /// `host:port`, the address other nodes dial.
     pub fn addr(&self) -> String {
-        // The text after the `@` (the name before it has no `@`).
+        // The text after the name and its `@`.
         self.0.text[self.0.at + 1..].to_string()
     }
 }
